@@ -1,0 +1,15 @@
+#ifndef CHEBACKUP_CCURL_SHIM_H
+#define CHEBACKUP_CCURL_SHIM_H
+#include <curl/curl.h>
+
+/* curl_easy_setopt/getinfo are variadic and not callable from Swift: typed wrappers. */
+static inline CURLcode chb_curl_setopt_long(CURL *h, CURLoption o, long v) { return curl_easy_setopt(h, o, v); }
+static inline CURLcode chb_curl_setopt_string(CURL *h, CURLoption o, const char *v) { return curl_easy_setopt(h, o, v); }
+static inline CURLcode chb_curl_setopt_pointer(CURL *h, CURLoption o, void *v) { return curl_easy_setopt(h, o, v); }
+static inline CURLcode chb_curl_setopt_slist(CURL *h, CURLoption o, struct curl_slist *v) { return curl_easy_setopt(h, o, v); }
+static inline CURLcode chb_curl_setopt_offset(CURL *h, CURLoption o, curl_off_t v) { return curl_easy_setopt(h, o, v); }
+typedef size_t (*chb_curl_data_cb)(char *, size_t, size_t, void *);
+static inline CURLcode chb_curl_setopt_datacb(CURL *h, CURLoption o, chb_curl_data_cb v) { return curl_easy_setopt(h, o, v); }
+static inline CURLcode chb_curl_getinfo_long(CURL *h, CURLINFO i, long *v) { return curl_easy_getinfo(h, i, v); }
+static inline long chb_curlauth_aws_sigv4(void) { return (long)CURLAUTH_AWS_SIGV4; }
+#endif

@@ -1,0 +1,100 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Repository
+import Storage
+
+/// Flags every repository command shares.
+struct RepositoryOptionsGroup: ParsableArguments {
+    @Option(name: [.customShort("r"), .customLong("repository-url")],
+            help: "Repository: local:/path or a path. Default: $BACKUP_REPOSITORY_URL.")
+    var repositoryURL: String?
+
+    @Option(name: [.customShort("p"), .customLong("repository-password")],
+            help: ArgumentHelp("Repository password. Prefer $BACKUP_REPOSITORY_PASSWORD or --password-file: a flag shows in process listings.",
+                               valueName: "password"))
+    var repositoryPassword: String?
+
+    @Option(name: .customLong("password-file"), help: "Read the repository password from this file.")
+    var passwordFile: String?
+
+    @Option(help: "Transfers at once (default: the backend's).")
+    var connections: Int?
+
+    @Flag(name: .shortAndLong, help: "Print no progress.")
+    var quiet = false
+
+    @Flag(name: .shortAndLong, help: "Log more (info level).")
+    var verbose = false
+
+    func validate() throws {
+        if repositoryPassword != nil && passwordFile != nil {
+            throw ValidationError("give the password with only one of --repository-password and --password-file")
+        }
+        if let connections, connections < 1 || connections > 64 {
+            throw ValidationError("--connections must be between 1 and 64")
+        }
+    }
+
+    func url() throws -> RepositoryURL {
+        guard let text = repositoryURL ?? ProcessInfo.processInfo.environment["BACKUP_REPOSITORY_URL"] else {
+            throw CLIError("no repository given: use -r/--repository-url or BACKUP_REPOSITORY_URL")
+        }
+        do { return try RepositoryURL.parse(text) } catch let error as RepositoryURL.ParseError {
+            throw CLIError("invalid repository URL: \(error.description)")
+        }
+    }
+
+    func password() throws -> String {
+        if let repositoryPassword { return repositoryPassword }
+        if let passwordFile {
+            guard let text = try? String(contentsOfFile: passwordFile, encoding: .utf8) else {
+                throw CLIError("cannot read the password file \(passwordFile)")
+            }
+            return text.trimmingCharacters(in: .newlines)
+        }
+        if let env = ProcessInfo.processInfo.environment["BACKUP_REPOSITORY_PASSWORD"] { return env }
+        throw CLIError("no repository password: use BACKUP_REPOSITORY_PASSWORD, --password-file or -p")
+    }
+
+    var logger: Logger {
+        var logger = Logger(label: "chebackup") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = verbose ? .info : .warning
+        return logger
+    }
+
+    func storage(pool: BlockingPool) throws -> any Storage {
+        try StorageStack.open(try url(), connections: connections, pool: pool, logger: logger)
+    }
+
+    func openRepository(pool: BlockingPool) async throws -> Repository {
+        try await Repository.open(storage: try storage(pool: pool), password: try password(), logger: logger)
+    }
+}
+
+/// A user-facing error: its text is printed as is.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ text: String) { description = text }
+}
+
+/// Runs a command body, turning every failure into one line on stderr and exit status 1.
+func runReportingErrors(_ body: (BlockingPool) async throws -> Void) async throws {
+    let pool = BlockingPool(threads: 8)
+    defer { pool.shutdown() }
+    do {
+        try await body(pool)
+    } catch let error as ExitCode {
+        throw error
+    } catch {
+        let text: String
+        switch error {
+        case let e as RepositoryError: text = e.message
+        case let e as StorageError: text = e.description
+        case let e as CLIError: text = e.description
+        default: text = "\(error)"
+        }
+        FileHandle.standardError.write(Data("chebackup: error: \(text)\n".utf8))
+        throw ExitCode.failure
+    }
+}

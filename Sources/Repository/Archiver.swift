@@ -1,0 +1,102 @@
+import Foundation
+import Storage
+
+/// What to back up into one part of a snapshot.
+public enum BackupSource: Sendable {
+    /// A file tree (or a single file) at `path`, stored as part `name`.
+    case path(String, name: String)
+    /// A byte stream read from a file descriptor until its end, stored as part `name`.
+    case stream(fd: Int32, name: String)
+
+    public var name: String {
+        switch self {
+        case .path(_, let name), .stream(_, let name): name
+        }
+    }
+}
+
+public struct BackupOptions: Sendable {
+    public var tags: [String] = []
+    public var hostname = ProcessInfo.processInfo.hostName
+    public var metadata: [String: String] = [:]
+    /// The snapshot whose unchanged files are not read again. Nil: for each part, the latest
+    /// snapshot of this host that has a part of the same name.
+    public var parent: SnapshotID?
+    /// Read every file, even unchanged ones.
+    public var force = false
+    /// Upload slots (packs stored at once).
+    public var connections = 4
+    /// Files read at once.
+    public var fileConcurrency = max(2, ProcessInfo.processInfo.activeProcessorCount)
+    public init() {}
+}
+
+/// Reads sources, cuts them into chunks and hands new chunks to a `BlobWriter`. Parallel across
+/// files and, inside one large file or stream, across chunks; the chunk window bounds memory.
+public final class Archiver: Sendable {
+    let repo: Repository
+    let writer: BlobWriter
+    let progress: ProgressCounters
+    let fileSlots: AsyncSemaphore
+    let chunkWindow: Int
+
+    public init(repository: Repository, writer: BlobWriter, progress: ProgressCounters, fileConcurrency: Int) {
+        repo = repository
+        self.writer = writer
+        self.progress = progress
+        fileSlots = AsyncSemaphore(permits: max(1, fileConcurrency))
+        chunkWindow = max(2, ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    /// Chunks everything `fd` yields and stores new chunks. Returns the content list, the size and
+    /// the bytes that were new to the repository.
+    func saveContent(fd: Int32, name: String) async throws -> (content: [BlobID], size: Int64, new: Int64) {
+        let reader = ChunkReader(chunker: repo.chunker, fd: fd, name: name)
+        var ids: [BlobID] = []
+        var size: Int64 = 0
+        var newBytes: Int64 = 0
+        try await withThrowingTaskGroup(of: Int64.self) { group in
+            var inFlight = 0
+            while let chunk = try reader.next() {
+                size += Int64(chunk.count)
+                let id = repo.blobID(chunk)
+                ids.append(id)
+                if repo.index.claim(id) {
+                    if inFlight >= chunkWindow {
+                        newBytes += try await group.next() ?? 0
+                        inFlight -= 1
+                    }
+                    group.addTask { [writer] in
+                        try await writer.store(chunk, id: id, type: .data)
+                        return Int64(chunk.count)
+                    }
+                    inFlight += 1
+                }
+                progress.add(bytes: Int64(chunk.count))
+            }
+            for try await n in group { newBytes += n }
+        }
+        return (ids, size, newBytes)
+    }
+
+    /// Stores a tree blob (if new) and returns its id.
+    func saveTree(_ tree: Tree) async throws -> BlobID {
+        let data = JSON.encode(tree)
+        let id = repo.blobID(data)
+        try await writer.save(data, id: id, type: .tree)
+        return id
+    }
+
+    /// Backs up a stream into a part whose root is a stream node.
+    public func backupStream(fd: Int32, name: String) async throws -> Part {
+        let (content, size, new) = try await saveContent(fd: fd, name: name)
+        var stats = PartStats()
+        stats.bytes = size
+        stats.newBytes = new
+        stats.files = 1
+        progress.add(bytes: 0, items: 1)
+        let now = Int64(Date().timeIntervalSince1970 * 1e9)
+        let root = Node(name: name, type: .stream, mode: 0o600, mtimeNs: now, size: size, content: content)
+        return Part(name: name, kind: .stream, root: root, source: nil, stats: stats)
+    }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import Storage
+
+public struct CheckReport: Sendable {
+    public var errors: [String] = []
+    public var warnings: [String] = []
+    public var snapshots = 0
+    public var packs = 0
+    public var blobs = 0
+    public var packsRead = 0
+}
+
+/// Verifies a repository: every object's name against its hash, every snapshot's trees and
+/// chunks against the index, the index against the packs, and with `readData` every byte of
+/// every pack (authentication of each blob, its id, and the pack header against the index).
+public final class Checker: Sendable {
+    let repo: Repository
+    let progress: ProgressCounters
+
+    public init(repository: Repository, progress: ProgressCounters = ProgressCounters()) {
+        repo = repository
+        self.progress = progress
+    }
+
+    public func check(readData: Bool, connections: Int = 4) async throws -> CheckReport {
+        var report = CheckReport()
+        let storage = repo.storage
+
+        // Key, index and snapshot files: names must match content.
+        for type in [FileType.keys, .index] {
+            for info in try await storage.list(type) {
+                guard let id = ObjectID(hex: info.name) else {
+                    report.warnings.append("\(type.rawValue)/\(info.name): not a che-backup file name, ignored")
+                    continue
+                }
+                do {
+                    let data = try await repo.loadObject(type, id)
+                    if type == .index {
+                        _ = try Envelope.open(data, kind: .index, key: repo.keys.encryption, what: "index file \(id)")
+                    }
+                } catch let error as RepositoryError {
+                    report.errors.append(error.message)
+                }
+            }
+        }
+
+        // Packs: all indexed packs exist with the indexed size; unindexed ones are reported.
+        let stored = Dictionary(try await storage.list(.data).map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
+        let indexed = repo.index.packs
+        report.packs = indexed.count
+        report.blobs = repo.index.blobCount
+        for (pack, size) in indexed {
+            guard let actual = stored[pack.hex] else {
+                report.errors.append("pack \(pack) is in the index but missing from the repository")
+                continue
+            }
+            if actual != size { report.errors.append("pack \(pack) has \(actual) bytes, the index says \(size): truncated or damaged") }
+        }
+        for name in stored.keys {
+            guard let id = ObjectID(hex: name) else { continue }
+            if indexed[id] == nil { report.warnings.append("pack \(id) is in no index (left by an interrupted backup)") }
+        }
+
+        // Snapshots and everything they reference.
+        var seenTrees = Set<BlobID>()
+        for info in try await storage.list(.snapshots) {
+            guard let id = ObjectID(hex: info.name) else { continue }
+            do {
+                let snapshot = try await repo.loadSnapshot(id)
+                report.snapshots += 1
+                for part in snapshot.parts {
+                    try await checkNode(part.root, path: "snapshot \(id) part \(part.name)", seen: &seenTrees, report: &report)
+                }
+            } catch let error as RepositoryError {
+                report.errors.append(error.message)
+            }
+        }
+
+        if readData { try await readPacks(indexed, connections: connections, report: &report) }
+        return report
+    }
+
+    private func checkNode(_ node: Node, path: String, seen: inout Set<BlobID>, report: inout CheckReport) async throws {
+        for id in node.content ?? [] where !repo.index.has(id) {
+            report.errors.append("\(path)/\(node.name): chunk \(id) is not in the index")
+        }
+        guard node.type == .dir else { return }
+        guard let subtree = node.subtree else {
+            report.errors.append("\(path)/\(node.name): directory without a tree")
+            return
+        }
+        guard seen.insert(subtree).inserted else { return }
+        do {
+            let tree = try await repo.loadTree(subtree)
+            for child in tree.nodes {
+                try await checkNode(child, path: "\(path)/\(node.name)", seen: &seen, report: &report)
+            }
+        } catch let error as RepositoryError {
+            report.errors.append("\(path)/\(node.name): \(error.message)")
+        }
+    }
+
+    private func readPacks(_ packs: [PackID: Int64], connections: Int, report: inout CheckReport) async throws {
+        let list = Array(packs)
+        progress.setTotal(list.reduce(0) { $0 + $1.value })
+        try await withThrowingTaskGroup(of: [String].self) { group in
+            var next = 0
+            func launch() {
+                guard next < list.count else { return }
+                let (pack, size) = list[next]
+                next += 1
+                group.addTask { await self.readPack(pack, size: size) }
+            }
+            for _ in 0..<max(1, connections) { launch() }
+            while let problems = try await group.next() {
+                report.errors.append(contentsOf: problems)
+                report.packsRead += 1
+                launch()
+            }
+        }
+    }
+
+    /// Every problem found in one pack, as messages.
+    private func readPack(_ pack: PackID, size: Int64) async -> [String] {
+        defer { progress.add(bytes: size, items: 1) }
+        do {
+            let data = try await repo.loadObject(.data, pack)
+            let entries = try PackFormat.decodeHeader(tail: data, packSize: Int64(data.count), key: repo.keys.encryption, pack: pack)
+            var problems: [String] = []
+            for entry in entries {
+                let location = BlobLocation(pack: pack, blob: entry)
+                if repo.index.lookup(entry.id)?.pack != pack && repo.index.lookup(entry.id) == nil {
+                    problems.append("blob \(entry.id) in pack \(pack) is not in the index")
+                }
+                do {
+                    let end = Int(entry.offset) + Int(entry.length)
+                    _ = try data.withUnsafeBytes { raw in
+                        try repo.openBlob(UnsafeRawBufferPointer(rebasing: raw[Int(entry.offset)..<end]), location)
+                    }
+                } catch let error as RepositoryError {
+                    problems.append(error.message)
+                }
+            }
+            return problems
+        } catch let error as RepositoryError {
+            return [error.message]
+        } catch {
+            return ["pack \(pack): \(error)"]
+        }
+    }
+}

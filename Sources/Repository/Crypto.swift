@@ -1,0 +1,105 @@
+import COpenSSL
+import Foundation
+
+/// A 256-bit secret key. Its bytes never appear in descriptions.
+public struct SecretKey: Sendable, CustomStringConvertible {
+    let bytes: [UInt8]
+
+    init?(_ data: Data) {
+        guard data.count == 32 else { return nil }
+        bytes = [UInt8](data)
+    }
+
+    static func random() -> SecretKey { SecretKey(Crypto.random(32))! }
+
+    var data: Data { Data(bytes) }
+    public var description: String { "SecretKey(redacted)" }
+}
+
+/// The primitives, over OpenSSL. Sealed form: nonce (12) || ciphertext || tag (16).
+public enum Crypto {
+    public static let nonceSize = 12
+    public static let tagSize = 16
+    public static let overhead = nonceSize + tagSize
+
+    public static func random(_ count: Int) -> Data {
+        var data = Data(count: count)
+        let ok = data.withUnsafeMutableBytes { chb_random($0.baseAddress, count) }
+        precondition(ok == 1, "the system random generator failed")
+        return data
+    }
+
+    public static func sha256(_ data: Data) -> Digest32 {
+        data.withUnsafeBytes { sha256($0) }
+    }
+
+    public static func sha256(_ bytes: UnsafeRawBufferPointer) -> Digest32 {
+        var out = [UInt8](repeating: 0, count: 32)
+        _ = chb_sha256(bytes.baseAddress, bytes.count, &out)
+        return out.withUnsafeBytes { Digest32(bytes: $0) }
+    }
+
+    static func hmac(_ key: SecretKey, _ bytes: UnsafeRawBufferPointer) -> Digest32 {
+        var out = [UInt8](repeating: 0, count: 32)
+        _ = key.bytes.withUnsafeBytes { k in chb_hmac_sha256(k.baseAddress, 32, bytes.baseAddress, bytes.count, &out) }
+        return out.withUnsafeBytes { Digest32(bytes: $0) }
+    }
+
+    static func hmac(_ key: SecretKey, _ data: Data) -> Digest32 {
+        data.withUnsafeBytes { hmac(key, $0) }
+    }
+
+    /// Encrypts with a fresh random nonce; `aad` is authenticated, not stored.
+    static func seal(_ key: SecretKey, _ plaintext: UnsafeRawBufferPointer, aad: Data = Data()) -> Data {
+        var out = Data(count: overhead + plaintext.count)
+        out.withUnsafeMutableBytes { raw in
+            let base = raw.baseAddress!
+            precondition(chb_random(base, nonceSize) == 1, "the system random generator failed")
+            let ok = key.bytes.withUnsafeBytes { k in
+                aad.withUnsafeBytes { a in
+                    chb_aes256gcm_seal(k.baseAddress, base, a.baseAddress, a.count, plaintext.baseAddress,
+                                       plaintext.count, base + nonceSize, base + nonceSize + plaintext.count)
+                }
+            }
+            precondition(ok == 1, "AES-256-GCM encryption failed")
+        }
+        return out
+    }
+
+    static func seal(_ key: SecretKey, _ plaintext: Data, aad: Data = Data()) -> Data {
+        plaintext.withUnsafeBytes { seal(key, $0, aad: aad) }
+    }
+
+    /// Decrypts and verifies; nil when the data or `aad` was changed or the key is wrong.
+    static func open(_ key: SecretKey, _ sealed: UnsafeRawBufferPointer, aad: Data = Data()) -> Data? {
+        guard sealed.count >= overhead else { return nil }
+        let length = sealed.count - overhead
+        var out = Data(count: length)
+        let ok = out.withUnsafeMutableBytes { o in
+            key.bytes.withUnsafeBytes { k in
+                aad.withUnsafeBytes { a in
+                    let base = sealed.baseAddress!
+                    return chb_aes256gcm_open(k.baseAddress, base, a.baseAddress, a.count, base + nonceSize, length,
+                                              base + nonceSize + length, o.baseAddress)
+                }
+            }
+        }
+        return ok == 1 ? out : nil
+    }
+
+    static func open(_ key: SecretKey, _ sealed: Data, aad: Data = Data()) -> Data? {
+        sealed.withUnsafeBytes { open(key, $0, aad: aad) }
+    }
+
+    /// scrypt (RFC 7914) through OpenSSL.
+    static func scrypt(password: String, salt: Data, n: UInt64, r: UInt64, p: UInt64, length: Int) -> Data? {
+        var out = Data(count: length)
+        let pw = Array(password.utf8)
+        let ok = out.withUnsafeMutableBytes { o in
+            salt.withUnsafeBytes { s in
+                chb_scrypt(pw, pw.count, s.baseAddress, s.count, n, r, p, o.baseAddress, length)
+            }
+        }
+        return ok == 1 ? out : nil
+    }
+}

@@ -1,0 +1,109 @@
+import Foundation
+import Synchronization
+
+/// Where a blob is stored.
+public struct BlobLocation: Hashable, Sendable {
+    public let pack: PackID
+    public let blob: PackedBlob
+}
+
+/// An index file (`index/<sha256>`), an encrypted JSON envelope listing packs and their blobs.
+/// `supersedes` names index files this one replaces (written by a future `prune`/rebuild).
+struct IndexFile: Codable {
+    struct Pack: Codable {
+        let id: PackID
+        let size: Int64
+        let blobs: [Blob]
+    }
+
+    struct Blob: Codable {
+        let id: BlobID
+        let type: BlobType
+        let offset: UInt32
+        let length: UInt32
+        let rawLength: UInt32
+    }
+
+    var version = 1
+    var supersedes: [ObjectID] = []
+    var packs: [Pack]
+}
+
+/// The in-memory index of every blob in the repository, shared by all tasks of one process.
+/// `claim` is how deduplication works across concurrent tasks: the first to claim a new id
+/// stores it; everyone else skips it.
+public final class MasterIndex: Sendable {
+    private struct State {
+        var blobs: [BlobID: BlobLocation] = [:]
+        var packSizes: [PackID: Int64] = [:]
+        var pending: Set<BlobID> = []
+        var unsaved: [IndexFile.Pack] = []
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    public var blobCount: Int { state.withLock { $0.blobs.count } }
+    public var packCount: Int { state.withLock { $0.packSizes.count } }
+
+    public func lookup(_ id: BlobID) -> BlobLocation? { state.withLock { $0.blobs[id] } }
+    public func has(_ id: BlobID) -> Bool { state.withLock { $0.blobs[id] != nil } }
+    public func packSize(_ pack: PackID) -> Int64? { state.withLock { $0.packSizes[pack] } }
+    public var packs: [PackID: Int64] { state.withLock { $0.packSizes } }
+
+    /// True when the caller must store `id`: it is neither stored nor being stored.
+    func claim(_ id: BlobID) -> Bool {
+        state.withLock { s in
+            if s.blobs[id] != nil || s.pending.contains(id) { return false }
+            s.pending.insert(id)
+            return true
+        }
+    }
+
+    /// Records packs read from an index file (already stored, already indexed).
+    func addIndexed(_ file: IndexFile) {
+        state.withLock { s in
+            for pack in file.packs { Self.insert(pack, into: &s) }
+        }
+    }
+
+    /// Records a pack this process just stored; it goes into the next index file written.
+    func addStored(_ pack: IndexFile.Pack) {
+        state.withLock { s in
+            Self.insert(pack, into: &s)
+            for blob in pack.blobs { s.pending.remove(blob.id) }
+            s.unsaved.append(pack)
+        }
+    }
+
+    func takeUnsaved() -> [IndexFile.Pack] {
+        state.withLock { s in
+            defer { s.unsaved = [] }
+            return s.unsaved
+        }
+    }
+
+    /// Puts packs back after a failed index write, so a retry includes them.
+    func returnUnsaved(_ packs: [IndexFile.Pack]) {
+        state.withLock { $0.unsaved.insert(contentsOf: packs, at: 0) }
+    }
+
+    var unsavedBlobCount: Int { state.withLock { $0.unsaved.reduce(0) { $0 + $1.blobs.count } } }
+
+    private static func insert(_ pack: IndexFile.Pack, into s: inout State) {
+        s.packSizes[pack.id] = pack.size
+        for b in pack.blobs {
+            s.blobs[b.id] = BlobLocation(pack: pack.id, blob: PackedBlob(id: b.id, type: b.type, offset: b.offset,
+                                                                        length: b.length, rawLength: b.rawLength))
+        }
+    }
+}
+
+extension IndexFile.Pack {
+    init(id: PackID, size: Int64, entries: [PackedBlob]) {
+        self.init(id: id, size: size, blobs: entries.map {
+            IndexFile.Blob(id: $0.id, type: $0.type, offset: $0.offset, length: $0.length, rawLength: $0.rawLength)
+        })
+    }
+}

@@ -1,0 +1,47 @@
+import Foundation
+import Storage
+
+extension Repository {
+    /// Writes a snapshot record. Callers must have flushed every blob and index file it refers to.
+    public func saveSnapshot(_ snapshot: Snapshot) async throws -> SnapshotID {
+        try await saveEncrypted(.snapshots, kind: .snapshot, snapshot)
+    }
+
+    public func loadSnapshot(_ id: SnapshotID) async throws -> Snapshot {
+        try await loadEncrypted(.snapshots, kind: .snapshot, id, as: Snapshot.self)
+    }
+
+    /// Every snapshot, oldest first.
+    public func listSnapshots() async throws -> [(id: SnapshotID, snapshot: Snapshot)] {
+        let names = try await storage.list(.snapshots).compactMap { ObjectID(hex: $0.name) }
+        let loaded = try await withThrowingTaskGroup(of: (SnapshotID, Snapshot).self) { group in
+            for id in names { group.addTask { (id, try await self.loadSnapshot(id)) } }
+            var all: [(id: SnapshotID, snapshot: Snapshot)] = []
+            for try await pair in group { all.append(pair) }
+            return all
+        }
+        return loaded.sorted { ($0.snapshot.time, $0.id) < ($1.snapshot.time, $1.id) }
+    }
+
+    /// Finds a snapshot by `latest` or by a unique prefix of its id.
+    public func resolveSnapshot(_ reference: String) async throws -> (id: SnapshotID, snapshot: Snapshot) {
+        let ref = reference.lowercased()
+        if ref == "latest" {
+            guard let last = try await listSnapshots().last else {
+                throw RepositoryError(.snapshotNotFound, "the repository at \(storage.location) has no snapshots")
+            }
+            return last
+        }
+        guard !ref.isEmpty, ref.count <= 64, ref.allSatisfy(\.isHexDigit) else {
+            throw RepositoryError(.invalidArgument, "invalid snapshot id \"\(reference)\": use hex digits or \"latest\"")
+        }
+        let matches = try await storage.list(.snapshots).map(\.name).filter { $0.hasPrefix(ref) }
+        guard let first = matches.first, let id = ObjectID(hex: first) else {
+            throw RepositoryError(.snapshotNotFound, "no snapshot with id \(reference) in \(storage.location)")
+        }
+        guard matches.count == 1 else {
+            throw RepositoryError(.ambiguousSnapshot, "snapshot id \(reference) is ambiguous: it matches \(matches.count) snapshots")
+        }
+        return (id, try await loadSnapshot(id))
+    }
+}

@@ -1,0 +1,219 @@
+import Foundation
+import Logging
+import Storage
+
+public struct RepositoryConfig: Codable, Sendable {
+    public var version = formatVersion
+    public var id: String
+    public var chunker: ChunkerParameters
+    public var packSize: Int
+    public var created: Date
+}
+
+public struct RepositoryOptions: Sendable {
+    public var chunker = ChunkerParameters.default
+    public var packSize = 16 << 20
+    public var kdf = KDFParameters.default
+    public init() {}
+}
+
+/// An open repository: its backend, its unlocked keys, its config and its in-memory index.
+public final class Repository: Sendable {
+    public let storage: any Storage
+    public let config: RepositoryConfig
+    public let chunker: Chunker
+    public let index = MasterIndex()
+    public let logger: Logger
+    let keys: MasterKeys
+
+    init(storage: any Storage, keys: MasterKeys, config: RepositoryConfig, logger: Logger) {
+        self.storage = storage
+        self.keys = keys
+        self.config = config
+        self.logger = logger
+        chunker = Chunker(parameters: config.chunker, key: keys.chunkID)
+    }
+
+    /// Creates a new repository: fresh master keys, one key file for `password`, the config.
+    public static func initialize(storage: any Storage, password: String, options: RepositoryOptions = .init(),
+                                  logger: Logger) async throws -> Repository {
+        guard !password.isEmpty else { throw RepositoryError(.invalidArgument, "empty repository password") }
+        try options.chunker.validate()
+        guard options.packSize >= 1 << 16, options.packSize <= 1 << 30 else {
+            throw RepositoryError(.invalidArgument, "pack size \(options.packSize) out of range (64 KiB – 1 GiB)")
+        }
+        if try await storage.exists(.config) {
+            throw RepositoryError(.alreadyInitialized, "a repository already exists at \(storage.location)")
+        }
+        try await storage.create()
+        let keys = MasterKeys.generate()
+        let config = RepositoryConfig(id: Crypto.random(32).map { String(format: "%02x", $0) }.joined(),
+                                      chunker: options.chunker, packSize: options.packSize, created: Date())
+        let repo = Repository(storage: storage, keys: keys, config: config, logger: logger)
+        try await repo.addKey(password: password, kdf: options.kdf)
+        // The config goes last: a repository whose init was interrupted has no config and is not one.
+        try await storage.save(.config, data: Envelope.seal(JSON.encode(config), kind: .config, key: keys.encryption))
+        return repo
+    }
+
+    /// Opens an existing repository with `password` and loads its index.
+    public static func open(storage: any Storage, password: String, logger: Logger) async throws -> Repository {
+        let sealedConfig: Data
+        do {
+            sealedConfig = try await storage.load(.config)
+        } catch let error as StorageError where error.code == .notFound {
+            throw RepositoryError(.notARepository, "there is no repository at \(storage.location) (no config file)")
+        }
+        let keyFiles = try await storage.list(.keys)
+        guard !keyFiles.isEmpty else {
+            throw RepositoryError(.corrupted, "the repository at \(storage.location) has no key files")
+        }
+        var unlocked: MasterKeys?
+        for info in keyFiles {
+            guard let name = ObjectID(hex: info.name) else { continue }
+            let data = try await storage.load(Handle(.keys, info.name))
+            guard ObjectID(hashing: data) == name else {
+                logger.warning("key file \(name) does not match its name; skipped")
+                continue
+            }
+            let file = try JSON.decode(KeyFile.self, data, what: "key file \(name)")
+            if let keys = try file.unlock(password: password, what: "key file \(name)") {
+                unlocked = keys
+                break
+            }
+        }
+        guard let keys = unlocked else {
+            throw RepositoryError(.wrongPassword, "wrong password: no key of the repository at \(storage.location) opens with it")
+        }
+        let plain = try Envelope.open(sealedConfig, kind: .config, key: keys.encryption, what: "repository config")
+        let config = try JSON.decode(RepositoryConfig.self, plain, what: "repository config")
+        guard config.version == formatVersion else {
+            throw RepositoryError(.unsupported, "repository format version \(config.version) is not supported (this program reads \(formatVersion))")
+        }
+        try config.chunker.validate()
+        let repo = Repository(storage: storage, keys: keys, config: config, logger: logger)
+        try await repo.loadIndex()
+        return repo
+    }
+
+    /// Adds a key file so that `password` also opens this repository.
+    @discardableResult
+    public func addKey(password: String, kdf: KDFParameters = .default) async throws -> ObjectID {
+        let file = try KeyFile.make(password: password, keys: keys, parameters: kdf)
+        return try await saveObject(.keys, JSON.encode(file))
+    }
+
+    // MARK: objects named by their hash
+
+    /// Stores `data` as `type/<sha256(data)>`.
+    @discardableResult
+    func saveObject(_ type: FileType, _ data: Data) async throws -> ObjectID {
+        let id = ObjectID(hashing: data)
+        try await storage.save(Handle(type, id.hex), data: data)
+        return id
+    }
+
+    /// Loads `type/<id>` and checks that its bytes hash to its name.
+    func loadObject(_ type: FileType, _ id: ObjectID) async throws -> Data {
+        let data: Data
+        do {
+            data = try await storage.load(Handle(type, id.hex))
+        } catch let error as StorageError where error.code == .notFound {
+            throw RepositoryError(.missing, "\(type.rawValue) file \(id) is missing from the repository")
+        }
+        guard ObjectID(hashing: data) == id else {
+            throw RepositoryError(.corrupted, "\(type.rawValue) file \(id) is corrupted: its content does not match its name")
+        }
+        return data
+    }
+
+    func saveEncrypted<T: Encodable>(_ type: FileType, kind: Envelope.Kind, _ value: T) async throws -> ObjectID {
+        try await saveObject(type, Envelope.seal(JSON.encode(value), kind: kind, key: keys.encryption))
+    }
+
+    func loadEncrypted<T: Decodable>(_ type: FileType, kind: Envelope.Kind, _ id: ObjectID, as: T.Type) async throws -> T {
+        let what = "\(type.rawValue) file \(id)"
+        let plain = try Envelope.open(try await loadObject(type, id), kind: kind, key: keys.encryption, what: what)
+        return try JSON.decode(T.self, plain, what: what)
+    }
+
+    // MARK: index
+
+    func loadIndex() async throws {
+        let files = try await storage.list(.index)
+        try await withThrowingTaskGroup(of: IndexFile.self) { group in
+            var next = files.makeIterator()
+            func addNext() -> Bool {
+                guard let info = next.next() else { return false }
+                guard let id = ObjectID(hex: info.name) else { return addNext() }
+                group.addTask { try await self.loadEncrypted(.index, kind: .index, id, as: IndexFile.self) }
+                return true
+            }
+            for _ in 0..<8 where !addNext() { break }
+            while let file = try await group.next() {
+                index.addIndexed(file)
+                _ = addNext()
+            }
+        }
+    }
+
+    /// Writes the packs stored since the last call into a new index file.
+    func flushIndex() async throws {
+        let packs = index.takeUnsaved()
+        guard !packs.isEmpty else { return }
+        do {
+            _ = try await saveEncrypted(.index, kind: .index, IndexFile(packs: packs))
+        } catch {
+            index.returnUnsaved(packs)
+            throw error
+        }
+    }
+
+    // MARK: blobs
+
+    public func blobID(_ bytes: UnsafeRawBufferPointer) -> BlobID { BlobID(Crypto.hmac(keys.chunkID, bytes)) }
+    public func blobID(_ data: Data) -> BlobID { data.withUnsafeBytes { blobID($0) } }
+
+    /// Loads, verifies and decodes one blob with a range request.
+    public func loadBlob(_ id: BlobID) async throws -> Data {
+        guard let location = index.lookup(id) else {
+            throw RepositoryError(.missing, "blob \(id) is not in the index: the repository is damaged")
+        }
+        let start = Int64(location.blob.offset)
+        let sealed = try await loadPackRange(location.pack, start..<(start + Int64(location.blob.length)))
+        return try sealed.withUnsafeBytes { try PackFormat.openBlob($0, entry: location.blob, keys: keys, pack: location.pack) }
+    }
+
+    func loadPackRange(_ pack: PackID, _ range: Range<Int64>) async throws -> Data {
+        do {
+            return try await storage.load(Handle(.data, pack.hex), range: range)
+        } catch let error as StorageError where error.code == .notFound {
+            throw RepositoryError(.missing, "pack \(pack) is missing from the repository")
+        } catch let error as StorageError where error.code == .invalidRange {
+            throw RepositoryError(.corrupted, "pack \(pack) is truncated: \(error.message)")
+        }
+    }
+
+    func openBlob(_ sealed: UnsafeRawBufferPointer, _ location: BlobLocation) throws -> Data {
+        try PackFormat.openBlob(sealed, entry: location.blob, keys: keys, pack: location.pack)
+    }
+
+    public func loadTree(_ id: BlobID) async throws -> Tree {
+        try JSON.decode(Tree.self, try await loadBlob(id), what: "tree \(id)")
+    }
+
+    /// Reads a pack's header from its tail (to rebuild the index from packs alone).
+    func readPackHeader(_ pack: PackID, size: Int64) async throws -> [PackedBlob] {
+        var tailLength = PackFormat.tailGuess(packSize: size)
+        var tail = try await loadPackRange(pack, (size - tailLength)..<size)
+        let t = [UInt8](tail.suffix(PackFormat.trailerSize))
+        if t.count == 8 {
+            let headerLength = Int64(UInt32(t[0]) | UInt32(t[1]) << 8 | UInt32(t[2]) << 16 | UInt32(t[3]) << 24)
+            if headerLength + 8 > tailLength && headerLength + 8 <= size {
+                tailLength = headerLength + 8
+                tail = try await loadPackRange(pack, (size - tailLength)..<size)
+            }
+        }
+        return try PackFormat.decodeHeader(tail: tail, packSize: size, key: keys.encryption, pack: pack)
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+
+public enum NodeType: String, Codable, Sendable {
+    case file, dir, symlink
+    /// A byte stream with no file metadata (a database dump).
+    case stream
+}
+
+/// One entry of a tree: a file, directory, symlink or stream, with the metadata restore puts back.
+public struct Node: Codable, Sendable, Equatable {
+    public var name: String
+    public var type: NodeType
+    /// Permission bits, including setuid, setgid and sticky (st_mode & 07777).
+    public var mode: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    /// Modification time, nanoseconds since the epoch.
+    public var mtimeNs: Int64
+    public var size: Int64
+    /// Device and inode at backup time: with size and mtime they tell an unchanged file.
+    public var device: UInt64
+    public var inode: UInt64
+    public var linkTarget: String?
+    /// The chunks of a file or stream, in order.
+    public var content: [BlobID]?
+    /// The tree blob of a directory.
+    public var subtree: BlobID?
+
+    public init(name: String, type: NodeType, mode: UInt32 = 0, uid: UInt32 = 0, gid: UInt32 = 0, mtimeNs: Int64 = 0,
+                size: Int64 = 0, device: UInt64 = 0, inode: UInt64 = 0, linkTarget: String? = nil,
+                content: [BlobID]? = nil, subtree: BlobID? = nil) {
+        self.name = name
+        self.type = type
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.mtimeNs = mtimeNs
+        self.size = size
+        self.device = device
+        self.inode = inode
+        self.linkTarget = linkTarget
+        self.content = content
+        self.subtree = subtree
+    }
+}
+
+/// One directory's entries, sorted by name. Stored as a tree blob (JSON).
+public struct Tree: Codable, Sendable {
+    public var nodes: [Node]
+}
+
+public enum PartKind: String, Codable, Sendable {
+    case tree, stream
+}
+
+public struct PartStats: Codable, Sendable, Equatable {
+    public var files: Int = 0
+    public var dirs: Int = 0
+    public var bytes: Int64 = 0
+    /// Files taken unchanged from the parent snapshot without reading them.
+    public var unchangedFiles: Int = 0
+    /// Bytes of new blobs this backup stored for this part (before compression).
+    public var newBytes: Int64 = 0
+
+    public init() {}
+}
+
+/// One named piece of a snapshot: a file tree (root = the directory node) or a byte stream
+/// (root = a stream node with its content).
+public struct Part: Codable, Sendable {
+    public var name: String
+    public var kind: PartKind
+    public var root: Node
+    public var source: String?
+    public var stats: PartStats
+}
+
+/// A snapshot record (`snapshots/<sha256>`): written last, after everything it refers to.
+public struct Snapshot: Codable, Sendable {
+    public var version = 1
+    public var time: Date
+    public var hostname: String
+    public var username: String
+    public var tags: [String]
+    public var parent: SnapshotID?
+    public var program: String
+    public var parts: [Part]
+    /// Free-form facts recorded by the caller (the controller records Che's version, namespace…).
+    public var metadata: [String: String]
+
+    public var totalBytes: Int64 { parts.reduce(0) { $0 + $1.stats.bytes } }
+}
+
+public let programVersion = "chebackup 0.1.0"

@@ -1,0 +1,128 @@
+import Foundation
+import Synchronization
+
+/// A fixed set of dedicated threads for blocking calls (file I/O, libcurl transfers), so they never
+/// occupy Swift's cooperative thread pool, which has only as many threads as cores.
+public final class BlockingPool: @unchecked Sendable {
+    // All mutable state is guarded by `condition`.
+    private let condition = NSCondition()
+    private var jobs: [@Sendable () -> Void] = []
+    private var head = 0
+    private var stopped = false
+    public let threadCount: Int
+
+    public init(threads: Int, name: String = "chebackup-io") {
+        threadCount = max(1, threads)
+        for index in 0..<threadCount {
+            let thread = Thread { [self] in self.work() }
+            thread.name = "\(name)-\(index)"
+            thread.start()
+        }
+    }
+
+    /// Runs `body` on one of the pool's threads and returns its result.
+    public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            enqueue {
+                do { continuation.resume(returning: try body()) } catch { continuation.resume(throwing: error) }
+            }
+        }
+    }
+
+    /// Lets the threads finish their queued jobs and exit.
+    public func shutdown() {
+        condition.lock()
+        stopped = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func enqueue(_ job: @escaping @Sendable () -> Void) {
+        condition.lock()
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func work() {
+        while true {
+            condition.lock()
+            while head == jobs.count && !stopped { condition.wait() }
+            if head == jobs.count {
+                condition.unlock()
+                return
+            }
+            let job = jobs[head]
+            head += 1
+            if head == jobs.count {
+                jobs.removeAll(keepingCapacity: true)
+                head = 0
+            }
+            condition.unlock()
+            job()
+        }
+    }
+}
+
+/// A counting semaphore for async code: `acquire` suspends (without blocking a thread) until a
+/// permit is free. Used for backpressure and for concurrency limits.
+public final class AsyncSemaphore: Sendable {
+    private struct State {
+        var available: Int
+        var waiters: [(Int, CheckedContinuation<Void, Never>)] = []
+    }
+
+    private let state: Mutex<State>
+
+    public init(permits: Int) {
+        state = Mutex(State(available: permits))
+    }
+
+    public func acquire(_ count: Int = 1) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = state.withLock { s -> Bool in
+                if s.waiters.isEmpty && s.available >= count {
+                    s.available -= count
+                    return true
+                }
+                s.waiters.append((count, continuation))
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+    }
+
+    public func release(_ count: Int = 1) {
+        let ready = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.available += count
+            var ready: [CheckedContinuation<Void, Never>] = []
+            while let first = s.waiters.first, first.0 <= s.available {
+                s.available -= first.0
+                ready.append(first.1)
+                s.waiters.removeFirst()
+            }
+            return ready
+        }
+        for continuation in ready { continuation.resume() }
+    }
+
+    /// Runs `body` holding `count` permits.
+    public func withPermit<T>(_ count: Int = 1, _ body: () async throws -> T) async rethrows -> T {
+        await acquire(count)
+        defer { release(count) }
+        return try await body()
+    }
+}
+
+/// A value behind a lock, as a reference that closures and tasks can share.
+public final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+
+    public init(_ value: Value) { mutex = Mutex(value) }
+
+    public func withLock<T>(_ body: (inout Value) throws -> T) rethrows -> T {
+        try mutex.withLock { try body(&$0) }
+    }
+
+    public var value: Value { mutex.withLock { $0 } }
+}

@@ -1,0 +1,187 @@
+import Foundation
+
+/// A repository in a local directory, laid out as restic lays out its own:
+/// `config`, `keys/`, `locks/`, `snapshots/`, `index/`, `data/XX/` (XX = first two characters of
+/// the name), and `tmp/` for writes in progress. A write goes to `tmp/`, is fsynced, then renamed
+/// into place, and the directory is fsynced: readers never see half a file.
+public struct LocalStorage: Storage {
+    public let root: String
+    private let pool: BlockingPool
+
+    public init(path: String, pool: BlockingPool) {
+        var root = path
+        while root.count > 1 && root.hasSuffix("/") { root.removeLast() }
+        self.root = root
+        self.pool = pool
+    }
+
+    public var location: String { "local:\(root)" }
+    public var defaultConnections: Int { 4 }
+
+    func path(_ handle: Handle) throws -> String {
+        if handle.type == .config { return root + "/config" }
+        let name = handle.name
+        guard !name.isEmpty, !name.hasPrefix("."), !name.contains("/"), !name.contains("\0") else {
+            throw StorageError(.permanent, "invalid file name \"\(name)\"")
+        }
+        if handle.type == .data {
+            return "\(root)/data/\(name.prefix(2))/\(name)"
+        }
+        return "\(root)/\(handle.type.rawValue)/\(name)"
+    }
+
+    public func create() async throws {
+        let root = self.root
+        try await pool.run {
+            var dirs = [root, root + "/tmp"]
+            for type in FileType.allCases where type != .config { dirs.append("\(root)/\(type.rawValue)") }
+            for byte in 0..<256 { dirs.append(root + "/data/" + String(format: "%02x", byte)) }
+            for dir in dirs where mkdir(dir, 0o700) != 0 && errno != EEXIST {
+                throw posixError("create directory", dir)
+            }
+        }
+    }
+
+    public func save(_ handle: Handle, data: Data) async throws {
+        let target = try path(handle)
+        let root = self.root
+        try await pool.run {
+            let temp = "\(root)/tmp/\(handle.type.rawValue)-\(UUID().uuidString)"
+            let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw posixError("create", temp) }
+            var renamed = false
+            defer { if !renamed { unlink(temp) } }
+            do {
+                defer { close(fd) }
+                try writeAll(fd, data, path: temp)
+                guard fsync(fd) == 0 else { throw posixError("fsync", temp) }
+            }
+            let dir = (target as NSString).deletingLastPathComponent
+            if handle.type == .data, mkdir(dir, 0o700) != 0, errno != EEXIST {
+                throw posixError("create directory", dir)
+            }
+            guard rename(temp, target) == 0 else { throw posixError("rename to", target) }
+            renamed = true
+            let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if dfd >= 0 {
+                fsync(dfd)
+                close(dfd)
+            }
+        }
+    }
+
+    public func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data {
+        let file = try path(handle)
+        return try await pool.run {
+            let fd = open(file, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw posixError("open", handle.description) }
+            defer { close(fd) }
+            guard let size = fileSize(fd: fd) else { throw posixError("stat", handle.description) }
+            let wanted = range ?? 0..<size
+            guard wanted.lowerBound >= 0, wanted.upperBound <= size else {
+                throw StorageError(.invalidRange, "range \(wanted) outside \(handle) (\(size) bytes)")
+            }
+            return try readExactly(fd, offset: wanted.lowerBound, count: Int(wanted.count), path: handle.description)
+        }
+    }
+
+    public func stat(_ handle: Handle) async throws -> FileInfo {
+        let file = try path(handle)
+        return try await pool.run {
+            guard let (size, _) = fileStatus(file) else { throw posixError("stat", handle.description) }
+            return FileInfo(name: handle.name, size: size)
+        }
+    }
+
+    public func list(_ type: FileType) async throws -> [FileInfo] {
+        let root = self.root
+        return try await pool.run {
+            if type == .config {
+                return fileStatus(root + "/config").map { [FileInfo(name: "", size: $0.size)] } ?? []
+            }
+            let base = "\(root)/\(type.rawValue)"
+            var dirs = [base]
+            if type == .data { dirs = try listDirectory(base).filter { !$0.hasPrefix(".") }.map { base + "/" + $0 } }
+            var result: [FileInfo] = []
+            for dir in dirs {
+                for name in try listDirectory(dir) where !name.hasPrefix(".") {
+                    guard let (size, regular) = fileStatus(dir + "/" + name) else { continue }  // removed meanwhile
+                    if regular { result.append(FileInfo(name: name, size: size)) }
+                }
+            }
+            return result
+        }
+    }
+
+    public func remove(_ handle: Handle) async throws {
+        let file = try path(handle)
+        try await pool.run {
+            guard unlink(file) == 0 else { throw posixError("remove", handle.description) }
+        }
+    }
+}
+
+/// Size and whether it is a regular file; nil when `path` does not exist.
+func fileStatus(_ path: String) -> (size: Int64, regular: Bool)? {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return nil }
+    return (Int64(st.st_size), (st.st_mode & S_IFMT) == S_IFREG)
+}
+
+func fileSize(fd: Int32) -> Int64? {
+    var st = stat()
+    guard fstat(fd, &st) == 0 else { return nil }
+    return Int64(st.st_size)
+}
+
+func listDirectory(_ dir: String) throws -> [String] {
+    guard let handle = opendir(dir) else {
+        if errno == ENOENT { return [] }
+        throw posixError("list", dir)
+    }
+    defer { closedir(handle) }
+    var names: [String] = []
+    while let entry = readdir(handle) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+        }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+}
+
+/// Writes all of `data` to `fd`, retrying short writes and EINTR.
+public func writeAll(_ fd: Int32, _ data: Data, path: String) throws {
+    try data.withUnsafeBytes { raw in
+        guard var pointer = raw.baseAddress else { return }
+        var left = raw.count
+        while left > 0 {
+            let n = write(fd, pointer, left)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw posixError("write", path)
+            }
+            pointer += n
+            left -= n
+        }
+    }
+}
+
+/// Reads exactly `count` bytes at `offset`; a short file is an error, not a short result.
+public func readExactly(_ fd: Int32, offset: Int64, count: Int, path: String) throws -> Data {
+    var data = Data(count: count)
+    try data.withUnsafeMutableBytes { raw in
+        guard let base = raw.baseAddress else { return }
+        var done = 0
+        while done < count {
+            let n = pread(fd, base + done, count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw posixError("read", path)
+            }
+            if n == 0 { throw StorageError(.permanent, "read \(path): file is shorter than expected") }
+            done += n
+        }
+    }
+    return data
+}

@@ -1,0 +1,79 @@
+/// Storage: where a repository's files live.
+///
+/// Terms: a *backend* stores whole, immutable, typed files (`Handle` = type + name) and offers
+/// save, load (optionally a byte range), stat, list and remove. The contract every backend obeys,
+/// and that `TestSupport`'s conformance suite checks:
+///
+/// - `save` is atomic: a reader sees either no file or the whole file, never part of it, also when
+///   the writer dies mid-way. Saving a name that exists replaces it with the same bytes (names are
+///   content hashes) or fails with `.alreadyExists`; it never leaves a mix.
+/// - `load` of a missing file fails with `.notFound`, and nothing else means "not found".
+/// - `load` with a range returns exactly those bytes; a range past the end fails with `.invalidRange`.
+/// - `list` never shows temporary or half-written files.
+/// - Transient failures (`.transient`) may be retried; every other error is permanent.
+///
+/// Retry and concurrency limits are not the backends' business: `StorageStack.compose` wraps any
+/// backend in them, once.
+import Foundation
+
+/// The kinds of file a repository holds, named as in restic's REST protocol.
+public enum FileType: String, CaseIterable, Sendable, Codable {
+    case config, keys, locks, snapshots, index, data
+}
+
+/// A file in a backend: its type and name. `config` has the empty name.
+public struct Handle: Hashable, Sendable, CustomStringConvertible {
+    public let type: FileType
+    public let name: String
+
+    public init(_ type: FileType, _ name: String = "") {
+        self.type = type
+        self.name = name
+    }
+
+    public static let config = Handle(.config)
+
+    public var description: String { type == .config ? "config" : "\(type.rawValue)/\(name)" }
+}
+
+public struct FileInfo: Hashable, Sendable {
+    public let name: String
+    public let size: Int64
+
+    public init(name: String, size: Int64) {
+        self.name = name
+        self.size = size
+    }
+}
+
+/// The backend contract (see the module comment).
+public protocol Storage: Sendable {
+    /// Where the data lives, safe to print: never contains a password.
+    var location: String { get }
+    /// How many transfers this backend should run at once by default.
+    var defaultConnections: Int { get }
+
+    /// Prepares an empty location (directories, bucket, remote repository).
+    func create() async throws
+    func save(_ handle: Handle, data: Data) async throws
+    func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data
+    func stat(_ handle: Handle) async throws -> FileInfo
+    func list(_ type: FileType) async throws -> [FileInfo]
+    func remove(_ handle: Handle) async throws
+}
+
+extension Storage {
+    public func load(_ handle: Handle) async throws -> Data {
+        try await load(handle, range: nil)
+    }
+
+    /// True when the file exists; other errors propagate.
+    public func exists(_ handle: Handle) async throws -> Bool {
+        do {
+            _ = try await stat(handle)
+            return true
+        } catch let error as StorageError where error.code == .notFound {
+            return false
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import Logging
+
+/// Retries transient failures with exponential backoff and full jitter. Permanent failures
+/// (not found, access denied, invalid range, …) are returned at once.
+public struct RetryingStorage: Storage {
+    public let base: any Storage
+    public let attempts: Int
+    public let initialDelay: Duration
+    public let maxDelay: Duration
+    let logger: Logger
+
+    public init(_ base: any Storage, attempts: Int = 6, initialDelay: Duration = .milliseconds(200),
+                maxDelay: Duration = .seconds(5), logger: Logger) {
+        self.base = base
+        self.attempts = max(1, attempts)
+        self.initialDelay = initialDelay
+        self.maxDelay = maxDelay
+        self.logger = logger
+    }
+
+    public var location: String { base.location }
+    public var defaultConnections: Int { base.defaultConnections }
+
+    func retry<T>(_ what: @autoclosure () -> String, _ body: () async throws -> T) async throws -> T {
+        var delay = initialDelay
+        var attempt = 1
+        while true {
+            do {
+                return try await body()
+            } catch let error as StorageError where error.isTransient && attempt < attempts {
+                let jittered = Duration.nanoseconds(Int64.random(in: 0...max(1, delay.nanoseconds)))
+                logger.info("\(what()) failed (attempt \(attempt) of \(attempts)), retrying: \(error.message)")
+                try await Task.sleep(for: jittered)
+                delay = min(delay * 2, maxDelay)
+                attempt += 1
+            } catch let error as StorageError where error.isTransient {
+                throw StorageError(.transient, "\(what()) failed after \(attempts) attempts: \(error.message)")
+            }
+        }
+    }
+
+    public func create() async throws { try await retry("create \(location)") { try await base.create() } }
+    public func save(_ handle: Handle, data: Data) async throws {
+        try await retry("save \(handle)") { try await base.save(handle, data: data) }
+    }
+    public func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data {
+        try await retry("load \(handle)") { try await base.load(handle, range: range) }
+    }
+    public func stat(_ handle: Handle) async throws -> FileInfo {
+        try await retry("stat \(handle)") { try await base.stat(handle) }
+    }
+    public func list(_ type: FileType) async throws -> [FileInfo] {
+        try await retry("list \(type.rawValue)") { try await base.list(type) }
+    }
+    public func remove(_ handle: Handle) async throws {
+        try await retry("remove \(handle)") { try await base.remove(handle) }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
+
+/// Runs at most `connections` operations at once against the wrapped backend.
+public struct LimitedStorage: Storage {
+    public let base: any Storage
+    public let connections: Int
+    private let semaphore: AsyncSemaphore
+
+    public init(_ base: any Storage, connections: Int) {
+        self.base = base
+        self.connections = max(1, connections)
+        semaphore = AsyncSemaphore(permits: self.connections)
+    }
+
+    public var location: String { base.location }
+    public var defaultConnections: Int { connections }
+
+    public func create() async throws { try await semaphore.withPermit { try await base.create() } }
+    public func save(_ handle: Handle, data: Data) async throws {
+        try await semaphore.withPermit { try await base.save(handle, data: data) }
+    }
+    public func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data {
+        try await semaphore.withPermit { try await base.load(handle, range: range) }
+    }
+    public func stat(_ handle: Handle) async throws -> FileInfo {
+        try await semaphore.withPermit { try await base.stat(handle) }
+    }
+    public func list(_ type: FileType) async throws -> [FileInfo] {
+        try await semaphore.withPermit { try await base.list(type) }
+    }
+    public func remove(_ handle: Handle) async throws {
+        try await semaphore.withPermit { try await base.remove(handle) }
+    }
+}
+
+/// The one place where backends get their wrappers: the connection limit innermost (each retry
+/// waits for a connection again), the retries outside it.
+public enum StorageStack {
+    public static func compose(_ backend: any Storage, connections: Int? = nil, retries: Int = 6,
+                               logger: Logger) -> any Storage {
+        let limited = LimitedStorage(backend, connections: connections ?? backend.defaultConnections)
+        return RetryingStorage(limited, attempts: retries, logger: logger)
+    }
+
+    /// Opens the backend a repository URL names, wrapped by `compose`.
+    public static func open(_ url: RepositoryURL, connections: Int? = nil, pool: BlockingPool,
+                            logger: Logger) throws -> any Storage {
+        let backend: any Storage
+        switch url {
+        case .local(let path):
+            backend = LocalStorage(path: path, pool: pool)
+        }
+        return compose(backend, connections: connections, logger: logger)
+    }
+}
