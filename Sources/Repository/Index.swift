@@ -51,6 +51,7 @@ public final class MasterIndex: Sendable {
     public func has(_ id: BlobID) -> Bool { state.withLock { $0.blobs[id] != nil } }
     public func packSize(_ pack: PackID) -> Int64? { state.withLock { $0.packSizes[pack] } }
     public var packs: [PackID: Int64] { state.withLock { $0.packSizes } }
+    public func allLocations() -> [BlobLocation] { state.withLock { Array($0.blobs.values) } }
 
     /// True when the caller must store `id`: it is neither stored nor being stored.
     func claim(_ id: BlobID) -> Bool {

@@ -1,0 +1,185 @@
+import Foundation
+import Storage
+
+/// A violated storage contract, with what was expected.
+public struct ConformanceFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ text: String) { description = text }
+}
+
+/// The contract every backend must meet (see the `Storage` module comment). Each case throws a
+/// `ConformanceFailure` naming the broken rule. Cases use their own file names, so they can share
+/// one backend; they clean up after themselves.
+public enum StorageConformance {
+    public typealias Case = @Sendable (any Storage, Harness) async throws -> Void
+
+    /// Backend-specific hooks.
+    public struct Harness: Sendable {
+        /// Leaves behind what a writer that died mid-upload of `handle` would leave (a partial
+        /// temporary file); nil when the backend cannot have one (in memory).
+        public var simulateInterruptedUpload: (@Sendable (Handle, Data) async throws -> Void)?
+        /// Files to create for the listing case (more than 1000, to cross S3's page size).
+        public var listCount: Int
+
+        public init(simulateInterruptedUpload: (@Sendable (Handle, Data) async throws -> Void)? = nil, listCount: Int = 1100) {
+            self.simulateInterruptedUpload = simulateInterruptedUpload
+            self.listCount = listCount
+        }
+    }
+
+    public static let cases: [(name: String, run: Case)] = [
+        ("round trip", roundTrip),
+        ("ranges", ranges),
+        ("not found", notFound),
+        ("listing thousands of files", listing),
+        ("overwrite rules", overwrite),
+        ("types are separate", typesSeparate),
+        ("concurrent uploads", concurrentUploads),
+        ("interrupted upload leaves nothing visible", interruptedUpload),
+        ("invalid names", invalidNames),
+    ]
+
+    static func expect(_ condition: Bool, _ message: @autoclosure () -> String) throws {
+        if !condition { throw ConformanceFailure(message()) }
+    }
+
+    static func expectError(_ code: StorageError.Code, _ what: String, _ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch let error as StorageError {
+            try expect(error.code == code, "\(what): expected \(code), got \(error.code): \(error)")
+            return
+        }
+        throw ConformanceFailure("\(what): expected \(code), but it succeeded")
+    }
+
+    static func name(_ tag: String) -> String {
+        var rng = SystemRandomNumberGenerator()
+        return tag + String(format: "%016llx%016llx", rng.next() as UInt64, rng.next() as UInt64)
+    }
+
+    static let roundTrip: Case = { storage, _ in
+        var gen = SeededBytes(seed: 1)
+        for size in [0, 1, 4097, 1 << 20] {
+            let handle = Handle(.data, name("rt"))
+            let data = gen.data(size)
+            try await storage.save(handle, data: data)
+            try expect(try await storage.load(handle) == data, "load returned other bytes for \(size) bytes")
+            try expect(try await storage.stat(handle).size == Int64(size), "stat size wrong for \(size) bytes")
+            try expect(try await storage.list(.data).contains { $0.name == handle.name && $0.size == Int64(size) },
+                       "list lacks a saved file")
+            try await storage.remove(handle)
+            try expect(!(try await storage.exists(handle)), "a removed file still exists")
+        }
+        let config = Data("config bytes".utf8)
+        try await storage.save(.config, data: config)
+        try expect(try await storage.load(.config) == config, "config round trip failed")
+        try await storage.remove(.config)
+    }
+
+    static let ranges: Case = { storage, _ in
+        var gen = SeededBytes(seed: 2)
+        let data = gen.data(100_000)
+        let handle = Handle(.data, name("range"))
+        try await storage.save(handle, data: data)
+        for r: Range<Int64> in [0..<1, 0..<100_000, 17..<4113, 99_999..<100_000, 50_000..<50_000] {
+            let got = try await storage.load(handle, range: r)
+            try expect(got == data.subdata(in: Int(r.lowerBound)..<Int(r.upperBound)), "range \(r) returned other bytes")
+        }
+        try await expectError(.invalidRange, "range past the end") { _ = try await storage.load(handle, range: 99_000..<100_001) }
+        try await storage.remove(handle)
+    }
+
+    static let notFound: Case = { storage, _ in
+        let handle = Handle(.snapshots, name("missing"))
+        try await expectError(.notFound, "load of a missing file") { _ = try await storage.load(handle) }
+        try await expectError(.notFound, "ranged load of a missing file") { _ = try await storage.load(handle, range: 0..<1) }
+        try await expectError(.notFound, "stat of a missing file") { _ = try await storage.stat(handle) }
+        try await expectError(.notFound, "remove of a missing file") { try await storage.remove(handle) }
+    }
+
+    static let listing: Case = { storage, harness in
+        let prefix = name("ls")
+        let names = (0..<harness.listCount).map { prefix + String(format: "%05d", $0) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var next = 0
+            func add() {
+                guard next < names.count else { return }
+                let n = names[next]
+                next += 1
+                group.addTask { try await storage.save(Handle(.index, n), data: Data(n.utf8)) }
+            }
+            for _ in 0..<16 { add() }
+            while try await group.next() != nil { add() }
+        }
+        let listed = try await storage.list(.index).filter { $0.name.hasPrefix(prefix) }
+        try expect(listed.count == names.count, "listed \(listed.count) of \(names.count) files")
+        try expect(Set(listed.map(\.name)) == Set(names), "listing returned other names")
+        try expect(listed.allSatisfy { $0.size == Int64($0.name.utf8.count) }, "listing reported wrong sizes")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for chunk in stride(from: 0, to: names.count, by: 100) {
+                let slice = names[chunk..<min(chunk + 100, names.count)]
+                group.addTask { for n in slice { try await storage.remove(Handle(.index, n)) } }
+            }
+            try await group.waitForAll()
+        }
+        try expect(try await storage.list(.index).filter { $0.name.hasPrefix(prefix) }.isEmpty, "files remain after removal")
+    }
+
+    static let overwrite: Case = { storage, _ in
+        let handle = Handle(.keys, name("ow"))
+        let data = Data("same content".utf8)
+        try await storage.save(handle, data: data)
+        do {
+            try await storage.save(handle, data: data)
+        } catch let error as StorageError where error.code == .alreadyExists {}
+        try expect(try await storage.load(handle) == data, "saving the same file twice changed it")
+        try expect(try await storage.list(.keys).filter { $0.name == handle.name }.count == 1, "a file is listed twice")
+        try await storage.remove(handle)
+    }
+
+    static let typesSeparate: Case = { storage, _ in
+        let n = name("sep")
+        try await storage.save(Handle(.index, n), data: Data("index".utf8))
+        try await storage.save(Handle(.snapshots, n), data: Data("snapshot".utf8))
+        try expect(try await storage.load(Handle(.index, n)) == Data("index".utf8), "types share files")
+        try expect(try await storage.load(Handle(.snapshots, n)) == Data("snapshot".utf8), "types share files")
+        try expect(!(try await storage.list(.keys).contains { $0.name == n }), "a file shows under another type")
+        try await storage.remove(Handle(.index, n))
+        try await storage.remove(Handle(.snapshots, n))
+    }
+
+    static let concurrentUploads: Case = { storage, _ in
+        let items = (0..<24).map { i -> (Handle, Data) in
+            var gen = SeededBytes(seed: UInt64(100 + i))
+            return (Handle(.data, name("cc")), gen.data(200_000 + i))
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (h, d) in items { group.addTask { try await storage.save(h, data: d) } }
+            try await group.waitForAll()
+        }
+        for (h, d) in items {
+            try expect(try await storage.load(h) == d, "concurrent upload of \(h) was damaged")
+            try await storage.remove(h)
+        }
+    }
+
+    static let interruptedUpload: Case = { storage, harness in
+        guard let simulate = harness.simulateInterruptedUpload else { return }
+        let handle = Handle(.data, name("cut"))
+        var gen = SeededBytes(seed: 3)
+        try await simulate(handle, gen.data(300_000))
+        try expect(!(try await storage.list(.data).contains { $0.name == handle.name }),
+                   "an interrupted upload is visible in the listing")
+        try await expectError(.notFound, "load of an interrupted upload") { _ = try await storage.load(handle) }
+    }
+
+    static let invalidNames: Case = { storage, _ in
+        for bad in ["../escape", "a/b", ""] {
+            do {
+                try await storage.save(Handle(.data, bad), data: Data("x".utf8))
+                throw ConformanceFailure("saving a file named \"\(bad)\" succeeded")
+            } catch is StorageError {}
+        }
+    }
+}

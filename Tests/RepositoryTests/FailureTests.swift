@@ -1,0 +1,125 @@
+import Foundation
+@testable import Repository
+import Storage
+import Testing
+import TestSupport
+
+@Suite struct FailureTests {
+    @Test func wrongPasswordAndMissingRepository() async throws {
+        let storage = MemoryStorage()
+        _ = try await makeRepository(storage, password: "right")
+        await expectCode(.wrongPassword) { _ = try await Repository.open(storage: storage, password: "wrong", logger: testLogger) }
+        await expectCode(.notARepository) { _ = try await Repository.open(storage: MemoryStorage(), password: "x", logger: testLogger) }
+        await expectCode(.alreadyInitialized) { _ = try await makeRepository(storage) }
+    }
+
+    /// A backup whose index write fails leaves no snapshot; the next backup finds the packs that
+    /// were stored, indexes them and stores nothing again.
+    @Test func interruptedBackupLeavesNoSnapshotAndItsPacksAreReused() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try makeSourceTree(in: dir.file("src"))
+        let memory = MemoryStorage()
+        _ = try await makeRepository(memory)
+        let failing = FaultyStorage(memory) { handle, _ in
+            handle.type == .index ? StorageError(.permanent, "disk full") : nil
+        }
+        let repo = try await Repository.open(storage: failing, password: "pw", logger: testLogger)
+        await #expect(throws: StorageError.self) { _ = try await repo.backup([.path(dir.file("src"), name: "files")]) }
+        #expect(try await memory.list(.snapshots).isEmpty, "no snapshot after a failed backup")
+        let packsLeft = try await memory.list(.data).count
+        #expect(packsLeft > 0)
+
+        let healthy = try await Repository.open(storage: memory, password: "pw", logger: testLogger)
+        let again = try await healthy.backup([.path(dir.file("src"), name: "files")])
+        #expect(again.packsStored == 0, "the packs of the failed backup are reused")
+        _ = try await Restorer(repository: healthy).restoreTree(again.snapshot.parts[0], into: dir.file("out"))
+        #expect(try expectSameTree(dir.file("src"), dir.file("out")).isEmpty)
+    }
+
+    @Test func uploadFailureMidwayLeavesNoSnapshot() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try makeSourceTree(in: dir.file("src"))
+        let memory = MemoryStorage()
+        _ = try await makeRepository(memory)
+        let failing = FaultyStorage(memory) { handle, n in
+            handle.type == .data && n >= 2 ? StorageError(.permanent, "connection lost") : nil
+        }
+        let repo = try await Repository.open(storage: failing, password: "pw", logger: testLogger)
+        await #expect(throws: StorageError.self) { _ = try await repo.backup([.path(dir.file("src"), name: "files")]) }
+        #expect(try await memory.list(.snapshots).isEmpty)
+    }
+
+    @Test func unreadableSourceFailsTheBackup() async throws {
+        let memory = MemoryStorage()
+        let repo = try await makeRepository(memory)
+        // /proc/self/mem is a regular file whose read fails at offset 0.
+        await expectCode(.sourceUnreadable) { _ = try await repo.backup([.path("/proc/self/mem", name: "mem")]) }
+        #expect(try await memory.list(.snapshots).isEmpty)
+    }
+
+    /// Damage to any stored object is found: by restore where it reads, by check --read-data always.
+    @Test(arguments: ["flip pack", "truncate pack", "remove pack", "flip index", "flip snapshot", "flip key"])
+    func damageIsDetected(_ damage: String) async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try makeSourceTree(in: dir.file("src"))
+        let memory = MemoryStorage()
+        let repo = try await makeRepository(memory)
+        let result = try await repo.backup([.path(dir.file("src"), name: "files")])
+        let packs = try await memory.list(.data).map { Handle(.data, $0.name) }
+        let dataPacks = packs.filter { repo.index.packs[ObjectID(hex: $0.name)!] != nil && treePack($0, repo) == false }
+        let victimPack = try #require(dataPacks.first)
+        func flip(_ h: Handle, at fraction: Double = 0.5) {
+            memory.tamper(h) { data in data[Int(Double(data.count - 1) * fraction)] ^= 0x04 }
+        }
+        switch damage {
+        case "flip pack": flip(victimPack, at: 0.3)
+        case "truncate pack": memory.tamper(victimPack) { $0 = $0.prefix($0.count / 2) }
+        case "remove pack": try await memory.remove(victimPack)
+        case "flip index": flip(Handle(.index, try await memory.list(.index)[0].name))
+        case "flip snapshot": flip(Handle(.snapshots, result.id.hex))
+        case "flip key": flip(Handle(.keys, try await memory.list(.keys)[0].name))
+        default: Issue.record("unknown damage")
+        }
+
+        let opened: Repository
+        do {
+            opened = try await Repository.open(storage: memory, password: "pw", logger: testLogger)
+        } catch let error as RepositoryError {
+            // Index and key damage is found when opening: a clear error, no crash.
+            #expect(["flip index", "flip key"].contains(damage), "\(damage): open failed: \(error.message)")
+            #expect(error.code == .corrupted || error.code == .wrongPassword)
+            return
+        }
+        #expect(!["flip index", "flip key"].contains(damage), "\(damage) went unnoticed at open")
+        let report = try await Checker(repository: opened).check(readData: true)
+        #expect(!report.errors.isEmpty, "check --read-data missed: \(damage)")
+        if damage != "flip snapshot" {
+            await #expect(throws: RepositoryError.self) {
+                _ = try await Restorer(repository: opened).restoreTree(result.snapshot.parts[0], into: dir.file("out"))
+            }
+        } else {
+            await expectCode(.corrupted) { _ = try await opened.loadSnapshot(result.id) }
+        }
+    }
+
+    @Test func healthyRepositoryChecksClean() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try makeSourceTree(in: dir.file("src"))
+        let repo = try await makeRepository()
+        _ = try await repo.backup([.path(dir.file("src"), name: "files")])
+        let report = try await Checker(repository: repo).check(readData: true)
+        #expect(report.errors.isEmpty, "\(report.errors)")
+        #expect(report.packsRead == report.packs && report.packs > 0)
+        #expect(report.snapshots == 1)
+    }
+}
+
+/// Data and tree blobs never share a pack: a tree pack holds a tree blob.
+func treePack(_ handle: Handle, _ repo: Repository) -> Bool {
+    let id = ObjectID(hex: handle.name)!
+    return repo.index.allLocations().contains { $0.pack == id && $0.blob.type == .tree }
+}

@@ -1,0 +1,163 @@
+import Foundation
+@testable import Repository
+import Testing
+import TestSupport
+
+@Suite struct CryptoTests {
+    let key = SecretKey.random()
+
+    @Test func sealOpenRoundTripAndFreshNonces() throws {
+        let plain = Data("postgres dump".utf8)
+        let a = Crypto.seal(key, plain, aad: Data("x".utf8))
+        let b = Crypto.seal(key, plain, aad: Data("x".utf8))
+        #expect(a != b, "two seals of the same plaintext must differ (random nonces)")
+        #expect(a.count == plain.count + Crypto.overhead)
+        #expect(Crypto.open(key, a, aad: Data("x".utf8)) == plain)
+    }
+
+    @Test func everyFlippedByteIsDetected() throws {
+        let sealed = Crypto.seal(key, Data(repeating: 0x41, count: 64))
+        for i in 0..<sealed.count {
+            var bad = sealed
+            bad[i] ^= 0x01
+            #expect(Crypto.open(key, bad) == nil, "flip at \(i) went unnoticed")
+        }
+        #expect(Crypto.open(key, sealed, aad: Data("other".utf8)) == nil)
+        #expect(Crypto.open(SecretKey.random(), sealed) == nil)
+        #expect(Crypto.open(key, sealed.prefix(20)) == nil)
+    }
+
+    @Test func hmacIsKeyed() {
+        let data = Data("same content".utf8)
+        #expect(Crypto.hmac(key, data) == Crypto.hmac(key, data))
+        #expect(Crypto.hmac(key, data) != Crypto.hmac(SecretKey.random(), data))
+    }
+
+    @Test func sha256KnownAnswer() {
+        #expect(Crypto.sha256(Data("abc".utf8)).hex == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    }
+
+    @Test func scryptKnownAnswer() {
+        // RFC 7914 test vector 2.
+        let out = Crypto.scrypt(password: "password", salt: Data("NaCl".utf8), n: 1024, r: 8, p: 16, length: 64)
+        #expect(out?.prefix(8).map { String(format: "%02x", $0) }.joined() == "fdbabe1c9d347200")
+    }
+}
+
+@Suite struct CompressionTests {
+    @Test func textShrinksAndRoundTrips() throws {
+        var gen = SeededBytes(seed: 1)
+        let text = gen.text(200_000)
+        let packed = try #require(text.withUnsafeBytes { LZ4.compress($0) })
+        #expect(packed.count < text.count / 2)
+        #expect(packed.withUnsafeBytes { LZ4.decompress($0, length: text.count) } == text)
+        #expect(packed.withUnsafeBytes { LZ4.decompress($0, length: text.count + 1) } == nil)
+    }
+
+    @Test func randomDataIsStoredRaw() {
+        var gen = SeededBytes(seed: 2)
+        #expect(gen.data(100_000).withUnsafeBytes { LZ4.compress($0) } == nil)
+    }
+}
+
+@Suite struct ChunkerTests {
+    let params = ChunkerParameters(minSize: 2 << 10, averageSize: 8 << 10, maxSize: 32 << 10)
+
+    func chunks(_ data: Data, _ chunker: Chunker) -> [Data] {
+        var out: [Data] = []
+        var offset = 0
+        for len in chunker.split(data) {
+            out.append(data.subdata(in: offset..<offset + len))
+            offset += len
+        }
+        return out
+    }
+
+    @Test func respectsBoundsAndCoversInput() {
+        let chunker = Chunker(parameters: params, key: .random())
+        var gen = SeededBytes(seed: 3)
+        let data = gen.data(2 << 20)
+        let lengths = chunker.split(data)
+        #expect(lengths.reduce(0, +) == data.count)
+        #expect(lengths.dropLast().allSatisfy { $0 >= params.minSize && $0 <= params.maxSize })
+        let average = data.count / lengths.count
+        #expect(average > params.averageSize / 2 && average < params.averageSize * 2, "average \(average)")
+        #expect(Chunker(parameters: params, key: .random()).split(Data(repeating: 0, count: 100_000)).allSatisfy { $0 <= params.maxSize })
+    }
+
+    @Test func anInsertionChangesOnlyNearbyChunks() {
+        let chunker = Chunker(parameters: params, key: .random())
+        var gen = SeededBytes(seed: 4)
+        let original = gen.data(2 << 20)
+        var edited = original
+        edited.insert(contentsOf: gen.data(100), at: 1 << 20)
+        let before = Set(chunks(original, chunker))
+        let after = chunks(edited, chunker)
+        let changed = after.filter { !before.contains($0) }
+        #expect(changed.count <= 3, "\(changed.count) of \(after.count) chunks changed after a 100-byte insertion")
+    }
+
+    @Test func boundariesDependOnTheKey() {
+        var gen = SeededBytes(seed: 5)
+        let data = gen.data(1 << 20)
+        #expect(Chunker(parameters: params, key: .random()).split(data) != Chunker(parameters: params, key: .random()).split(data))
+    }
+
+    @Test func invalidParametersAreRefused() {
+        #expect(throws: RepositoryError.self) { try ChunkerParameters(minSize: 10, averageSize: 1000, maxSize: 5000).validate() }
+        #expect(throws: RepositoryError.self) { try ChunkerParameters(minSize: 4096, averageSize: 4096, maxSize: 8192).validate() }
+    }
+}
+
+@Suite struct FormatTests {
+    let keys = MasterKeys.generate()
+
+    @Test func envelopeDetectsTamperingAndWrongKinds() throws {
+        let sealed = Envelope.seal(Data("{\"a\":1}".utf8), kind: .snapshot, key: keys.encryption)
+        #expect(try Envelope.open(sealed, kind: .snapshot, key: keys.encryption, what: "x") == Data("{\"a\":1}".utf8))
+        #expect(throws: RepositoryError.self) { try Envelope.open(sealed, kind: .index, key: keys.encryption, what: "x") }
+        for i in [0, 4, 5, 6, 7, 8, sealed.count - 1] {
+            var bad = sealed
+            bad[i] ^= 0x20
+            #expect(throws: RepositoryError.self) { try Envelope.open(bad, kind: .snapshot, key: keys.encryption, what: "x") }
+        }
+        #expect(throws: RepositoryError.self) { try Envelope.open(sealed.prefix(10), kind: .snapshot, key: keys.encryption, what: "x") }
+    }
+
+    @Test func packRoundTripAndHeaderRebuild() throws {
+        var gen = SeededBytes(seed: 6)
+        var builder = PackBuilder()
+        var blobs: [(BlobID, Data)] = []
+        for i in 0..<10 {
+            let plain = i % 2 == 0 ? gen.text(5000 + i) : gen.data(5000 + i)
+            let id = BlobID(Crypto.hmac(keys.chunkID, plain))
+            builder.add(sealed: PackFormat.sealBlob(plain, id: id, type: .data, key: keys.encryption), id: id, type: .data,
+                        rawLength: plain.count)
+            blobs.append((id, plain))
+        }
+        let pack = builder.finish(key: keys.encryption)
+        let packID = ObjectID(hashing: pack)
+        let entries = try PackFormat.decodeHeader(tail: pack, packSize: Int64(pack.count), key: keys.encryption, pack: packID)
+        #expect(entries.map(\.id) == blobs.map(\.0))
+        for (entry, (_, plain)) in zip(entries, blobs) {
+            let got = try pack.withUnsafeBytes {
+                try PackFormat.openBlob(UnsafeRawBufferPointer(rebasing: $0[Int(entry.offset)..<Int(entry.offset + entry.length)]),
+                                        entry: entry, keys: keys, pack: packID)
+            }
+            #expect(got == plain)
+        }
+        // A blob presented under another id (moved or swapped) fails.
+        let e = entries[0]
+        let moved = PackedBlob(id: entries[1].id, type: .data, offset: e.offset, length: e.length, rawLength: e.rawLength)
+        #expect(throws: RepositoryError.self) {
+            try pack.withUnsafeBytes {
+                try PackFormat.openBlob(UnsafeRawBufferPointer(rebasing: $0[Int(e.offset)..<Int(e.offset + e.length)]),
+                                        entry: moved, keys: keys, pack: packID)
+            }
+        }
+        // A truncated pack has no readable header.
+        #expect(throws: RepositoryError.self) {
+            try PackFormat.decodeHeader(tail: pack.prefix(pack.count - 3), packSize: Int64(pack.count - 3), key: keys.encryption, pack: packID)
+        }
+    }
+}

@@ -1,0 +1,145 @@
+import Foundation
+@testable import Repository
+import Storage
+import Testing
+import TestSupport
+
+@Suite struct RoundTripTests {
+    @Test func treeAndStreamRoundTripWithMetadata() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try makeSourceTree(in: dir.file("src"))
+        var gen = SeededBytes(seed: 11)
+        let stream = gen.text(700_000) + gen.data(300_000)
+        try stream.write(to: URL(fileURLWithPath: dir.file("dump")))
+
+        let storage = MemoryStorage()
+        let repo = try await makeRepository(storage)
+        let fd = open(dir.file("dump"), O_RDONLY)
+        defer { close(fd) }
+        let result = try await repo.backup([.path(dir.file("src"), name: "files"), .stream(fd: fd, name: "db.dump")])
+        #expect(result.snapshot.parts.map(\.name) == ["files", "db.dump"])
+        #expect(result.snapshot.parts[1].stats.bytes == Int64(stream.count))
+        #expect(result.packsStored > 2, "small packs: several expected")
+
+        // Open afresh (index from storage), restore, compare bytes and metadata.
+        let reopened = try await Repository.open(storage: storage, password: "pw", logger: testLogger)
+        let (_, snapshot) = try await reopened.resolveSnapshot("latest")
+        let restorer = Restorer(repository: reopened)
+        let stats = try await restorer.restoreTree(snapshot.parts[0], into: dir.file("out"))
+        #expect(stats.bytes == snapshot.parts[0].stats.bytes)
+        let problems = try expectSameTree(dir.file("src"), dir.file("out"))
+        #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")
+
+        let outFD = open(dir.file("dump.out"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        _ = try await restorer.restoreStream(snapshot.parts[1].root, to: outFD, name: "dump.out")
+        close(outFD)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("dump.out"))) == stream)
+    }
+
+    @Test func deduplicatesWithinAndAcrossSnapshots() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        var gen = SeededBytes(seed: 12)
+        let content = gen.data(400_000)
+        try FileManager.default.createDirectory(atPath: dir.file("src"), withIntermediateDirectories: true)
+        for i in 0..<5 { try content.write(to: URL(fileURLWithPath: dir.file("src/copy\(i)"))) }
+        let repo = try await makeRepository()
+        let first = try await repo.backup([.path(dir.file("src"), name: "files")])
+        #expect(first.snapshot.parts[0].stats.newBytes == Int64(content.count), "five copies stored once")
+        #expect(first.bytesStored < Int64(content.count) * 2)
+
+        var options = BackupOptions()
+        options.force = true  // read everything again: dedup, not change detection, must skip it
+        let second = try await repo.backup([.path(dir.file("src"), name: "files")], options: options)
+        #expect(second.packsStored == 0)
+        #expect(second.snapshot.parts[0].stats.newBytes == 0)
+        #expect(second.snapshot.parts[0].stats.unchangedFiles == 0)
+    }
+
+    @Test func unchangedFilesAreNotReadAgainButChangedOnesAre() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try makeSourceTree(in: dir.file("src"))
+        let repo = try await makeRepository()
+        let first = try await repo.backup([.path(dir.file("src"), name: "files")])
+        let regularFiles = first.snapshot.parts[0].stats.files - 2  // minus the two symlinks
+
+        var gen = SeededBytes(seed: 13)
+        try gen.data(50_000).write(to: URL(fileURLWithPath: dir.file("src/a/text.txt")))
+        let second = try await repo.backup([.path(dir.file("src"), name: "files")])
+        #expect(second.snapshot.parent == first.id)
+        #expect(second.snapshot.parts[0].stats.unchangedFiles == regularFiles - 1)
+        #expect(second.snapshot.parts[0].stats.newBytes == 50_000)
+
+        let restorer = Restorer(repository: repo)
+        _ = try await restorer.restoreTree(second.snapshot.parts[0], into: dir.file("out"))
+        #expect(try expectSameTree(dir.file("src"), dir.file("out")).isEmpty)
+    }
+
+    @Test func restoreWithDeleteMakesTheTargetExactlyTheSnapshot() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try makeSourceTree(in: dir.file("src"))
+        let repo = try await makeRepository()
+        let result = try await repo.backup([.path(dir.file("src"), name: "files")])
+        try makeSourceTree(in: dir.file("out"), seed: 99)
+        try Data("stray".utf8).write(to: URL(fileURLWithPath: dir.file("out/stray")))
+        try FileManager.default.createDirectory(atPath: dir.file("out/a/straydir/x"), withIntermediateDirectories: true)
+        var options = RestoreOptions()
+        options.deleteExtraneous = true
+        _ = try await Restorer(repository: repo, options: options).restoreTree(result.snapshot.parts[0], into: dir.file("out"))
+        let problems = try expectSameTree(dir.file("src"), dir.file("out"))
+        #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")
+    }
+
+    @Test func secondKeyOpensTheSameRepository() async throws {
+        let storage = MemoryStorage()
+        let repo = try await makeRepository(storage)
+        try await repo.addKey(password: "second", kdf: KDFParameters(n: 1 << 10))
+        let a = try await Repository.open(storage: storage, password: "pw", logger: testLogger)
+        let b = try await Repository.open(storage: storage, password: "second", logger: testLogger)
+        #expect(a.config.id == b.config.id)
+        #expect(try await storage.list(.keys).count == 2)
+    }
+
+    @Test func snapshotIdsResolveByUniquePrefix() async throws {
+        let repo = try await makeRepository()
+        var ids: [SnapshotID] = []
+        for i in 0..<17 {  // 17 ids over 16 first digits: at least two share a one-digit prefix
+            let r = try await repo.backup([.stream(fd: try pipeWith("snapshot \(i)"), name: "s")])
+            ids.append(r.id)
+        }
+        for id in ids { #expect(try await repo.resolveSnapshot(String(id.hex.prefix(12))).id == id) }
+        #expect(try await repo.resolveSnapshot("latest").id == ids.last)
+        let firstDigits = Dictionary(grouping: ids) { $0.hex.prefix(1) }
+        let shared = try #require(firstDigits.first { $0.value.count > 1 }?.key)
+        await expectCode(.ambiguousSnapshot) { _ = try await repo.resolveSnapshot(String(shared)) }
+        let candidates: [String] = "0123456789abcdef".map { String(repeating: $0, count: 8) }
+        let unused = try #require(candidates.first { p in !ids.contains { $0.hex.hasPrefix(p) } })
+        await expectCode(.snapshotNotFound) { _ = try await repo.resolveSnapshot(unused) }
+        await expectCode(.invalidArgument) { _ = try await repo.resolveSnapshot("xyz") }
+    }
+}
+
+/// A pipe already holding `text`, write end closed: reading it yields `text` then EOF.
+func pipeWith(_ text: String) throws -> Int32 {
+    var fds: [Int32] = [0, 0]
+    guard pipe(&fds) == 0 else { throw ConformanceFailure("pipe failed") }
+    _ = text.utf8CString.withUnsafeBytes { write(fds[1], $0.baseAddress, text.utf8.count) }
+    close(fds[1])
+    return fds[0]
+}
+
+func expectCode(_ code: RepositoryError.Code, sourceLocation: SourceLocation = #_sourceLocation,
+                _ body: () async throws -> Void) async {
+    do {
+        try await body()
+        Issue.record("expected \(code), but it succeeded", sourceLocation: sourceLocation)
+    } catch let error as RepositoryError {
+        #expect(error.code == code, "got \(error.code): \(error.message)", sourceLocation: sourceLocation)
+        #expect(!error.message.contains("\n"), "error messages are one line", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("expected \(code), got \(error)", sourceLocation: sourceLocation)
+    }
+}

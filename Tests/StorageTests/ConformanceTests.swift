@@ -1,0 +1,152 @@
+import Foundation
+import Logging
+import Storage
+import Synchronization
+import Testing
+import TestSupport
+
+enum Backend: String, CaseIterable, CustomTestStringConvertible {
+    case memory, local
+    var testDescription: String { rawValue }
+}
+
+/// A backend of each kind, with its harness, created empty.
+func makeBackend(_ kind: Backend) async throws -> (any Storage, StorageConformance.Harness, @Sendable () -> Void) {
+    switch kind {
+    case .memory:
+        return (MemoryStorage(), .init(), {})
+    case .local:
+        let dir = TempDir()
+        let pool = BlockingPool(threads: 4)
+        let storage = LocalStorage(path: dir.path + "/repo", pool: pool)
+        try await storage.create()
+        let harness = StorageConformance.Harness(simulateInterruptedUpload: { handle, data in
+            // What a writer killed mid-upload leaves: a partial temporary file, never the final name.
+            let partial = "\(dir.path)/repo/tmp/\(handle.type.rawValue)-interrupted"
+            try data.prefix(data.count / 2).write(to: URL(fileURLWithPath: partial))
+        })
+        return (storage, harness, { pool.shutdown(); dir.remove() })
+    }
+}
+
+@Suite struct ConformanceTests {
+    @Test(arguments: Backend.allCases, StorageConformance.cases.map(\.name))
+    func conformance(backend: Backend, caseName: String) async throws {
+        let (storage, harness, cleanup) = try await makeBackend(backend)
+        defer { cleanup() }
+        let run = StorageConformance.cases.first { $0.name == caseName }!.run
+        try await run(storage, harness)
+    }
+
+    @Test func composedStackPassesTheSuite() async throws {
+        let (base, harness, cleanup) = try await makeBackend(.local)
+        defer { cleanup() }
+        let stack = StorageStack.compose(base, connections: 3, logger: Logger(label: "test"))
+        for (_, run) in StorageConformance.cases { try await run(stack, harness) }
+    }
+
+    @Test func localFilesLandInTheirDirectories() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let pool = BlockingPool(threads: 2)
+        defer { pool.shutdown() }
+        let storage = LocalStorage(path: dir.path, pool: pool)
+        try await storage.create()
+        try await storage.save(Handle(.data, "abcdef"), data: Data("x".utf8))
+        try await storage.save(Handle(.snapshots, "0123"), data: Data("y".utf8))
+        #expect(FileManager.default.fileExists(atPath: dir.path + "/data/ab/abcdef"))
+        #expect(FileManager.default.fileExists(atPath: dir.path + "/snapshots/0123"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/tmp").isEmpty)
+    }
+}
+
+/// A backend that fails the first `failures` calls with `code`, counting calls and concurrency.
+final class FlakyStorage: Storage {
+    let base = MemoryStorage()
+    let failures: Int
+    let code: StorageError.Code
+    let calls = Mutex(0)
+    let active = Mutex((now: 0, peak: 0))
+
+    init(failures: Int, code: StorageError.Code) {
+        self.failures = failures
+        self.code = code
+    }
+
+    var location: String { "flaky:" }
+    var defaultConnections: Int { 2 }
+    func create() async throws {}
+
+    func track<T>(_ body: () async throws -> T) async throws -> T {
+        active.withLock { $0.now += 1; $0.peak = max($0.peak, $0.now) }
+        defer { active.withLock { $0.now -= 1 } }
+        let n = calls.withLock { c -> Int in c += 1; return c }
+        try await Task.sleep(for: .milliseconds(5))
+        if n <= failures { throw StorageError(code, "simulated failure \(n)") }
+        return try await body()
+    }
+
+    func save(_ handle: Handle, data: Data) async throws { try await track { try await base.save(handle, data: data) } }
+    func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data { try await track { try await base.load(handle, range: range) } }
+    func stat(_ handle: Handle) async throws -> FileInfo { try await track { try await base.stat(handle) } }
+    func list(_ type: FileType) async throws -> [FileInfo] { try await track { try await base.list(type) } }
+    func remove(_ handle: Handle) async throws { try await track { try await base.remove(handle) } }
+}
+
+@Suite struct WrapperTests {
+    let logger = Logger(label: "test")
+
+    @Test func transientFailuresAreRetried() async throws {
+        let flaky = FlakyStorage(failures: 3, code: .transient)
+        let storage = RetryingStorage(flaky, attempts: 5, initialDelay: .milliseconds(1), logger: logger)
+        try await storage.save(Handle(.data, "a"), data: Data("x".utf8))
+        #expect(flaky.calls.withLock { $0 } == 4)
+        #expect(try await flaky.base.load(Handle(.data, "a")) == Data("x".utf8))
+    }
+
+    @Test func permanentFailuresAreNotRetried() async throws {
+        for code in [StorageError.Code.notFound, .accessDenied, .invalidRange, .permanent] {
+            let flaky = FlakyStorage(failures: 1, code: code)
+            let storage = RetryingStorage(flaky, attempts: 5, initialDelay: .milliseconds(1), logger: logger)
+            await #expect(throws: StorageError.self) { try await storage.save(Handle(.data, "a"), data: Data()) }
+            #expect(flaky.calls.withLock { $0 } == 1, "\(code) was retried")
+        }
+    }
+
+    @Test func retriesGiveUpWithAClearError() async throws {
+        let flaky = FlakyStorage(failures: 100, code: .transient)
+        let storage = RetryingStorage(flaky, attempts: 3, initialDelay: .milliseconds(1), logger: logger)
+        do {
+            try await storage.save(Handle(.data, "a"), data: Data())
+            Issue.record("expected a failure")
+        } catch let error as StorageError {
+            #expect(error.message.contains("after 3 attempts"))
+            #expect(flaky.calls.withLock { $0 } == 3)
+        }
+    }
+
+    @Test func concurrencyIsLimited() async throws {
+        let flaky = FlakyStorage(failures: 0, code: .transient)
+        let storage = LimitedStorage(flaky, connections: 3)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<20 { group.addTask { try await storage.save(Handle(.data, "f\(i)"), data: Data()) } }
+            try await group.waitForAll()
+        }
+        let peak = flaky.active.withLock { $0.peak }
+        #expect(peak <= 3 && peak >= 2, "peak concurrency \(peak)")
+    }
+}
+
+@Suite struct RepositoryURLTests {
+    @Test func parsesLocalForms() throws {
+        #expect(try RepositoryURL.parse("local:/srv/backup") == .local(path: "/srv/backup"))
+        #expect(try RepositoryURL.parse("/srv/backup") == .local(path: "/srv/backup"))
+        #expect(try RepositoryURL.parse("relative").description.hasSuffix("/relative"))
+    }
+
+    @Test func refusesWhatItCannotServe() {
+        #expect(throws: RepositoryURL.ParseError.self) { try RepositoryURL.parse("") }
+        #expect(throws: RepositoryURL.ParseError.self) { try RepositoryURL.parse("local:") }
+        #expect(throws: RepositoryURL.ParseError.self) { try RepositoryURL.parse("ftp:host/x") }
+    }
+}
