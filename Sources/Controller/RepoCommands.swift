@@ -33,7 +33,8 @@ struct RepoBackup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "backup", abstract: "Back up files and directories, or a stream from standard input.")
     @OptionGroup var repo: RepositoryOptionsGroup
-    @Argument(help: "Files or directories; each becomes a part of the snapshot.") var paths: [String] = []
+    @Argument(help: "Files or directories; each becomes a part of the snapshot, named after its last path component.")
+    var paths: [String] = []
     @Flag(help: "Back up standard input as a stream part.") var stdin = false
     @Option(help: "The name of the stream part read from standard input.") var stdinName = "stdin"
     @Option(help: "Tag the snapshot (repeatable).") var tag: [String] = []
@@ -43,7 +44,7 @@ struct RepoBackup: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
-        if stdin == !paths.isEmpty { throw ValidationError("give either paths or --stdin") }
+        if !stdin && paths.isEmpty { throw ValidationError("nothing to back up: give paths, --stdin, or both") }
         if stdinName.isEmpty || stdinName.contains("/") { throw ValidationError("--stdin-name must be a non-empty name without '/'") }
     }
 
@@ -57,7 +58,8 @@ struct RepoBackup: AsyncParsableCommand {
                 guard lstat(absolute, &st) == 0 else {
                     throw CLIError("cannot back up \(path): \(String(cString: strerror(errno)))")
                 }
-                sources.append(.path(absolute, name: absolute))
+                let base = (absolute as NSString).lastPathComponent
+                sources.append(.path(absolute, name: base == "/" ? "root" : base))
             }
             if stdin { sources.append(.stream(fd: 0, name: stdinName)) }
             var options = BackupOptions()

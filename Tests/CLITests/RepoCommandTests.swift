@@ -1,0 +1,184 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// End-to-end tests of the `chebackup repo` commands, run as a user runs them.
+@Suite struct RepoCommandTests {
+    let bin = builtProduct("chebackup")
+    let password = "correct horse battery staple"
+
+    func chebackup(_ args: [String], password: String? = nil, stdin: Data? = nil) throws -> CommandResult {
+        try run(bin, args, environment: ["BACKUP_REPOSITORY_PASSWORD": password ?? self.password], stdin: stdin)
+    }
+
+    /// Initialises a repository in `dir` with small chunks (many chunks from small test data).
+    func initRepo(_ dir: TempDir) throws -> String {
+        let repo = dir.file("repo")
+        let r = try chebackup(["repo", "init", "-r", "local:" + repo, "--average-chunk-size", "65536", "--pack-size", "1048576"])
+        #expect(r.status == 0, "init failed: \(r.stderr)")
+        return repo
+    }
+
+    func expectOneLineError(_ r: CommandResult, contains text: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(r.status != 0, "expected failure, got success: \(r.stdout)", sourceLocation: sourceLocation)
+        let lines = r.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "expected one error line, got: \(r.stderr)", sourceLocation: sourceLocation)
+        #expect(r.stderr.contains(text), "error should mention \"\(text)\": \(r.stderr)", sourceLocation: sourceLocation)
+        #expect(!r.stderr.contains(password) && !r.stdout.contains(password), "password leaked", sourceLocation: sourceLocation)
+    }
+
+    func snapshotID(_ r: CommandResult) throws -> String {
+        let line = try #require(r.stdout.split(separator: "\n").first { $0.hasPrefix("Backup snapshot ID: ") })
+        let id = String(line.dropFirst("Backup snapshot ID: ".count))
+        #expect(id.count == 8 && id.allSatisfy(\.isHexDigit), "bad id \(id)")
+        return id
+    }
+
+    @Test func backupSnapshotsRestoreCheck() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let repo = try initRepo(dir)
+        var gen = SeededBytes(seed: 21)
+        try FileManager.default.createDirectory(atPath: dir.file("src/sub/empty"), withIntermediateDirectories: true)
+        try gen.data(700_000).write(to: URL(fileURLWithPath: dir.file("src/sub/random")))
+        try gen.text(900_000).write(to: URL(fileURLWithPath: dir.file("src/text")))
+        try FileManager.default.createSymbolicLink(atPath: dir.file("src/link"), withDestinationPath: "sub/random")
+
+        let backup = try chebackup(["repo", "backup", "-r", repo, dir.file("src")])
+        #expect(backup.status == 0, "\(backup.stderr)")
+        let id = try snapshotID(backup)
+        #expect(!backup.stderr.contains("\r"), "no progress output when stderr is not a terminal")
+
+        let list = try chebackup(["repo", "snapshots", "-r", repo, "--json"])
+        #expect(list.status == 0)
+        let rows = try #require(try JSONSerialization.jsonObject(with: list.stdoutData) as? [[String: Any]])
+        #expect(rows.count == 1)
+        #expect((rows[0]["id"] as? String)?.hasPrefix(id) == true)
+        #expect(rows[0]["bytes"] as? Int == 1_600_000)
+
+        let restore = try chebackup(["repo", "restore", String(id.prefix(5)), "-r", repo, "--target", dir.file("out")])
+        #expect(restore.status == 0, "\(restore.stderr)")
+        for path in ["sub/random", "text"] {
+            #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("src/" + path))) ==
+                    Data(contentsOf: URL(fileURLWithPath: dir.file("out/" + path))))
+        }
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: dir.file("out/link")) == "sub/random")
+        #expect(FileManager.default.fileExists(atPath: dir.file("out/sub/empty")))
+
+        let check = try chebackup(["repo", "check", "--read-data", "-r", repo])
+        #expect(check.status == 0, "\(check.stderr)")
+        #expect(check.stdout.contains("no errors were found"))
+    }
+
+    @Test func streamFromStdinToStdout() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let repo = try initRepo(dir)
+        var gen = SeededBytes(seed: 22)
+        let dump = gen.text(1_500_000) + gen.data(500_000)
+        let backup = try chebackup(["repo", "backup", "-r", repo, "--stdin", "--stdin-name", "dbche.dump"], stdin: dump)
+        #expect(backup.status == 0, "\(backup.stderr)")
+        _ = try snapshotID(backup)
+        let restore = try chebackup(["repo", "restore", "latest", "-r", repo, "--stdout"])
+        #expect(restore.status == 0, "\(restore.stderr)")
+        #expect(restore.stdoutData == dump)
+    }
+
+    @Test func treeAndStreamInOneSnapshot() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let repo = try initRepo(dir)
+        var gen = SeededBytes(seed: 24)
+        try FileManager.default.createDirectory(atPath: dir.file("workspace/projects"), withIntermediateDirectories: true)
+        let file = gen.text(200_000)
+        try file.write(to: URL(fileURLWithPath: dir.file("workspace/projects/main.go")))
+        let dump = gen.data(300_000)
+        let backup = try chebackup(["repo", "backup", "-r", repo, dir.file("workspace"), "--stdin", "--stdin-name", "keycloak.dump"],
+                                   stdin: dump)
+        #expect(backup.status == 0, "\(backup.stderr)")
+        let stream = try chebackup(["repo", "restore", "latest", "-r", repo, "--stdout", "--part", "keycloak.dump"])
+        #expect(stream.stdoutData == dump)
+        let all = try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("out")])
+        #expect(all.status == 0, "\(all.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("out/workspace/projects/main.go"))) == file)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("out/keycloak.dump"))) == dump)
+        let missing = try chebackup(["repo", "restore", "latest", "-r", repo, "--stdout", "--part", "nope"])
+        expectOneLineError(missing, contains: "no part \"nope\"")
+    }
+
+    @Test func wrongPasswordIsOneClearLine() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let repo = try initRepo(dir)
+        let r = try chebackup(["repo", "snapshots", "-r", repo], password: "not the password")
+        expectOneLineError(r, contains: "wrong password")
+        #expect(!r.stderr.contains("not the password"))
+    }
+
+    @Test func notARepository() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        expectOneLineError(try chebackup(["repo", "snapshots", "-r", dir.path]), contains: "no repository")
+        expectOneLineError(try chebackup(["repo", "snapshots", "-r", "ftp:example/x"]), contains: "unknown repository type")
+    }
+
+    @Test func unknownAndInvalidSnapshotIDs() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let repo = try initRepo(dir)
+        expectOneLineError(try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("o")]), contains: "no snapshots")
+        _ = try chebackup(["repo", "backup", "-r", repo, "--stdin"], stdin: Data("x".utf8))
+        expectOneLineError(try chebackup(["repo", "restore", "ffffffffff", "-r", repo, "--target", dir.file("o")]),
+                           contains: "no snapshot with id ffffffffff")
+        expectOneLineError(try chebackup(["repo", "restore", "zz", "-r", repo, "--target", dir.file("o")]),
+                           contains: "invalid snapshot id")
+    }
+
+    @Test func unreadableSourceLeavesNoSnapshot() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let repo = try initRepo(dir)
+        expectOneLineError(try chebackup(["repo", "backup", "-r", repo, "/proc/self/mem"]), contains: "/proc/self/mem")
+        expectOneLineError(try chebackup(["repo", "backup", "-r", repo, dir.file("missing")]), contains: "missing")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/snapshots").isEmpty)
+    }
+
+    @Test func corruptedPackIsNamedByCheckAndRestore() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let repo = try initRepo(dir)
+        var gen = SeededBytes(seed: 23)
+        let data = gen.data(3_000_000)
+        _ = try chebackup(["repo", "backup", "-r", repo, "--stdin"], stdin: data)
+        // Flip one byte in the middle of the largest pack.
+        let packs = try FileManager.default.subpathsOfDirectory(atPath: repo + "/data").filter { $0.count > 60 }
+        let largest = try #require(packs.max { a, b in
+            (try? FileManager.default.attributesOfItem(atPath: repo + "/data/" + a)[.size] as? Int ?? 0) ?? 0 <
+            (try? FileManager.default.attributesOfItem(atPath: repo + "/data/" + b)[.size] as? Int ?? 0) ?? 0
+        })
+        let path = repo + "/data/" + largest
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        bytes[bytes.count / 2] ^= 0x01
+        try bytes.write(to: URL(fileURLWithPath: path))
+        let name = String((largest as NSString).lastPathComponent.prefix(8))
+
+        let check = try chebackup(["repo", "check", "--read-data", "-r", repo])
+        #expect(check.status != 0)
+        #expect(check.stderr.contains(name), "check should name pack \(name): \(check.stderr)")
+        let restore = try chebackup(["repo", "restore", "latest", "-r", repo, "--stdout"])
+        #expect(restore.status != 0)
+        #expect(restore.stderr.contains(name) && restore.stderr.contains("corrupted"), "\(restore.stderr)")
+    }
+
+    @Test func badArgumentsAreRefused() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let r = try chebackup(["repo", "backup", "-r", dir.path])
+        let twice = try chebackup(["repo", "backup", "-r", try initRepo(dir), dir.path, dir.path + "/"])
+        #expect(twice.status != 0 && twice.stderr.contains("must be unique"), "\(twice.stderr)")
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("nothing to back up"))
+        let noRepo = try run(bin, ["repo", "snapshots"], environment: ["BACKUP_REPOSITORY_PASSWORD": "x"])
+        #expect(noRepo.status != 0 && noRepo.stderr.contains("no repository given"))
+    }
+}

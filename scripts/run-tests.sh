@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs the test suite against the debug build. Services the tests use are started here on free
+# loopback ports and stopped on exit, also when tests fail.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN_DIR=$(swift build --show-bin-path)
+export CHEBACKUP_BIN_DIR="$BIN_DIR"
+swift test --skip-build "$@"
