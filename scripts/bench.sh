@@ -279,7 +279,7 @@ if flat:
 else:
     target("peak RSS 1x vs 4x corpus within 10%", None, f"memory-flatness run {env['FLAT_STATUS']}")
 
-verify = dict(item.split("=") for item in env["VERIFY"].split())
+verify = {k.removeprefix("verify_"): v for k, v in (item.split("=", 1) for item in env["VERIFY"].split())}
 mem_gib = int(env["MEM_KIB"]) / 1048576
 facts = [
     ("date", env["DATE"]),
@@ -294,13 +294,14 @@ facts = [
 if flat:
     facts.append(("memory-flatness corpus", f"{gib(env['FLAT_BYTES'])}, repository {gib(env['FLAT_REPO_BYTES'])}"))
 
-def text_table(head, body):
+def text_table(head, body, left=(0,)):
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    line = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    line = lambda cells: "  ".join(str(c).ljust(w) if i in left else str(c).rjust(w)
+                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     return "\n".join([line(head), "  ".join("-" * w for w in widths)] + [line(b) for b in body])
 
-def md_table(head, body):
-    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
+def md_table(head, body, left=(0,)):
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i in left else "---:" for i in range(len(head))) + "|"]
     out += ["| " + " | ".join(str(c) for c in b) + " |" for b in body]
     return "\n".join(out)
 
@@ -310,13 +311,13 @@ for k, v in facts:
 print()
 print(text_table(header, table))
 print()
-print(text_table(["target", "result", "measured"], targets))
+print(text_table(["target", "result", "measured"], targets, left=(0, 1, 2)))
 print("\n(MiB/s = corpus size / wall time; RSS = peak resident set size; targets are informational)")
 
 with open(md_path, "w") as f:
     f.write("\n".join(f"- **{k}**: {v}" for k, v in facts) + "\n\n")
     f.write(md_table(header, table) + "\n\n")
-    f.write(md_table(["target", "result", "measured"], targets) + "\n\n")
+    f.write(md_table(["target", "result", "measured"], targets, left=(0, 1, 2)) + "\n\n")
     f.write("MiB/s is the corpus size divided by the wall time of the step; RSS is the peak resident set size "
             "(`/usr/bin/time -f '%e %M'`). Targets are informational.\n")
 PY
