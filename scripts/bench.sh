@@ -88,10 +88,12 @@ export RESTIC_CACHE_DIR="$W/restic-cache"
 unset BACKUP_REPOSITORY_URL RESTIC_REPOSITORY RESTIC_PASSWORD_FILE RESTIC_PASSWORD_COMMAND || true
 
 # --- helpers -----------------------------------------------------------------------------------
-corpus_bytes() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\n", s }'; }
+corpus_bytes() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 
-# Read every file once so that both tools start from the page cache.
-warm() { tar -cf - -C "$1" . | cat > /dev/null; }
+# Read every file once so that both tools start from the page cache, and write back the
+# freshly generated files first so that their writeback is not charged to the next step.
+# (GNU tar skips reading when its output is /dev/null itself, hence the cat.)
+warm() { sync; tar -cf - -C "$1" . | cat > /dev/null; }
 
 # run_step KEY TOOL LABEL BYTES -- COMMAND...: time COMMAND, record "KEY TOOL SECONDS RSS_KIB BYTES".
 run_step() {

@@ -97,6 +97,8 @@ public final class BlobWriter: Sendable {
             return tasks
         }
         for task in pending { await task.value }
+        open.withLock { $0 = [:] }
+        repo.index.abandonPending()
         do { try await repo.flushIndex() } catch {
             repo.logger.warning("could not write the index of packs stored before the failure: \(error)")
         }

@@ -102,6 +102,7 @@ public final class Checker: Sendable {
 
     private func readPacks(_ packs: [PackID: Int64], connections: Int, report: inout CheckReport) async throws {
         let list = Array(packs)
+        let indexed = Dictionary(grouping: repo.index.allLocations(), by: \.pack)
         progress.setTotal(list.reduce(0) { $0 + $1.value })
         try await withThrowingTaskGroup(of: [String].self) { group in
             var next = 0
@@ -109,7 +110,7 @@ public final class Checker: Sendable {
                 guard next < list.count else { return }
                 let (pack, size) = list[next]
                 next += 1
-                group.addTask { await self.readPack(pack, size: size) }
+                group.addTask { await self.readPack(pack, size: size, indexed: indexed[pack] ?? []) }
             }
             for _ in 0..<max(1, connections) { launch() }
             while let problems = try await group.next() {
@@ -121,15 +122,19 @@ public final class Checker: Sendable {
     }
 
     /// Every problem found in one pack, as messages.
-    private func readPack(_ pack: PackID, size: Int64) async -> [String] {
+    private func readPack(_ pack: PackID, size: Int64, indexed: [BlobLocation]) async -> [String] {
         defer { progress.add(bytes: size, items: 1) }
         do {
             let data = try await repo.loadObject(.data, pack)
             let entries = try PackFormat.decodeHeader(tail: data, packSize: Int64(data.count), key: repo.keys.encryption, pack: pack)
             var problems: [String] = []
+            let inHeader = Dictionary(entries.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+            for location in indexed where inHeader[location.blob.id] != location.blob {
+                problems.append("pack \(pack): the index lists blob \(location.blob.id) at a place its header does not")
+            }
             for entry in entries {
                 let location = BlobLocation(pack: pack, blob: entry)
-                if repo.index.lookup(entry.id)?.pack != pack && repo.index.lookup(entry.id) == nil {
+                if repo.index.lookup(entry.id) == nil {
                     problems.append("blob \(entry.id) in pack \(pack) is not in the index")
                 }
                 do {

@@ -16,7 +16,7 @@ enum LZ4 {
         let written = out.withUnsafeMutableBytes { o in
             chb_lz4_compress(input.baseAddress, o.baseAddress, Int32(input.count), Int32(bound))
         }
-        guard written > 0, Int(written) < input.count else { return nil }
+        guard written > 0, Int(written) + 5 < input.count else { return nil }  // room for codec and length
         out.count = Int(written)
         return out
     }

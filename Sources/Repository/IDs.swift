@@ -18,7 +18,9 @@ public struct Digest32: Hashable, Sendable, Comparable {
     }
 
     public init?(hex: String) {
-        guard hex.utf8.count == 64 else { return nil }
+        guard hex.utf8.count == 64, hex.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else {
+            return nil
+        }
         var words: [UInt64] = []
         var index = hex.startIndex
         for _ in 0..<4 {
@@ -27,7 +29,6 @@ public struct Digest32: Hashable, Sendable, Comparable {
             words.append(word)
             index = end
         }
-        guard hex.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else { return nil }
         (w0, w1, w2, w3) = (words[0], words[1], words[2], words[3])
     }
 

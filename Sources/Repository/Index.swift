@@ -78,6 +78,12 @@ public final class MasterIndex: Sendable {
         }
     }
 
+    /// Forgets claims that were never stored (after a failed backup), so a later backup in the
+    /// same process stores those blobs instead of assuming someone else did.
+    func abandonPending() {
+        state.withLock { $0.pending.removeAll() }
+    }
+
     func takeUnsaved() -> [IndexFile.Pack] {
         state.withLock { s in
             defer { s.unsaved = [] }

@@ -48,6 +48,11 @@ public struct KDFParameters: Codable, Sendable, Hashable {
     }
 
     public static let `default` = KDFParameters()
+
+    /// The bounds every reader accepts; nothing outside them is ever written.
+    public var isPlausible: Bool {
+        n >= 2 && n.nonzeroBitCount == 1 && n <= 1 << 22 && r >= 1 && r <= 64 && p >= 1 && p <= 16
+    }
 }
 
 /// A key file (`keys/<sha256>`): plaintext JSON, since it is read before anything is unlocked.
@@ -64,6 +69,9 @@ struct KeyFile: Codable {
     var data: Data
 
     static func make(password: String, keys: MasterKeys, parameters: KDFParameters) throws -> KeyFile {
+        guard parameters.isPlausible else {
+            throw RepositoryError(.invalidArgument, "scrypt parameters N=\(parameters.n) r=\(parameters.r) p=\(parameters.p) are out of range (N a power of two up to 2^22, r 1-64, p 1-16)")
+        }
         let salt = Crypto.random(32)
         guard let derived = Crypto.scrypt(password: password, salt: salt, n: parameters.n, r: parameters.r,
                                           p: parameters.p, length: 32).flatMap(SecretKey.init) else {
@@ -82,7 +90,7 @@ struct KeyFile: Codable {
             throw RepositoryError(.unsupported, "\(what) uses key format \(version) / \(kdf), which this program cannot read")
         }
         let p = kdfParameters
-        guard p.n >= 2, p.n.nonzeroBitCount == 1, p.n <= 1 << 22, p.r >= 1, p.r <= 64, p.p >= 1, p.p <= 16 else {
+        guard p.isPlausible else {
             throw RepositoryError(.corrupted, "\(what) has implausible scrypt parameters")
         }
         guard let derived = Crypto.scrypt(password: password, salt: salt, n: p.n, r: p.r, p: p.p, length: 32)

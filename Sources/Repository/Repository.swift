@@ -45,6 +45,10 @@ public final class Repository: Sendable {
         if try await storage.exists(.config) {
             throw RepositoryError(.alreadyInitialized, "a repository already exists at \(storage.location)")
         }
+        if !(try await storage.list(.keys)).isEmpty {
+            throw RepositoryError(.alreadyInitialized,
+                                  "\(storage.location) holds key files but no config (an interrupted init?): remove it or choose another location")
+        }
         try await storage.create()
         let keys = MasterKeys.generate()
         let config = RepositoryConfig(id: Crypto.random(32).map { String(format: "%02x", $0) }.joined(),
@@ -68,25 +72,33 @@ public final class Repository: Sendable {
         guard !keyFiles.isEmpty else {
             throw RepositoryError(.corrupted, "the repository at \(storage.location) has no key files")
         }
-        var unlocked: MasterKeys?
+        // Try every key file: a damaged or newer-format key file is skipped, and a key that opens
+        // but does not decrypt the config (a stale key) does not stop the search.
+        var opened: (MasterKeys, RepositoryConfig)?
+        var problems: [String] = []
         for info in keyFiles {
             guard let name = ObjectID(hex: info.name) else { continue }
-            let data = try await storage.load(Handle(.keys, info.name))
-            guard ObjectID(hashing: data) == name else {
-                logger.warning("key file \(name) does not match its name; skipped")
-                continue
-            }
-            let file = try JSON.decode(KeyFile.self, data, what: "key file \(name)")
-            if let keys = try file.unlock(password: password, what: "key file \(name)") {
-                unlocked = keys
+            do {
+                let data = try await storage.load(Handle(.keys, info.name))
+                guard ObjectID(hashing: data) == name else {
+                    throw RepositoryError(.corrupted, "key file \(name) is corrupted: its content does not match its name")
+                }
+                let file = try JSON.decode(KeyFile.self, data, what: "key file \(name)")
+                guard let keys = try file.unlock(password: password, what: "key file \(name)") else { continue }
+                let plain = try Envelope.open(sealedConfig, kind: .config, key: keys.encryption, what: "repository config")
+                opened = (keys, try JSON.decode(RepositoryConfig.self, plain, what: "repository config"))
                 break
+            } catch let error as RepositoryError {
+                logger.warning("\(error.message); trying the other keys")
+                problems.append(error.message)
             }
         }
-        guard let keys = unlocked else {
+        guard let (keys, config) = opened else {
+            if let problem = problems.first, problems.count == keyFiles.count {
+                throw RepositoryError(.corrupted, problem)
+            }
             throw RepositoryError(.wrongPassword, "wrong password: no key of the repository at \(storage.location) opens with it")
         }
-        let plain = try Envelope.open(sealedConfig, kind: .config, key: keys.encryption, what: "repository config")
-        let config = try JSON.decode(RepositoryConfig.self, plain, what: "repository config")
         guard config.version == formatVersion else {
             throw RepositoryError(.unsupported, "repository format version \(config.version) is not supported (this program reads \(formatVersion))")
         }

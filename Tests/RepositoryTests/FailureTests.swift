@@ -37,6 +37,53 @@ import TestSupport
         #expect(try expectSameTree(dir.file("src"), dir.file("out")).isEmpty)
     }
 
+    @Test func aFailedBackupDoesNotPoisonTheNextInTheSameProcess() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try makeSourceTree(in: dir.file("src"))
+        let memory = MemoryStorage()
+        _ = try await makeRepository(memory)
+        let failFirst = Locked(true)
+        let storage = FaultyStorage(memory) { handle, _ in
+            handle.type == .data && failFirst.value ? StorageError(.permanent, "connection lost") : nil
+        }
+        let repo = try await Repository.open(storage: storage, password: "pw", logger: testLogger)
+        await #expect(throws: StorageError.self) { _ = try await repo.backup([.path(dir.file("src"), name: "files")]) }
+        failFirst.withLock { $0 = false }
+        let ok = try await repo.backup([.path(dir.file("src"), name: "files")])
+        let report = try await Checker(repository: repo).check(readData: true)
+        #expect(report.errors.isEmpty, "\(report.errors)")
+        _ = try await Restorer(repository: repo).restoreTree(ok.snapshot.parts[0], into: dir.file("out"))
+        #expect(try expectSameTree(dir.file("src"), dir.file("out")).isEmpty)
+    }
+
+    @Test func interruptedInitIsNotMistakenForARepository() async throws {
+        let memory = MemoryStorage()
+        try await memory.save(Handle(.keys, String(repeating: "a", count: 64)), data: Data("{}".utf8))
+        await expectCode(.alreadyInitialized) { _ = try await makeRepository(memory) }
+        await expectCode(.notARepository) { _ = try await Repository.open(storage: memory, password: "pw", logger: testLogger) }
+    }
+
+    @Test func aStaleOrDamagedKeyDoesNotHideAGoodOne() async throws {
+        let memory = MemoryStorage()
+        let repo = try await makeRepository(memory, password: "pw")
+        // A key file for the same password but other master keys (left by an interrupted init).
+        let stale = try KeyFile.make(password: "pw", keys: .generate(), parameters: KDFParameters(n: 1 << 10))
+        let staleData = JSON.encode(stale)
+        try await memory.save(Handle(.keys, ObjectID(hashing: staleData).hex), data: staleData)
+        try await memory.save(Handle(.keys, String(repeating: "b", count: 64)), data: Data("garbage".utf8))
+        let opened = try await Repository.open(storage: memory, password: "pw", logger: testLogger)
+        #expect(opened.config.id == repo.config.id)
+    }
+
+    @Test func implausibleScryptParametersAreRefusedAtInit() async throws {
+        var options = testOptions()
+        options.kdf = KDFParameters(n: 1 << 23)
+        await expectCode(.invalidArgument) {
+            _ = try await Repository.initialize(storage: MemoryStorage(), password: "pw", options: options, logger: testLogger)
+        }
+    }
+
     @Test func uploadFailureMidwayLeavesNoSnapshot() async throws {
         let dir = TempDir()
         defer { dir.remove() }

@@ -44,6 +44,18 @@ import TestSupport
     }
 }
 
+@Suite struct IDTests {
+    @Test func hexParsingIsStrict() {
+        let good = String(repeating: "0123456789abcdef", count: 4)
+        #expect(ObjectID(hex: good)?.hex == good)
+        #expect(ObjectID(hex: good.uppercased()) == nil)
+        #expect(ObjectID(hex: String(good.dropLast())) == nil)
+        // 64 bytes of UTF-8 but fewer characters: must be refused, not crash.
+        #expect(ObjectID(hex: String(repeating: "a", count: 48) + String(repeating: "é", count: 8)) == nil)
+        #expect(ObjectID(hex: String(repeating: "g", count: 64)) == nil)
+    }
+}
+
 @Suite struct CompressionTests {
     @Test func textShrinksAndRoundTrips() throws {
         var gen = SeededBytes(seed: 1)
