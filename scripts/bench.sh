@@ -61,6 +61,7 @@ cleanup() {
     local rc=$?
     if [[ -d "$W" ]]; then
         find "$W" -mindepth 1 -maxdepth 1 ! -name results.md -exec rm -rf {} + 2>/dev/null || true
+        rmdir "$W" 2>/dev/null || true
     fi
     if [[ $rc -ne 0 ]]; then echo "bench: FAILED (exit $rc)" >&2; fi
     exit $rc

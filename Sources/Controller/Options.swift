@@ -80,6 +80,9 @@ struct CLIError: Error, CustomStringConvertible {
 
 /// Runs a command body, turning every failure into one line on stderr and exit status 1.
 func runReportingErrors(_ body: (BlockingPool) async throws -> Void) async throws {
+    // Buffers of a chunk or a pack are large and short-lived: have malloc map and unmap them
+    // rather than keep them in its heaps, so resident memory follows what is in flight.
+    tuneAllocator()
     let pool = BlockingPool(threads: 8)
     defer { pool.shutdown() }
     do {
@@ -97,4 +100,14 @@ func runReportingErrors(_ body: (BlockingPool) async throws -> Void) async throw
         FileHandle.standardError.write(Data("chebackup: error: \(text)\n".utf8))
         throw ExitCode.failure
     }
+}
+
+/// glibc's `mallopt` (from malloc.h, which Swift's Glibc module does not import): large buffers
+/// always mmapped (M_MMAP_THRESHOLD = -3), at most four heaps (M_ARENA_MAX = -8).
+func tuneAllocator() {
+    typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
+    let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
+    _ = mallopt(-3, 256 << 10)
+    _ = mallopt(-8, 4)
 }

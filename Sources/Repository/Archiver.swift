@@ -26,8 +26,8 @@ public struct BackupOptions: Sendable {
     public var force = false
     /// Upload slots (packs stored at once).
     public var connections = 4
-    /// Files read at once.
-    public var fileConcurrency = max(2, ProcessInfo.processInfo.activeProcessorCount)
+    /// Files read at once: twice the cores, so a core is busy while another file waits on I/O.
+    public var fileConcurrency = 2 * ProcessInfo.processInfo.activeProcessorCount
     public init() {}
 }
 

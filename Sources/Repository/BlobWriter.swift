@@ -33,15 +33,11 @@ public final class BlobWriter: Sendable {
         if let error = failure.withLock({ $0 }) { throw error }
         let sealed = PackFormat.sealBlob(plaintext, id: id, type: type, key: repo.keys.encryption)
         let limit = repo.config.packSize
+        let capacity = limit + repo.config.chunker.maxSize + 4096
         let full = open.withLock { packs -> PackBuilder? in
-            var builder = packs[type] ?? PackBuilder()
-            builder.add(sealed: sealed, id: id, type: type, rawLength: plaintext.count)
-            if builder.count >= limit {
-                packs[type] = nil
-                return builder
-            }
-            packs[type] = builder
-            return nil
+            // Mutate in place: copying a builder would copy the whole pack being built.
+            packs[type, default: PackBuilder(capacity: capacity)].add(sealed: sealed, id: id, type: type, rawLength: plaintext.count)
+            return packs[type]!.count >= limit ? packs.removeValue(forKey: type) : nil
         }
         if let full { try await upload(full) }
     }
@@ -55,6 +51,7 @@ public final class BlobWriter: Sendable {
         let task = Task { [repo, slots, failure, stored] in
             defer { slots.release() }
             do {
+                var builder = builder
                 let bytes = builder.finish(key: repo.keys.encryption)
                 let id = try await repo.saveObject(.data, bytes)
                 repo.index.addStored(IndexFile.Pack(id: id, size: Int64(bytes.count), entries: builder.entries))

@@ -133,9 +133,15 @@ enum PackFormat {
 
 /// Accumulates sealed blobs into one pack in memory.
 struct PackBuilder {
-    private(set) var bytes = Data(PackFormat.magic + [PackFormat.version])
+    private(set) var bytes: Data
     private(set) var entries: [PackedBlob] = []
     private(set) var rawBytes: Int64 = 0
+
+    /// `capacity`: bytes to reserve up front, so the pack never reallocates while it grows.
+    init(capacity: Int = 0) {
+        bytes = Data(capacity: max(capacity, 64))
+        bytes.append(contentsOf: PackFormat.magic + [PackFormat.version])
+    }
 
     var isEmpty: Bool { entries.isEmpty }
     var count: Int { bytes.count }
@@ -147,13 +153,13 @@ struct PackBuilder {
         rawBytes += Int64(rawLength)
     }
 
-    /// The finished pack: blobs, header, trailer.
-    func finish(key: SecretKey) -> Data {
-        var out = bytes
+    /// Appends header and trailer and hands out the finished pack (without copying it).
+    mutating func finish(key: SecretKey) -> Data {
         let header = PackFormat.encodeHeader(entries, key: key)
-        out.append(header)
-        withUnsafeBytes(of: UInt32(header.count).littleEndian) { out.append(contentsOf: $0) }
-        out.append(contentsOf: PackFormat.magic)
-        return out
+        bytes.append(header)
+        withUnsafeBytes(of: UInt32(header.count).littleEndian) { bytes.append(contentsOf: $0) }
+        bytes.append(contentsOf: PackFormat.magic)
+        defer { bytes = Data() }
+        return bytes
     }
 }

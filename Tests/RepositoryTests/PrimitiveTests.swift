@@ -148,6 +148,7 @@ import TestSupport
             blobs.append((id, plain))
         }
         let pack = builder.finish(key: keys.encryption)
+        #expect(builder.count == 0, "finish hands the bytes out")
         let packID = ObjectID(hashing: pack)
         let entries = try PackFormat.decodeHeader(tail: pack, packSize: Int64(pack.count), key: keys.encryption, pack: packID)
         #expect(entries.map(\.id) == blobs.map(\.0))
