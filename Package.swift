@@ -23,7 +23,7 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CLZ4", path: "Sources/CLZ4", providers: [.apt(["liblz4-dev"])]),
         .target(name: "Storage",
-                dependencies: [.product(name: "Logging", package: "swift-log")],
+                dependencies: ["CCurl", "COpenSSL", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "Repository",
                 dependencies: ["Storage", "COpenSSL", "CLZ4",

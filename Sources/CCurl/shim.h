@@ -11,5 +11,6 @@ static inline CURLcode chb_curl_setopt_offset(CURL *h, CURLoption o, curl_off_t 
 typedef size_t (*chb_curl_data_cb)(char *, size_t, size_t, void *);
 static inline CURLcode chb_curl_setopt_datacb(CURL *h, CURLoption o, chb_curl_data_cb v) { return curl_easy_setopt(h, o, v); }
 static inline CURLcode chb_curl_getinfo_long(CURL *h, CURLINFO i, long *v) { return curl_easy_getinfo(h, i, v); }
+static inline CURLcode chb_curl_getinfo_offset(CURL *h, CURLINFO i, curl_off_t *v) { return curl_easy_getinfo(h, i, v); }
 static inline long chb_curlauth_aws_sigv4(void) { return (long)CURLAUTH_AWS_SIGV4; }
 #endif

@@ -108,12 +108,54 @@ public enum StorageStack {
     }
 
     /// Opens the backend a repository URL names, wrapped by `compose`.
-    public static func open(_ url: RepositoryURL, connections: Int? = nil, pool: BlockingPool,
-                            logger: Logger) throws -> any Storage {
+    public static func open(_ url: RepositoryURL, credentials: BackendCredentials = .fromEnvironment(),
+                            connections: Int? = nil, pool: BlockingPool, logger: Logger) throws -> any Storage {
         let backend: any Storage
         switch url {
         case .local(let path):
             backend = LocalStorage(path: path, pool: pool)
+        case .rest(var location):
+            if location.username == nil { location.username = credentials.restUsername }
+            if location.password == nil { location.password = credentials.restPassword }
+            var settings = CurlSettings()
+            settings.caFile = credentials.caFile
+            backend = RESTStorage(location, transport: CurlTransport(pool: pool, settings: settings, redactedLocation: url.description))
+        case .s3(let location):
+            guard let id = credentials.awsAccessKeyID, let secret = credentials.awsSecretAccessKey else {
+                throw StorageError(.accessDenied, "S3 needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+            }
+            var settings = CurlSettings()
+            settings.caFile = credentials.caFile
+            backend = S3Storage(location, credentials: S3Credentials(accessKeyID: id, secretAccessKey: secret, region: credentials.awsRegion),
+                                transport: CurlTransport(pool: pool, settings: settings, redactedLocation: url.description))
+        case .sftp(let location):
+            var settings = CurlSettings()
+            var keyFile: TemporaryKeyFile?
+            if let key = credentials.sshKey {
+                keyFile = try TemporaryKeyFile(contents: key)
+                settings.sshPrivateKeyFile = keyFile?.path
+            } else if let file = credentials.sshKeyFile {
+                settings.sshPrivateKeyFile = file
+            } else {
+                let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
+                settings.sshPrivateKeyFile = ["id_ed25519", "id_ecdsa", "id_rsa"].map { home + "/.ssh/" + $0 }
+                    .first { FileManager.default.fileExists(atPath: $0) }
+            }
+            guard settings.sshPrivateKeyFile != nil else {
+                throw StorageError(.accessDenied, "SFTP needs a private key: set SSH_KEY_FILE or SSH_KEY")
+            }
+            if let fingerprint = credentials.sshHostFingerprint {
+                settings.sshHostKeySHA256 = fingerprint.hasPrefix("SHA256:") ? String(fingerprint.dropFirst(7)) : fingerprint
+            } else {
+                let known = credentials.sshKnownHosts
+                    ?? (ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()) + "/.ssh/known_hosts"
+                guard FileManager.default.fileExists(atPath: known) else {
+                    throw StorageError(.accessDenied, "cannot verify the SFTP server's host key: no known_hosts file at \(known); set SSH_KNOWN_HOSTS or SSH_HOST_FINGERPRINT")
+                }
+                settings.sshKnownHosts = known
+            }
+            backend = SFTPStorage(location, transport: CurlTransport(pool: pool, settings: settings, redactedLocation: url.description,
+                                                                      keepAlive: keyFile))
         }
         return compose(backend, connections: connections, logger: logger)
     }

@@ -1,0 +1,239 @@
+import CCurl
+import Foundation
+
+/// One transfer for libcurl: HTTP(S) or SFTP.
+public struct CurlRequest: Sendable {
+    public var method = "GET"
+    public var url: String
+    public var headers: [(String, String)] = []
+    public var body: Data?
+    /// Send `body` as an upload (PUT over HTTP, file write over SFTP) instead of a request body.
+    public var upload = false
+    public var range: Range<Int64>?
+    public var username: String?
+    public var password: String?
+    /// SFTP/HTTP commands run before and after the transfer (SFTP: "rename a b", "rm a", "mkdir a").
+    public var quote: [String] = []
+    public var postQuote: [String] = []
+    public var noBody = false
+    public var createMissingDirs = false
+    /// SFTP: a directory listing with names only.
+    public var listOnly = false
+
+    public init(method: String = "GET", url: String) {
+        self.method = method
+        self.url = url
+    }
+}
+
+public struct CurlResponse: Sendable {
+    public let status: Int
+    /// Header names lowercased.
+    public let headers: [String: String]
+    public let body: Data
+    /// The size libcurl learned (Content-Length, or an SFTP file's size); nil when unknown.
+    public let contentLength: Int64?
+}
+
+/// Settings fixed per backend: timeouts, TLS, SSH keys and host verification.
+public struct CurlSettings: Sendable {
+    public var connectTimeout = 10
+    /// Abort a transfer slower than 1 KiB/s for this many seconds.
+    public var lowSpeedSeconds = 60
+    public var caFile: String?
+    public var sshPrivateKeyFile: String?
+    public var sshPublicKeyFile: String?
+    public var sshKnownHosts: String?
+    public var sshHostKeySHA256: String?
+    public init() {}
+}
+
+private let curlGlobalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
+
+/// Runs libcurl transfers on dedicated threads (never Swift's cooperative pool), reusing easy
+/// handles so connections and SSH sessions survive between transfers.
+public final class CurlTransport: Sendable {
+    let pool: BlockingPool
+    let settings: CurlSettings
+    private let idle = Locked<[HandleBox]>([])
+    /// What the location is called in errors (never with a password).
+    let redactedLocation: String
+
+    /// Something that must live as long as the transport (a temporary key file).
+    let keepAlive: (any Sendable)?
+
+    public init(pool: BlockingPool, settings: CurlSettings = .init(), redactedLocation: String, keepAlive: (any Sendable)? = nil) {
+        _ = curlGlobalInit
+        self.keepAlive = keepAlive
+        self.pool = pool
+        self.settings = settings
+        self.redactedLocation = redactedLocation
+    }
+
+    deinit {
+        for box in idle.value { curl_easy_cleanup(box.handle) }
+    }
+
+    public func perform(_ request: CurlRequest) async throws -> CurlResponse {
+        try await pool.run { [self] in try performBlocking(request) }
+    }
+
+    func performBlocking(_ request: CurlRequest) throws -> CurlResponse {
+        let box = idle.withLock { $0.popLast() } ?? HandleBox(curl_easy_init())
+        guard let handle = box.handle else { throw StorageError(.permanent, "libcurl could not create a handle") }
+        var keep = true
+        defer {
+            if keep { idle.withLock { $0.append(box) } } else { curl_easy_cleanup(handle) }
+        }
+        curl_easy_reset(handle)
+        let transfer = Transfer(upload: request.body ?? Data())
+        var lists: [UnsafeMutablePointer<curl_slist>?] = []
+        defer { for l in lists { curl_slist_free_all(l) } }
+        func slist(_ items: [String]) -> UnsafeMutablePointer<curl_slist>? {
+            var list: UnsafeMutablePointer<curl_slist>?
+            for item in items { list = curl_slist_append(list, item) }
+            lists.append(list)
+            return list
+        }
+        var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        let unmanaged = Unmanaged.passRetained(transfer)
+        defer { unmanaged.release() }
+        let opaque = unmanaged.toOpaque()
+
+        let code: CURLcode = errorBuffer.withUnsafeMutableBufferPointer { errbuf in
+            chb_curl_setopt_string(handle, CURLOPT_URL, request.url)
+            chb_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
+            chb_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT, settings.connectTimeout)
+            chb_curl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1024)
+            chb_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, settings.lowSpeedSeconds)
+            chb_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errbuf.baseAddress)
+            chb_curl_setopt_datacb(handle, CURLOPT_WRITEFUNCTION) { data, size, count, user in
+                let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+                if let data { t.body.append(UnsafeRawPointer(data).assumingMemoryBound(to: UInt8.self), count: size * count) }
+                return size * count
+            }
+            chb_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, opaque)
+            chb_curl_setopt_datacb(handle, CURLOPT_HEADERFUNCTION) { data, size, count, user in
+                let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+                if let data {
+                    let line = String(decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
+                    if line.hasPrefix("HTTP/") { t.headers = [:] }
+                    if let colon = line.firstIndex(of: ":") {
+                        let name = line[..<colon].lowercased()
+                        t.headers[name] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+                    }
+                }
+                return size * count
+            }
+            chb_curl_setopt_pointer(handle, CURLOPT_HEADERDATA, opaque)
+            if let caFile = settings.caFile { chb_curl_setopt_string(handle, CURLOPT_CAINFO, caFile) }
+            if let user = request.username {
+                chb_curl_setopt_string(handle, CURLOPT_USERNAME, user)
+                if let password = request.password { chb_curl_setopt_string(handle, CURLOPT_PASSWORD, password) }
+            }
+            if let key = settings.sshPrivateKeyFile {
+                chb_curl_setopt_string(handle, CURLOPT_SSH_PRIVATE_KEYFILE, key)
+                chb_curl_setopt_long(handle, CURLOPT_SSH_AUTH_TYPES, Int(CURLSSH_AUTH_PUBLICKEY))
+            }
+            if let pub = settings.sshPublicKeyFile { chb_curl_setopt_string(handle, CURLOPT_SSH_PUBLIC_KEYFILE, pub) }
+            if let known = settings.sshKnownHosts { chb_curl_setopt_string(handle, CURLOPT_SSH_KNOWNHOSTS, known) }
+            if let fingerprint = settings.sshHostKeySHA256 {
+                chb_curl_setopt_string(handle, CURLOPT_SSH_HOST_PUBLIC_KEY_SHA256, fingerprint)
+            }
+            var headerLines = request.headers.map { "\($0.0): \($0.1)" }
+            if request.upload {
+                chb_curl_setopt_long(handle, CURLOPT_UPLOAD, 1)
+                chb_curl_setopt_offset(handle, CURLOPT_INFILESIZE_LARGE, curl_off_t(transfer.upload.count))
+                chb_curl_setopt_datacb(handle, CURLOPT_READFUNCTION) { buffer, size, count, user in
+                    let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+                    let n = min(size * count, t.upload.count - t.uploadOffset)
+                    if n > 0, let buffer {
+                        t.upload.withUnsafeBytes { raw in
+                            UnsafeMutableRawPointer(buffer).copyMemory(from: raw.baseAddress! + t.uploadOffset, byteCount: n)
+                        }
+                        t.uploadOffset += n
+                    }
+                    return n
+                }
+                chb_curl_setopt_pointer(handle, CURLOPT_READDATA, opaque)
+                headerLines.append("Expect:")
+                if request.method != "PUT" { chb_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, request.method) }
+            } else if request.body != nil {
+                transfer.upload.withUnsafeBytes { raw in
+                    chb_curl_setopt_offset(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(raw.count))
+                    chb_curl_setopt_pointer(handle, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!))
+                }
+                headerLines.append("Expect:")
+                if request.method != "POST" { chb_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, request.method) }
+            } else if request.method == "HEAD" || request.noBody {
+                chb_curl_setopt_long(handle, CURLOPT_NOBODY, 1)
+            } else if request.method != "GET" {
+                chb_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, request.method)
+            }
+            if let range = request.range {
+                chb_curl_setopt_string(handle, CURLOPT_RANGE, "\(range.lowerBound)-\(range.upperBound - 1)")
+            }
+            if !request.quote.isEmpty { chb_curl_setopt_slist(handle, CURLOPT_QUOTE, slist(request.quote)) }
+            if !request.postQuote.isEmpty { chb_curl_setopt_slist(handle, CURLOPT_POSTQUOTE, slist(request.postQuote)) }
+            if request.createMissingDirs { chb_curl_setopt_long(handle, CURLOPT_FTP_CREATE_MISSING_DIRS, 1) }
+            if request.listOnly { chb_curl_setopt_long(handle, CURLOPT_DIRLISTONLY, 1) }
+            if !headerLines.isEmpty { chb_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, slist(headerLines)) }
+            return curl_easy_perform(handle)
+        }
+        var status = 0
+        chb_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        if code != CURLE_OK {
+            keep = false
+            let detail = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+            throw CurlTransport.error(code, "\(request.method) \(redactedLocation): \(text)")
+        }
+        var length: curl_off_t = -1
+        chb_curl_getinfo_offset(handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length)
+        return CurlResponse(status: status, headers: transfer.headers, body: transfer.body,
+                            contentLength: length >= 0 ? Int64(length) : nil)
+    }
+
+    /// libcurl's failure codes as storage errors: network trouble is transient.
+    static func error(_ code: CURLcode, _ message: String) -> StorageError {
+        switch code {
+        case CURLE_COULDNT_CONNECT, CURLE_OPERATION_TIMEDOUT, CURLE_SEND_ERROR, CURLE_RECV_ERROR, CURLE_GOT_NOTHING,
+             CURLE_PARTIAL_FILE, CURLE_COULDNT_RESOLVE_HOST, CURLE_SSL_CONNECT_ERROR, CURLE_HTTP2, CURLE_HTTP2_STREAM,
+             CURLE_SSH:
+            return StorageError(.transient, message)
+        case CURLE_REMOTE_FILE_NOT_FOUND:
+            return StorageError(.notFound, message)
+        case CURLE_LOGIN_DENIED, CURLE_REMOTE_ACCESS_DENIED:
+            return StorageError(.accessDenied, message)
+        case CURLE_PEER_FAILED_VERIFICATION:
+            return StorageError(.accessDenied, message + " (the server's identity could not be verified)")
+        default:
+            return StorageError(.permanent, message)
+        }
+    }
+
+    /// HTTP status codes as storage errors: 5xx, 408 and 429 are transient.
+    static func httpError(_ status: Int, _ message: String) -> StorageError {
+        switch status {
+        case 404: return StorageError(.notFound, message)
+        case 401, 403: return StorageError(.accessDenied, message)
+        case 416: return StorageError(.invalidRange, message)
+        case 408, 429, 500...599: return StorageError(.transient, message)
+        default: return StorageError(.permanent, message)
+        }
+    }
+}
+
+final class HandleBox: @unchecked Sendable {
+    let handle: UnsafeMutableRawPointer?
+    init(_ handle: UnsafeMutableRawPointer?) { self.handle = handle }
+}
+
+/// The state one transfer's callbacks share; touched only by the thread running the transfer.
+final class Transfer {
+    var body = Data()
+    var headers: [String: String] = [:]
+    let upload: Data
+    var uploadOffset = 0
+    init(upload: Data) { self.upload = upload }
+}
