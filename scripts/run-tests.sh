@@ -5,4 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN_DIR=$(swift build --show-bin-path)
 export CHEBACKUP_BIN_DIR="$BIN_DIR"
+
+services=$(mktemp -d /tmp/chebackup-services.XXXXXX)
+trap 'scripts/test-services.sh stop "$services"' EXIT
+scripts/test-services.sh start "$services"
+# shellcheck disable=SC1091
+source "$services/env"
+export CHEBACKUP_REQUIRE_SERVICES=1
 swift test --skip-build "$@"

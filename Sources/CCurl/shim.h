@@ -10,6 +10,8 @@ static inline CURLcode chb_curl_setopt_slist(CURL *h, CURLoption o, struct curl_
 static inline CURLcode chb_curl_setopt_offset(CURL *h, CURLoption o, curl_off_t v) { return curl_easy_setopt(h, o, v); }
 typedef size_t (*chb_curl_data_cb)(char *, size_t, size_t, void *);
 static inline CURLcode chb_curl_setopt_datacb(CURL *h, CURLoption o, chb_curl_data_cb v) { return curl_easy_setopt(h, o, v); }
+typedef int (*chb_curl_seek_cb)(void *, curl_off_t, int);
+static inline CURLcode chb_curl_setopt_seekcb(CURL *h, CURLoption o, chb_curl_seek_cb v) { return curl_easy_setopt(h, o, v); }
 static inline CURLcode chb_curl_getinfo_long(CURL *h, CURLINFO i, long *v) { return curl_easy_getinfo(h, i, v); }
 static inline CURLcode chb_curl_getinfo_offset(CURL *h, CURLINFO i, curl_off_t *v) { return curl_easy_getinfo(h, i, v); }
 static inline long chb_curlauth_aws_sigv4(void) { return (long)CURLAUTH_AWS_SIGV4; }

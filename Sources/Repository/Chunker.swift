@@ -90,7 +90,8 @@ public struct Chunker: Sendable {
     }
 }
 
-/// Reads a file descriptor and hands out its chunks, holding at most two maximum-size chunks.
+/// Reads a file descriptor and hands out its chunks, holding at most one maximum-size chunk plus
+/// one read (1 MiB).
 public final class ChunkReader {
     let chunker: Chunker
     let fd: Int32
@@ -105,7 +106,7 @@ public final class ChunkReader {
         self.chunker = chunker
         self.fd = fd
         self.name = name
-        buffer = .allocate(byteCount: 2 * chunker.parameters.maxSize, alignment: 16)
+        buffer = .allocate(byteCount: chunker.parameters.maxSize + min(1 << 20, chunker.parameters.maxSize), alignment: 16)
     }
 
     deinit { buffer.deallocate() }

@@ -21,6 +21,12 @@ enum LZ4 {
         return out
     }
 
+    /// Compresses into `output` (at least LZ4_compressBound bytes); returns the length, 0 on failure.
+    static func compress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Int {
+        guard input.count > 0, input.count < Int(Int32.max) else { return 0 }
+        return Int(chb_lz4_compress(input.baseAddress, output.baseAddress, Int32(input.count), Int32(output.count)))
+    }
+
     /// Decompresses into exactly `length` bytes; nil when the input is not valid LZ4 of that length.
     static func decompress(_ input: UnsafeRawBufferPointer, length: Int) -> Data? {
         guard length >= 0, length < Int(Int32.max), input.count < Int(Int32.max) else { return nil }

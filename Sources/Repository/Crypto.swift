@@ -70,6 +70,19 @@ public enum Crypto {
         plaintext.withUnsafeBytes { seal(key, $0, aad: aad) }
     }
 
+    /// Seals `bodyLength` bytes that start `nonceSize` bytes into `buffer`, in place: writes a
+    /// random nonce before them and the tag after them.
+    static func sealInPlace(_ key: SecretKey, _ buffer: UnsafeMutableRawPointer, bodyLength: Int, aad: Data) {
+        precondition(chb_random(buffer, nonceSize) == 1, "the system random generator failed")
+        let body = buffer + nonceSize
+        let ok = key.bytes.withUnsafeBytes { k in
+            aad.withUnsafeBytes { a in
+                chb_aes256gcm_seal(k.baseAddress, buffer, a.baseAddress, a.count, body, bodyLength, body, body + bodyLength)
+            }
+        }
+        precondition(ok == 1, "AES-256-GCM encryption failed")
+    }
+
     /// Decrypts and verifies; nil when the data or `aad` was changed or the key is wrong.
     static func open(_ key: SecretKey, _ sealed: UnsafeRawBufferPointer, aad: Data = Data()) -> Data? {
         guard sealed.count >= overhead else { return nil }

@@ -1,3 +1,4 @@
+import CLZ4
 import Foundation
 
 /// What a blob holds. Values are part of the format.
@@ -38,21 +39,32 @@ enum PackFormat {
         return aad
     }
 
-    /// Compresses (when it helps) and seals one blob's plaintext.
+    /// Compresses (when it helps) and seals one blob's plaintext, in one buffer: LZ4 writes
+    /// straight into it and AES-GCM encrypts it in place.
     static func sealBlob(_ plaintext: Data, id: BlobID, type: BlobType, key: SecretKey) -> Data {
-        plaintext.withUnsafeBytes { raw -> Data in
-            var body: Data
-            if let packed = LZ4.compress(raw) {
-                body = Data(capacity: packed.count + 5)
-                body.append(Codec.lz4.rawValue)
-                withUnsafeBytes(of: UInt32(raw.count).littleEndian) { body.append(contentsOf: $0) }
-                body.append(packed)
-            } else {
-                body = Data(capacity: raw.count + 1)
-                body.append(Codec.raw.rawValue)
-                body.append(contentsOf: raw)
+        let aad = blobAAD(id, type)
+        return plaintext.withUnsafeBytes { raw -> Data in
+            let n = raw.count
+            let bound = n > 0 ? Int(LZ4_compressBound(Int32(n))) : 0
+            var out = Data(count: Crypto.nonceSize + 5 + max(bound, n) + Crypto.tagSize)
+            let length = out.withUnsafeMutableBytes { o -> Int in
+                let body = o.baseAddress! + Crypto.nonceSize
+                let packed = n > 0 ? LZ4.compress(raw, into: UnsafeMutableRawBufferPointer(start: body + 5, count: bound)) : 0
+                let bodyLength: Int
+                if packed > 0 && packed + 5 < n {
+                    body.storeBytes(of: Codec.lz4.rawValue, as: UInt8.self)
+                    body.storeBytes(of: UInt32(n).littleEndian, toByteOffset: 1, as: UInt32.self)
+                    bodyLength = 5 + packed
+                } else {
+                    body.storeBytes(of: Codec.raw.rawValue, as: UInt8.self)
+                    if n > 0 { (body + 1).copyMemory(from: raw.baseAddress!, byteCount: n) }
+                    bodyLength = 1 + n
+                }
+                Crypto.sealInPlace(key, o.baseAddress!, bodyLength: bodyLength, aad: aad)
+                return Crypto.overhead + bodyLength
             }
-            return Crypto.seal(key, body, aad: blobAAD(id, type))
+            out.count = length
+            return out
         }
     }
 

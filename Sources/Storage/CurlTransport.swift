@@ -141,9 +141,18 @@ public final class CurlTransport: Sendable {
                 chb_curl_setopt_string(handle, CURLOPT_SSH_HOST_PUBLIC_KEY_SHA256, fingerprint)
             }
             var headerLines = request.headers.map { "\($0.0): \($0.1)" }
-            if request.upload {
-                chb_curl_setopt_long(handle, CURLOPT_UPLOAD, 1)
-                chb_curl_setopt_offset(handle, CURLOPT_INFILESIZE_LARGE, curl_off_t(transfer.upload.count))
+            if request.body != nil {
+                // The body is always handed over by the read callback: a pointer taken out of a
+                // Data's withUnsafeBytes is not valid after the closure (small Data is inline).
+                if request.upload {
+                    chb_curl_setopt_long(handle, CURLOPT_UPLOAD, 1)
+                    chb_curl_setopt_offset(handle, CURLOPT_INFILESIZE_LARGE, curl_off_t(transfer.upload.count))
+                    if request.method != "PUT" { chb_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, request.method) }
+                } else {
+                    chb_curl_setopt_long(handle, CURLOPT_POST, 1)
+                    chb_curl_setopt_offset(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(transfer.upload.count))
+                    if request.method != "POST" { chb_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, request.method) }
+                }
                 chb_curl_setopt_datacb(handle, CURLOPT_READFUNCTION) { buffer, size, count, user in
                     let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
                     let n = min(size * count, t.upload.count - t.uploadOffset)
@@ -156,15 +165,15 @@ public final class CurlTransport: Sendable {
                     return n
                 }
                 chb_curl_setopt_pointer(handle, CURLOPT_READDATA, opaque)
-                headerLines.append("Expect:")
-                if request.method != "PUT" { chb_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, request.method) }
-            } else if request.body != nil {
-                transfer.upload.withUnsafeBytes { raw in
-                    chb_curl_setopt_offset(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(raw.count))
-                    chb_curl_setopt_pointer(handle, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!))
+                // Lets libcurl rewind the body when it resends on a new connection.
+                chb_curl_setopt_seekcb(handle, CURLOPT_SEEKFUNCTION) { user, offset, origin in
+                    let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+                    guard origin == SEEK_SET, offset >= 0, Int(offset) <= t.upload.count else { return 1 }  // CURL_SEEKFUNC_FAIL
+                    t.uploadOffset = Int(offset)
+                    return 0  // CURL_SEEKFUNC_OK
                 }
+                chb_curl_setopt_pointer(handle, CURLOPT_SEEKDATA, opaque)
                 headerLines.append("Expect:")
-                if request.method != "POST" { chb_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, request.method) }
             } else if request.method == "HEAD" || request.noBody {
                 chb_curl_setopt_long(handle, CURLOPT_NOBODY, 1)
             } else if request.method != "GET" {
@@ -186,7 +195,7 @@ public final class CurlTransport: Sendable {
             keep = false
             let detail = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
-            throw CurlTransport.error(code, "\(request.method) \(redactedLocation): \(text)")
+            throw CurlTransport.error(code, "\(request.method) \(redactedLocation): \(text) (curl error \(code.rawValue))")
         }
         var length: curl_off_t = -1
         chb_curl_getinfo_offset(handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length)
@@ -198,7 +207,7 @@ public final class CurlTransport: Sendable {
     static func error(_ code: CURLcode, _ message: String) -> StorageError {
         switch code {
         case CURLE_COULDNT_CONNECT, CURLE_OPERATION_TIMEDOUT, CURLE_SEND_ERROR, CURLE_RECV_ERROR, CURLE_GOT_NOTHING,
-             CURLE_PARTIAL_FILE, CURLE_COULDNT_RESOLVE_HOST, CURLE_SSL_CONNECT_ERROR, CURLE_HTTP2, CURLE_HTTP2_STREAM,
+             CURLE_PARTIAL_FILE, CURLE_COULDNT_RESOLVE_HOST, CURLE_SEND_FAIL_REWIND, CURLE_SSL_CONNECT_ERROR, CURLE_HTTP2, CURLE_HTTP2_STREAM,
              CURLE_SSH:
             return StorageError(.transient, message)
         case CURLE_REMOTE_FILE_NOT_FOUND:

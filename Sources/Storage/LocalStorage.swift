@@ -16,7 +16,7 @@ public struct LocalStorage: Storage {
     }
 
     public var location: String { "local:\(root)" }
-    public var defaultConnections: Int { 4 }
+    public var defaultConnections: Int { 2 }
 
     func path(_ handle: Handle) throws -> String {
         if handle.type == .config { return root + "/config" }

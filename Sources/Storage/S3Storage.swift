@@ -20,6 +20,10 @@ public struct S3Storage: Storage {
     let remote: S3Location
     let credentials: S3Credentials
     let transport: CurlTransport
+    /// Some S3-compatible servers (moto among them) canonicalise query values with "/" left
+    /// unencoded, unlike AWS. Learned once: a signature refused on a request whose query holds
+    /// a "/" is retried the other way, and the way that worked is kept.
+    let slashQuirk = Locked(false)
 
     public init(_ location: S3Location, credentials: S3Credentials, transport: CurlTransport) {
         remote = location
@@ -47,8 +51,8 @@ public struct S3Storage: Storage {
               range: Range<Int64>? = nil) async throws -> CurlResponse {
         var canonicalURI = "/" + S3Signer.encode(remote.bucket)
         if let key { canonicalURI += "/" + key.split(separator: "/", omittingEmptySubsequences: false).map { S3Signer.encode(String($0)) }.joined(separator: "/") }
-        let canonicalQuery = query.map { (S3Signer.encode($0.0), S3Signer.encode($0.1)) }.sorted { $0 < $1 }
-            .map { "\($0.0)=\($0.1)" }.joined(separator: "&")
+        let canonicalQuery = query.map { (S3Signer.encode($0.0), S3Signer.encode($0.1, keepSlash: slashQuirk.value)) }
+            .sorted { $0 < $1 }.map { "\($0.0)=\($0.1)" }.joined(separator: "&")
         let payloadHash = S3Signer.hex(S3Signer.sha256(body ?? Data()))
         let now = Date()
         var headers: [(String, String)] = [("host", remote.hostPort.hasSuffix(":443") || remote.hostPort.hasSuffix(":80") ? remote.host : remote.hostPort),
@@ -126,7 +130,13 @@ public struct S3Storage: Storage {
         repeat {
             var query = [("list-type", "2"), ("prefix", prefix)]
             if let token { query.append(("continuation-token", token)) }
-            let body = try checked(try await send("GET", key: nil, query: query), "list \(type.rawValue)").body
+            var response = try await send("GET", key: nil, query: query)
+            if response.status == 403, S3Signer.xmlValues("Code", in: response.body).first == "SignatureDoesNotMatch" {
+                slashQuirk.withLock { $0.toggle() }
+                response = try await send("GET", key: nil, query: query)
+            }
+            if response.status == 404, S3Signer.xmlValues("Code", in: response.body).first == "NoSuchBucket" { return [] }
+            let body = try checked(response, "list \(type.rawValue)").body
             let keys = S3Signer.xmlValues("Key", in: body)
             let sizes = S3Signer.xmlValues("Size", in: body)
             guard keys.count == sizes.count else { throw StorageError(.permanent, "list \(type.rawValue): malformed listing") }
@@ -165,13 +175,15 @@ enum S3Signer {
     static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
 
     /// RFC 3986 percent-encoding of everything but unreserved characters, as SigV4 requires.
-    static func encode(_ s: String) -> String {
+    static func encode(_ s: String, keepSlash: Bool = false) -> String {
         var out = ""
         for byte in s.utf8 {
             switch byte {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
                  UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
                 out.append(Character(UnicodeScalar(byte)))
+            case UInt8(ascii: "/") where keepSlash:
+                out.append("/")
             default:
                 out += String(format: "%%%02X", byte)
             }

@@ -76,7 +76,9 @@ public struct SFTPStorage: Storage {
         var r = CurlRequest(method: "PUT", url: urlBase + "/" + temp)
         r.body = data
         r.upload = true
-        r.postQuote = ["rename \(Self.quoted(serverBase + "/" + temp)) \(Self.quoted(serverBase + "/" + rel))"]
+        let targetDir = serverBase + "/" + (rel as NSString).deletingLastPathComponent
+        r.postQuote = ["*mkdir \(Self.quoted(targetDir))",
+                       "rename \(Self.quoted(serverBase + "/" + temp)) \(Self.quoted(serverBase + "/" + rel))"]
         do {
             _ = try await transport.perform(r)
         } catch let error as StorageError {
@@ -109,8 +111,14 @@ public struct SFTPStorage: Storage {
         var r = CurlRequest(url: urlBase + "/" + (try relative(handle)))
         r.noBody = true
         let response = try await transport.perform(r)
-        guard let size = response.contentLength else { throw StorageError(.permanent, "stat \(handle): size unknown") }
-        return FileInfo(name: handle.name, size: size)
+        if let size = response.contentLength { return FileInfo(name: handle.name, size: size) }
+        // libcurl reports no size for some files (empty ones): ask the directory listing.
+        let rel = try relative(handle)
+        let parent = (rel as NSString).deletingLastPathComponent
+        guard let entry = try await listDirectory(parent).first(where: { $0.name == (rel as NSString).lastPathComponent }) else {
+            throw StorageError(.notFound, "stat \(handle): not found")
+        }
+        return FileInfo(name: handle.name, size: entry.size)
     }
 
     /// A long listing ("-rw------- 1 user group SIZE Mon DD HH:MM NAME") of one directory.

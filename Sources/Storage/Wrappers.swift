@@ -102,14 +102,14 @@ public struct LimitedStorage: Storage {
 /// waits for a connection again), the retries outside it.
 public enum StorageStack {
     public static func compose(_ backend: any Storage, connections: Int? = nil, retries: Int = 6,
-                               logger: Logger) -> any Storage {
+                               initialDelay: Duration = .milliseconds(200), logger: Logger) -> any Storage {
         let limited = LimitedStorage(backend, connections: connections ?? backend.defaultConnections)
-        return RetryingStorage(limited, attempts: retries, logger: logger)
+        return RetryingStorage(limited, attempts: retries, initialDelay: initialDelay, logger: logger)
     }
 
     /// Opens the backend a repository URL names, wrapped by `compose`.
     public static func open(_ url: RepositoryURL, credentials: BackendCredentials = .fromEnvironment(),
-                            connections: Int? = nil, pool: BlockingPool, logger: Logger) throws -> any Storage {
+                            connections: Int? = nil, retries: Int = 6, pool: BlockingPool, logger: Logger) throws -> any Storage {
         let backend: any Storage
         switch url {
         case .local(let path):
@@ -157,6 +157,6 @@ public enum StorageStack {
             backend = SFTPStorage(location, transport: CurlTransport(pool: pool, settings: settings, redactedLocation: url.description,
                                                                       keepAlive: keyFile))
         }
-        return compose(backend, connections: connections, logger: logger)
+        return compose(backend, connections: connections, retries: retries, logger: logger)
     }
 }

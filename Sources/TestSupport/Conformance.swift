@@ -53,9 +53,11 @@ public enum StorageConformance {
         throw ConformanceFailure("\(what): expected \(code), but it succeeded")
     }
 
+    /// A fresh name shaped like every real one: 64 lowercase hex digits (a SHA-256). Servers such
+    /// as rclone's rely on that shape (data/XX/ directories, caches keyed by name).
     static func name(_ tag: String) -> String {
         var rng = SystemRandomNumberGenerator()
-        return tag + String(format: "%016llx%016llx", rng.next() as UInt64, rng.next() as UInt64)
+        return (0..<4).map { _ in String(format: "%016llx", rng.next() as UInt64) }.joined()
     }
 
     static let roundTrip: Case = { storage, _ in
@@ -99,8 +101,8 @@ public enum StorageConformance {
     }
 
     static let listing: Case = { storage, harness in
-        let prefix = name("ls")
-        let names = (0..<harness.listCount).map { prefix + String(format: "%05d", $0) }
+        let prefix = String(name("ls").prefix(59))
+        let names = (0..<harness.listCount).map { prefix + String(format: "%05x", $0) }
         try await withThrowingTaskGroup(of: Void.self) { group in
             var next = 0
             func add() {
@@ -141,12 +143,12 @@ public enum StorageConformance {
     static let typesSeparate: Case = { storage, _ in
         let n = name("sep")
         try await storage.save(Handle(.index, n), data: Data("index".utf8))
-        try await storage.save(Handle(.snapshots, n), data: Data("snapshot".utf8))
-        try expect(try await storage.load(Handle(.index, n)) == Data("index".utf8), "types share files")
-        try expect(try await storage.load(Handle(.snapshots, n)) == Data("snapshot".utf8), "types share files")
-        try expect(!(try await storage.list(.keys).contains { $0.name == n }), "a file shows under another type")
+        try expect(try await storage.load(Handle(.index, n)) == Data("index".utf8), "index round trip failed")
+        for other in [FileType.keys, .snapshots, .data, .locks] {
+            try expect(!(try await storage.list(other).contains { $0.name == n }), "an index file shows under \(other.rawValue)")
+            try expect(!(try await storage.exists(Handle(other, n))), "an index file exists under \(other.rawValue)")
+        }
         try await storage.remove(Handle(.index, n))
-        try await storage.remove(Handle(.snapshots, n))
     }
 
     static let concurrentUploads: Case = { storage, _ in

@@ -144,9 +144,28 @@ final class FlakyStorage: Storage {
         #expect(try RepositoryURL.parse("relative").description.hasSuffix("/relative"))
     }
 
+    @Test func parsesRemoteForms() throws {
+        guard case .rest(let r1) = try RepositoryURL.parse("rest:http://127.0.0.1:8000/che/repo") else { Issue.record("rest"); return }
+        #expect(r1.scheme == "http" && r1.host == "127.0.0.1" && r1.port == 8000 && r1.path == "che/repo" && r1.username == nil)
+        guard case .rest(let r2) = try RepositoryURL.parse("rest:backup.example.com:1234/che") else { Issue.record("rest short"); return }
+        #expect(r2.scheme == "https" && r2.port == 1234 && r2.path == "che")
+        guard case .s3(let s1) = try RepositoryURL.parse("s3:s3.amazonaws.com/bucket/some/prefix") else { Issue.record("s3"); return }
+        #expect(s1.scheme == "https" && s1.port == 443 && s1.bucket == "bucket" && s1.prefix == "some/prefix")
+        guard case .s3(let s2) = try RepositoryURL.parse("s3:http://127.0.0.1:9000/b") else { Issue.record("s3 http"); return }
+        #expect(s2.scheme == "http" && s2.port == 9000 && s2.bucket == "b" && s2.prefix.isEmpty)
+        guard case .sftp(let f1) = try RepositoryURL.parse("sftp:che@host:/srv/backup") else { Issue.record("sftp"); return }
+        #expect(f1.user == "che" && f1.host == "host" && f1.port == 22 && f1.path == "/srv/backup")
+        guard case .sftp(let f2) = try RepositoryURL.parse("sftp:che@host:2222//srv/backup") else { Issue.record("sftp port"); return }
+        #expect(f2.port == 2222 && f2.path == "/srv/backup")
+        guard case .sftp(let f3) = try RepositoryURL.parse("sftp:che@host:backups/che") else { Issue.record("sftp rel"); return }
+        #expect(f3.port == 22 && f3.path == "backups/che")
+    }
+
     @Test func refusesWhatItCannotServe() {
         #expect(throws: RepositoryURL.ParseError.self) { try RepositoryURL.parse("") }
         #expect(throws: RepositoryURL.ParseError.self) { try RepositoryURL.parse("local:") }
         #expect(throws: RepositoryURL.ParseError.self) { try RepositoryURL.parse("ftp:host/x") }
+        #expect(throws: RepositoryURL.ParseError.self) { try RepositoryURL.parse("s3:onlyhost") }
+        #expect(throws: RepositoryURL.ParseError.self) { try RepositoryURL.parse("rest:host:99999/x") }
     }
 }

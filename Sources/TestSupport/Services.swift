@@ -1,0 +1,124 @@
+import Foundation
+import Storage
+
+/// The real services `scripts/test-services.sh` started, as the environment describes them.
+/// When `CHEBACKUP_REQUIRE_SERVICES=1` (as `make test` sets it) a missing service is an error,
+/// not a skipped test.
+public enum TestServices {
+    public static let env = ProcessInfo.processInfo.environment
+    public static var required: Bool { env["CHEBACKUP_REQUIRE_SERVICES"] == "1" }
+
+    public static var rcloneURL: String? { env["CHEBACKUP_TEST_RCLONE_URL"] }
+    public static var s3URL: String? { env["CHEBACKUP_TEST_S3_URL"] }
+    public static var sftpURL: String? { env["CHEBACKUP_TEST_SFTP_URL"] }
+    public static var sftpDir: String? { env["CHEBACKUP_TEST_SFTP_DIR"] }
+
+    public static var s3Credentials: BackendCredentials {
+        var c = BackendCredentials()
+        c.awsAccessKeyID = env["CHEBACKUP_TEST_S3_KEY_ID"]
+        c.awsSecretAccessKey = env["CHEBACKUP_TEST_S3_SECRET"]
+        return c
+    }
+
+    public static var sshCredentials: BackendCredentials {
+        var c = BackendCredentials()
+        c.sshKeyFile = env["CHEBACKUP_TEST_SSH_KEY_FILE"]
+        c.sshKnownHosts = env["CHEBACKUP_TEST_SSH_KNOWN_HOSTS"]
+        return c
+    }
+
+    /// True when the tests that need `url` should run.
+    public static func available(_ url: String?) -> Bool { url != nil || required }
+
+    public static func unique(_ tag: String) -> String {
+        var rng = SystemRandomNumberGenerator()
+        return tag + "-" + String(rng.next() as UInt64, radix: 16)
+    }
+}
+
+/// A free TCP port on the loopback interface.
+public func freeLoopbackPort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// Waits until something accepts connections on `port` (at most `seconds`).
+public func waitForPort(_ port: Int, seconds: Double = 10) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+        close(fd)
+        if ok { return true }
+        usleep(50_000)
+    }
+    return false
+}
+
+/// Sends an HTTP request whose body stops after `sent` of its declared `declared` bytes, then
+/// drops the connection: what an upload cut off by a crash or network failure looks like.
+public func sendTruncatedUpload(port: Int, method: String = "POST", path: String, declared: Int, sent: Int,
+                                headers: [String] = []) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = UInt16(port).bigEndian
+    guard withUnsafePointer(to: &addr, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }) == 0 else { return }
+    var request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nContent-Length: \(declared)\r\n"
+    for h in headers { request += h + "\r\n" }
+    request += "\r\n"
+    var bytes = Array(request.utf8)
+    bytes += [UInt8](repeating: 0x5A, count: sent)
+    _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    usleep(100_000)
+}
+
+/// A process started for a test and killed when done.
+public final class ChildProcess: @unchecked Sendable {
+    public let process: Process
+
+    public init(_ executable: String, _ arguments: [String], log: String) throws {
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = FileHandle(forWritingAtPath: log)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+    }
+
+    public func kill(signal: Int32 = SIGKILL) {
+        if process.isRunning {
+            Foundation.kill(process.processIdentifier, signal)
+            process.waitUntilExit()
+        }
+    }
+
+    deinit { kill() }
+}
+
+/// The path of a program on the PATH.
+public func which(_ name: String) -> String? {
+    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+        let path = "\(dir)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return nil
+}
