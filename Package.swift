@@ -15,6 +15,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
     ],
     targets: [
         .systemLibrary(name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl",
@@ -29,8 +31,15 @@ let package = Package(
                 dependencies: ["Storage", "COpenSSL", "CLZ4",
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
+        .target(name: "RestServer",
+                dependencies: [.product(name: "Hummingbird", package: "hummingbird"),
+                               .product(name: "HummingbirdCore", package: "hummingbird"),
+                               .product(name: "HummingbirdTLS", package: "hummingbird"),
+                               .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                               .product(name: "Logging", package: "swift-log")],
+                swiftSettings: strict),
         .executableTarget(name: "Controller",
-                          dependencies: ["Repository", "Storage",
+                          dependencies: ["Repository", "Storage", "RestServer",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")],
                           swiftSettings: strict),
@@ -44,6 +53,9 @@ let package = Package(
         .testTarget(name: "RepositoryTests", dependencies: ["Repository", "Storage", "TestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"], swiftSettings: strict),
+        .testTarget(name: "RestServerTests", dependencies: ["RestServer", "Storage", "TestSupport",
+                                                            .product(name: "HummingbirdTesting", package: "hummingbird")],
+                    swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

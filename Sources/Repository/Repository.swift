@@ -45,7 +45,13 @@ public final class Repository: Sendable {
         if try await storage.exists(.config) {
             throw RepositoryError(.alreadyInitialized, "a repository already exists at \(storage.location)")
         }
-        if !(try await storage.list(.keys)).isEmpty {
+        let existingKeys: [FileInfo]
+        do {
+            existingKeys = try await storage.list(.keys)
+        } catch let error as StorageError where error.code == .notFound {
+            existingKeys = []  // the location does not exist yet (REST servers answer 404)
+        }
+        if !existingKeys.isEmpty {
             throw RepositoryError(.alreadyInitialized,
                                   "\(storage.location) holds key files but no config (an interrupted init?): remove it or choose another location")
         }

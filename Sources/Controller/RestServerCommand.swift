@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import Logging
+import RestServer
+
+struct RestServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rest-server",
+        abstract: "Serve backup repositories over restic's REST protocol (the internal backup server).")
+
+    @Option(help: "Directory holding the repositories.") var path: String
+    @Option(help: "Address to listen on, HOST:PORT.") var listen = "127.0.0.1:8000"
+    @Option(help: "htpasswd file with bcrypt entries (htpasswd -B); without it, no authentication.") var htpasswd: String?
+    @Flag(help: "Refuse deletes and overwrites, except of locks.") var appendOnly = false
+    @Flag(help: "Each user may only use repositories under /USER/.") var privateRepos = false
+    @Option(help: "TLS certificate (PEM).") var tlsCert: String?
+    @Option(help: "TLS private key (PEM).") var tlsKey: String?
+    @Option(help: "Largest accepted request body, in bytes.") var maxRequestSize: Int64 = 256 << 20
+    @Flag(name: .shortAndLong, help: "Log every request.") var verbose = false
+
+    func validate() throws {
+        if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
+        if privateRepos && htpasswd == nil { throw ValidationError("--private-repos needs --htpasswd") }
+        guard split(listen) != nil else { throw ValidationError("--listen must be HOST:PORT") }
+    }
+
+    func split(_ text: String) -> (String, Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            return nil
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "0.0.0.0" : host, port)
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "chebackup-rest-server") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = verbose ? .info : .notice
+        var config = RestServerConfiguration(path: path)
+        (config.host, config.port) = split(listen)!
+        config.htpasswdFile = htpasswd
+        config.appendOnly = appendOnly
+        config.privateRepos = privateRepos
+        config.tlsCertificate = tlsCert
+        config.tlsKey = tlsKey
+        config.maxRequestSize = maxRequestSize
+        if htpasswd == nil { logger.warning("no --htpasswd: anyone who can reach \(listen) can read and write the repositories") }
+        do {
+            let host = config.host
+            try await RestServer(configuration: config, logger: logger).run { [path] port in
+                FileHandle.standardError.write(Data("chebackup rest-server: serving \(path) on \(host):\(port)\n".utf8))
+            }
+        } catch {
+            FileHandle.standardError.write(Data("chebackup rest-server: error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+}

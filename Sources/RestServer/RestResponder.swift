@@ -1,0 +1,154 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+
+/// The request handling, independent of sockets: routing, authentication, the file operations.
+struct RestResponder: HTTPResponder {
+    typealias Context = BasicRequestContext
+    static let types: Set<String> = ["data", "keys", "locks", "snapshots", "index"]
+    static let v2 = "application/vnd.x.restic.rest.v2"
+
+    let root: String
+    let configuration: RestServerConfiguration
+    let auth: Htpasswd?
+    let logger: Logger
+
+    init(configuration: RestServerConfiguration, logger: Logger) throws {
+        var root = configuration.path
+        while root.count > 1 && root.hasSuffix("/") { root.removeLast() }
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        self.root = root
+        self.configuration = configuration
+        self.logger = logger
+        auth = try configuration.htpasswdFile.map { try Htpasswd(path: $0) }
+    }
+
+    /// What a request path names.
+    enum Target {
+        case repository(String)
+        case config(String)
+        case listing(String, String)
+        case file(String, String, String)
+    }
+
+    func respond(to request: Request, context: Context) async throws -> Response {
+        do {
+            return try await handle(request)
+        } catch let error as HTTPFailure {
+            if error.status.code >= 500 { logger.error("\(request.method) \(request.uri.path): \(error.message)") }
+            var headers: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
+            if error.status == .unauthorized { headers[.wwwAuthenticate] = "Basic realm=\"chebackup\"" }
+            return Response(status: error.status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: error.message + "\n")))
+        }
+    }
+
+    func handle(_ request: Request) async throws -> Response {
+        let user = try authenticate(request)
+        let target = try parse(request.uri.path)
+        if configuration.privateRepos {
+            let repo: String
+            switch target {
+            case .repository(let r), .config(let r), .listing(let r, _), .file(let r, _, _): repo = r
+            }
+            guard let user, repo == user || repo.hasPrefix(user + "/") else {
+                throw HTTPFailure(.forbidden, "private repositories: only /\(user ?? "<user>")/ is yours")
+            }
+        }
+        switch (request.method, target) {
+        case (.post, .repository(let repo)):
+            guard request.uri.queryParameters["create"] == "true" else { throw HTTPFailure(.badRequest, "POST to a repository needs ?create=true") }
+            try createRepository(repo)
+            return Response(status: .ok)
+        case (.head, .config(let repo)), (.get, .config(let repo)):
+            return try serveFile(repoDir(repo) + "/config", request: request)
+        case (.post, .config(let repo)):
+            return try await receive(request, into: repoDir(repo) + "/config", type: "config")
+        case (.delete, .config):
+            throw HTTPFailure(.forbidden, "the config cannot be deleted")
+        case (.get, .listing(let repo, let type)):
+            return try list(repo: repo, type: type, v2: (request.headers[.accept] ?? "").contains(Self.v2))
+        case (.head, .file(let repo, let type, let name)), (.get, .file(let repo, let type, let name)):
+            return try serveFile(filePath(repo, type, name), request: request)
+        case (.post, .file(let repo, let type, let name)):
+            return try await receive(request, into: filePath(repo, type, name), type: type)
+        case (.delete, .file(let repo, let type, let name)):
+            if configuration.appendOnly && type != "locks" {
+                throw HTTPFailure(.forbidden, "append-only: only locks may be deleted")
+            }
+            let path = filePath(repo, type, name)
+            guard unlink(path) == 0 else {
+                throw errno == ENOENT ? HTTPFailure(.notFound, "not found") : HTTPFailure(.internalServerError, "cannot delete: \(errorText())")
+            }
+            return Response(status: .ok)
+        default:
+            throw HTTPFailure(.methodNotAllowed, "\(request.method) is not allowed here")
+        }
+    }
+
+    // MARK: paths
+
+    func parse(_ rawPath: String) throws -> Target {
+        let path = rawPath.removingPercentEncoding ?? rawPath
+        var parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        for part in parts {
+            guard part != ".", part != "..", !part.hasPrefix("."), part.count <= 255,
+                  part.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
+                throw HTTPFailure(.badRequest, "invalid path")
+            }
+        }
+        guard parts.count <= 16 else { throw HTTPFailure(.badRequest, "path too deep") }
+        if parts.last == "config" {
+            parts.removeLast()
+            return .config(parts.joined(separator: "/"))
+        }
+        if parts.count >= 2, Self.types.contains(parts[parts.count - 2]), isObjectName(parts[parts.count - 1]) {
+            let name = parts.removeLast()
+            let type = parts.removeLast()
+            return .file(parts.joined(separator: "/"), type, name)
+        }
+        if let last = parts.last, Self.types.contains(last) {
+            parts.removeLast()
+            return .listing(parts.joined(separator: "/"), last)
+        }
+        if parts.count >= 2, Self.types.contains(parts[parts.count - 2]) {
+            throw HTTPFailure(.badRequest, "invalid file name")
+        }
+        return .repository(parts.joined(separator: "/"))
+    }
+
+    /// restic's names: 64 lowercase hex digits.
+    func isObjectName(_ name: String) -> Bool {
+        name.utf8.count == 64 && name.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+    }
+
+    func repoDir(_ repo: String) -> String { repo.isEmpty ? root : root + "/" + repo }
+
+    func filePath(_ repo: String, _ type: String, _ name: String) -> String {
+        type == "data" ? "\(repoDir(repo))/data/\(name.prefix(2))/\(name)" : "\(repoDir(repo))/\(type)/\(name)"
+    }
+
+    func createRepository(_ repo: String) throws {
+        let dir = repoDir(repo)
+        var dirs = [dir] + Self.types.map { dir + "/" + $0 }
+        dirs += (0..<256).map { dir + "/data/" + String(format: "%02x", $0) }
+        for d in dirs {
+            do {
+                try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw HTTPFailure(.internalServerError, "cannot create the repository")
+            }
+        }
+    }
+}
+
+struct HTTPFailure: Error {
+    let status: HTTPResponse.Status
+    let message: String
+    init(_ status: HTTPResponse.Status, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+}
+
+func errorText(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }

@@ -1,0 +1,59 @@
+/// RestServer: the internal backup server. It serves restic's REST backend protocol (v1 and v2)
+/// from a directory, so both che-backup and the unmodified restic client can use it.
+///
+/// Terms: a *repository* is a directory under the served path (the path itself, or a sub-path
+/// such as `/che/`), holding `config` and the typed directories `keys/ locks/ snapshots/ index/
+/// data/XX/`. Requests: `POST /repo/?create=true`, `HEAD|GET|POST /repo/config`,
+/// `GET /repo/{type}/`, `HEAD|GET|POST|DELETE /repo/{type}/{name}`.
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOSSL
+
+public struct RestServerConfiguration: Sendable {
+    public var path: String
+    public var host = "127.0.0.1"
+    public var port = 8000
+    public var htpasswdFile: String?
+    public var appendOnly = false
+    public var privateRepos = false
+    public var tlsCertificate: String?
+    public var tlsKey: String?
+    /// Largest request body accepted (restic packs are far smaller).
+    public var maxRequestSize: Int64 = 256 << 20
+
+    public init(path: String) { self.path = path }
+}
+
+/// Runs the server until the task is cancelled.
+public struct RestServer: Sendable {
+    public let configuration: RestServerConfiguration
+    let logger: Logger
+
+    public init(configuration: RestServerConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Serves until cancelled; `onListening` gets the bound port (useful with port 0).
+    public func run(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let responder = try RestResponder(configuration: configuration, logger: logger)
+        let server: HTTPServerBuilder
+        if let cert = configuration.tlsCertificate, let key = configuration.tlsKey {
+            let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
+            let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            server = try .tls(.http1(), tlsConfiguration: tls)
+        } else {
+            server = .http1()
+        }
+        let app = Application(responder: responder, server: server,
+                              configuration: .init(address: .hostname(configuration.host, port: configuration.port),
+                                                   serverName: "chebackup-rest-server"),
+                              onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
+                              logger: logger)
+        try await app.runService()
+    }
+}
