@@ -64,8 +64,12 @@ struct RestResponder: HTTPResponder {
             return try serveFile(repoDir(repo) + "/config", request: request)
         case (.post, .config(let repo)):
             return try await receive(request, into: repoDir(repo) + "/config", type: "config")
-        case (.delete, .config):
-            throw HTTPFailure(.forbidden, "the config cannot be deleted")
+        case (.delete, .config(let repo)):
+            if configuration.appendOnly { throw HTTPFailure(.forbidden, "append-only: the config cannot be deleted") }
+            guard unlink(repoDir(repo) + "/config") == 0 else {
+                throw errno == ENOENT ? HTTPFailure(.notFound, "not found") : HTTPFailure(.internalServerError, "cannot delete: \(errorText())")
+            }
+            return Response(status: .ok)
         case (.get, .listing(let repo, let type)):
             return try list(repo: repo, type: type, v2: (request.headers[.accept] ?? "").contains(Self.v2))
         case (.head, .file(let repo, let type, let name)), (.get, .file(let repo, let type, let name)):
