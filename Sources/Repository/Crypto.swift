@@ -116,3 +116,34 @@ public enum Crypto {
         return ok == 1 ? out : nil
     }
 }
+
+/// General-purpose primitives for other modules (the control protocol's handshake), over the
+/// same OpenSSL calls. Keys are raw bytes here; they never appear in errors.
+public enum Primitives {
+    public static func random(_ count: Int) -> Data { Crypto.random(count) }
+
+    public static func hmacSHA256(key: Data, _ data: Data) -> Data {
+        var out = [UInt8](repeating: 0, count: 32)
+        _ = key.withUnsafeBytes { k in data.withUnsafeBytes { d in chb_hmac_sha256(k.baseAddress, k.count, d.baseAddress, d.count, &out) } }
+        return Data(out)
+    }
+
+    /// AES-256-GCM with a random nonce: nonce || ciphertext || tag.
+    public static func seal(key: Data, _ plaintext: Data, aad: Data) -> Data? {
+        guard let k = SecretKey(key) else { return nil }
+        return Crypto.seal(k, plaintext, aad: aad)
+    }
+
+    public static func open(key: Data, _ sealed: Data, aad: Data) -> Data? {
+        guard let k = SecretKey(key) else { return nil }
+        return Crypto.open(k, sealed, aad: aad)
+    }
+
+    /// Compares without an early exit, so timing tells nothing about where two secrets differ.
+    public static func constantTimeEqual(_ a: Data, _ b: Data) -> Bool {
+        guard a.count == b.count else { return false }
+        var diff: UInt8 = 0
+        for (x, y) in zip(a, b) { diff |= x ^ y }
+        return diff == 0
+    }
+}
