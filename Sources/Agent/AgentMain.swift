@@ -1,19 +1,76 @@
-/// Agent: the `chebackup-agent` sidecar. The protocol server and the postgres/files roles come
-/// with the agents issue; until then the executable parses its arguments and says so.
+/// Agent: the `chebackup-agent` sidecar. It serves the control protocol (protocol.md) on TCP or
+/// a Unix socket and backs up or restores its role's data straight into the repository.
 import ArgumentParser
 import Foundation
+import LineProtocol
+import Logging
 
 @main
-struct AgentCommand: ParsableCommand {
+struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "chebackup-agent",
                                                     abstract: "che-backup sidecar agent.", version: "0.1.0")
 
-    enum Role: String, ExpressibleByArgument, CaseIterable { case postgres, files }
+    enum RoleName: String, ExpressibleByArgument, CaseIterable { case postgres, files }
 
-    @Option(help: "The agent's role: postgres or files.") var role: Role
+    @Option(help: "The agent's role: postgres or files.") var role: RoleName
+    @Option(help: "Listen on HOST:PORT.") var listen: String?
+    @Option(help: "Listen on a Unix socket at this path.") var socket: String?
+    @Option(help: "File holding the shared token (as a mounted Kubernetes Secret).") var tokenFile: String
+    @Option(help: "This installation's id, reported in the handshake.") var installationId = "local"
+    @Option(help: "Longest accepted protocol line, in bytes.") var maxLineLength = 1 << 20
+    @Option(name: .customLong("database"), help: "postgres: a database to back up (repeatable; default: all).") var databases: [String] = []
+    @Option(help: "postgres: directory of pg_dump, pg_restore, psql.") var pgBin = "/usr/lib/postgresql/15/bin"
+    @Option(name: .customLong("dir"), help: "files: NAME=PATH, a directory to back up as part files/NAME (repeatable).") var dirs: [String] = []
+    @Option(help: "files: command run before a backup.") var preHook: String?
+    @Option(help: "files: command run after a backup (also when it failed).") var postHook: String?
+    @Option(help: "Seconds a hook may run.") var hookTimeout = 300
+    @Flag(name: .shortAndLong, help: "Log more.") var verbose = false
 
-    func run() throws {
-        FileHandle.standardError.write(Data("chebackup-agent: error: the \(role.rawValue) role is not available in this build yet\n".utf8))
-        throw ExitCode(2)
+    func validate() throws {
+        if (listen == nil) == (socket == nil) { throw ValidationError("give exactly one of --listen HOST:PORT and --socket PATH") }
+        if role == .files && dirs.isEmpty { throw ValidationError("the files role needs at least one --dir NAME=PATH") }
+        for d in dirs where !d.contains("=") { throw ValidationError("--dir takes NAME=PATH, got \(d)") }
+    }
+
+    func run() async throws {
+        signal(SIGPIPE, SIG_IGN)  // a tool that dies must give a write error, not kill the agent
+        var logger = Logger(label: "chebackup-agent") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = verbose ? .info : .notice
+        let token: SharedToken
+        do { token = try SharedToken.load(file: tokenFile) } catch let error as ErrorMessage {
+            FileHandle.standardError.write(Data("chebackup-agent: error: \(error.message)\n".utf8))
+            throw ExitCode.failure
+        }
+        let roleImpl: any Role
+        switch role {
+        case .postgres:
+            roleImpl = PostgresRole(databases: databases, binDirectory: pgBin)
+        case .files:
+            var map: [String: String] = [:]
+            for d in dirs {
+                let parts = d.split(separator: "=", maxSplits: 1)
+                map[String(parts[0])] = String(parts[1])
+            }
+            roleImpl = FilesRole(directories: map, preHook: preHook, postHook: postHook, hookTimeout: .seconds(hookTimeout))
+        }
+        let endpoint: Endpoint
+        if let socket {
+            endpoint = .unix(path: socket)
+        } else {
+            let text = listen!
+            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else {
+                throw ValidationError("--listen must be HOST:PORT")
+            }
+            endpoint = .tcp(host: String(text[..<colon]), port: port)
+        }
+        let server = AgentServer(role: roleImpl, token: token, installationID: installationId, maxLineLength: maxLineLength, logger: logger)
+        do {
+            try await server.serve(endpoint) { address in
+                FileHandle.standardError.write(Data("chebackup-agent: \(role.rawValue) agent listening on \(address)\n".utf8))
+            }
+        } catch {
+            FileHandle.standardError.write(Data("chebackup-agent: error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
     }
 }

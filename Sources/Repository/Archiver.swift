@@ -7,12 +7,25 @@ public enum BackupSource: Sendable {
     case path(String, name: String)
     /// A byte stream read from a file descriptor until its end, stored as part `name`.
     case stream(fd: Int32, name: String)
+    /// A stream from a program (pg_dump), started when its turn comes; its exit status decides
+    /// whether the part is good.
+    case producer(name: String, start: @Sendable () throws -> any StreamProducer)
 
     public var name: String {
         switch self {
-        case .path(_, let name), .stream(_, let name): name
+        case .path(_, let name), .stream(_, let name), .producer(let name, _): name
         }
     }
+}
+
+/// A running producer of a byte stream.
+public protocol StreamProducer: Sendable {
+    /// The read end of its output.
+    var fd: Int32 { get }
+    /// Waits for the producer to end; throws when it failed (its output is then not a valid part).
+    func finish() async throws
+    /// Stops it (on failure or cancellation).
+    func abort()
 }
 
 public struct BackupOptions: Sendable {
@@ -28,6 +41,8 @@ public struct BackupOptions: Sendable {
     public var connections = 4
     /// Files read at once: twice the cores, so a core is busy while another file waits on I/O.
     public var fileConcurrency = 2 * ProcessInfo.processInfo.activeProcessorCount
+    /// Parts backed up at once (several database dumps in parallel).
+    public var partConcurrency = 1
     public init() {}
 }
 
@@ -58,6 +73,7 @@ public final class Archiver: Sendable {
         try await withThrowingTaskGroup(of: Int64.self) { group in
             var inFlight = 0
             while let chunk = try reader.next() {
+                try Task.checkCancellation()
                 size += Int64(chunk.count)
                 let id = repo.blobID(chunk)
                 ids.append(id)

@@ -1,6 +1,14 @@
 import Foundation
 import Storage
 
+public struct StoredParts: Sendable {
+    public let parts: [Part]
+    /// The snapshot whose unchanged files were taken over, if any.
+    public let parent: SnapshotID?
+    public let packsStored: Int
+    public let bytesStored: Int64
+}
+
 public struct BackupResult: Sendable {
     public let id: SnapshotID
     public let snapshot: Snapshot
@@ -13,6 +21,16 @@ extension Repository {
     /// failure no snapshot is written, and the packs already stored are indexed for reuse.
     public func backup(_ sources: [BackupSource], options: BackupOptions = .init(),
                        progress: ProgressCounters = ProgressCounters()) async throws -> BackupResult {
+        let stored = try await storeParts(sources, options: options, progress: progress)
+        let (id, snapshot) = try await commitSnapshot(parts: stored.parts, options: options, parent: stored.parent,
+                                                      reloadIndex: false)
+        return BackupResult(id: id, snapshot: snapshot, packsStored: stored.packsStored, bytesStored: stored.bytesStored)
+    }
+
+    /// Stores the parts' data and index (no snapshot): what an agent does for its share of a
+    /// backup. When it returns, everything the parts refer to is stored and indexed.
+    public func storeParts(_ sources: [BackupSource], options: BackupOptions = .init(),
+                           progress: ProgressCounters = ProgressCounters()) async throws -> StoredParts {
         guard !sources.isEmpty else { throw RepositoryError(.invalidArgument, "nothing to back up") }
         let names = sources.map(\.name)
         if let dup = names.first(where: { name in names.filter { $0 == name }.count > 1 }) {
@@ -26,26 +44,67 @@ extension Repository {
         let archiver = Archiver(repository: self, writer: writer, progress: progress,
                                 fileConcurrency: options.fileConcurrency)
         do {
-            var parts: [Part] = []
-            for source in sources {
-                switch source {
-                case .path(let path, let name):
-                    parts.append(try await archiver.backupTree(path: path, name: name, parent: parents.parts[name]))
-                case .stream(let fd, let name):
-                    parts.append(try await archiver.backupStream(fd: fd, name: name))
+            let parts = try await withThrowingTaskGroup(of: (Int, Part).self) { group in
+                var results = [Part?](repeating: nil, count: sources.count)
+                var next = 0
+                func launch() {
+                    guard next < sources.count else { return }
+                    let (index, source) = (next, sources[next])
+                    next += 1
+                    group.addTask { (index, try await self.store(source, archiver: archiver, parent: parents.parts[source.name])) }
                 }
+                for _ in 0..<max(1, options.partConcurrency) { launch() }
+                while let (index, part) = try await group.next() {
+                    results[index] = part
+                    launch()
+                }
+                return results.compactMap { $0 }
             }
             try await writer.flush()
-            let snapshot = Snapshot(time: Date(), hostname: options.hostname,
-                                    username: ProcessInfo.processInfo.environment["USER"] ?? "",
-                                    tags: options.tags, parent: parents.snapshot, program: programVersion,
-                                    parts: parts, metadata: options.metadata)
-            let id = try await saveSnapshot(snapshot)
-            return BackupResult(id: id, snapshot: snapshot, packsStored: writer.packsStored, bytesStored: writer.bytesStored)
+            return StoredParts(parts: parts, parent: parents.snapshot, packsStored: writer.packsStored, bytesStored: writer.bytesStored)
         } catch {
             await writer.salvage()
             throw error
         }
+    }
+
+    private func store(_ source: BackupSource, archiver: Archiver, parent: Part?) async throws -> Part {
+        switch source {
+        case .path(let path, let name):
+            return try await archiver.backupTree(path: path, name: name, parent: parent)
+        case .stream(let fd, let name):
+            return try await archiver.backupStream(fd: fd, name: name)
+        case .producer(let name, let start):
+            let producer = try start()
+            do {
+                let part = try await archiver.backupStream(fd: producer.fd, name: name)
+                try await producer.finish()
+                return part
+            } catch {
+                producer.abort()
+                throw error
+            }
+        }
+    }
+
+    /// Writes the snapshot for parts stored by `storeParts` (here or by agents): reloads the
+    /// index and checks that every part's root is stored, so a snapshot never refers to data
+    /// that is not there.
+    public func commitSnapshot(parts: [Part], options: BackupOptions = .init(), parent: SnapshotID? = nil,
+                               reloadIndex: Bool = true) async throws -> (SnapshotID, Snapshot) {
+        guard !parts.isEmpty else { throw RepositoryError(.invalidArgument, "a snapshot needs at least one part") }
+        if reloadIndex { try await loadIndex() }
+        for part in parts {
+            let needed = (part.root.subtree.map { [$0] } ?? []) + (part.root.content ?? [])
+            if let missing = needed.first(where: { !index.has($0) }) {
+                throw RepositoryError(.missing, "part \(part.name) refers to blob \(missing), which is not stored: no snapshot written")
+            }
+        }
+        let snapshot = Snapshot(time: Date(), hostname: options.hostname,
+                                username: ProcessInfo.processInfo.environment["USER"] ?? "",
+                                tags: options.tags, parent: parent, program: programVersion,
+                                parts: parts, metadata: options.metadata)
+        return (try await saveSnapshot(snapshot), snapshot)
     }
 
     private func findParents(names: [String], options: BackupOptions) async throws

@@ -1,0 +1,101 @@
+import Foundation
+import Repository
+
+/// Dumps roles and globals (`pg_dumpall --globals-only`) and each database (`pg_dump -Fc -Z0`,
+/// uncompressed so dedup and LZ4 work), streamed into the pipeline without temporary files.
+/// Restore puts the globals back first, then drops, recreates and restores each database from
+/// its stream with `pg_restore --create`, two at a time.
+struct PostgresRole: Role {
+    let name = "postgres"
+    /// Databases to dump; empty: every database that accepts connections except templates and "postgres".
+    let databases: [String]
+    /// Directory of pg_dump, pg_dumpall, pg_restore and psql.
+    let binDirectory: String
+    let parallel = 2
+
+    func tool(_ name: String) -> String {
+        let path = binDirectory + "/" + name
+        return FileManager.default.isExecutableFile(atPath: path) ? path : "/usr/bin/" + name
+    }
+
+    func listDatabases() async throws -> [String] {
+        if !databases.isEmpty { return databases }
+        let out = try await Subprocess.output(tool("psql"), ["-X", "-A", "-t", "-d", "postgres", "-c",
+            "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate AND datname <> 'postgres' ORDER BY 1"])
+        return out.split(separator: "\n").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    func backup(_ repo: Repository, parts: [String]?, progress: ProgressCounters, stage: @escaping @Sendable (String) -> Void)
+        async throws -> [Part] {
+        stage("listing databases")
+        var names = ["globals"] + (try await listDatabases())
+        if let parts {
+            let wanted = parts.map { $0.hasPrefix("postgres/") ? String($0.dropFirst(9)) : $0 }
+            names = names.filter { wanted.contains($0) }
+        }
+        let sources: [BackupSource] = names.map { db in
+            .producer(name: "postgres/" + db) { [self] in
+                stage(db == "globals" ? "dumping roles and globals" : "dumping database \(db)")
+                if db == "globals" { return try Subprocess(tool("pg_dumpall"), ["--globals-only", "--no-password"]) }
+                return try Subprocess(tool("pg_dump"), ["-Fc", "-Z0", "--no-password", "-d", db])
+            }
+        }
+        var options = BackupOptions()
+        options.partConcurrency = parallel
+        options.connections = repo.storage.defaultConnections
+        return try await repo.storeParts(sources, options: options, progress: progress).parts
+    }
+
+    func restore(_ repo: Repository, snapshot: Snapshot, parts: [String]?, keepExtraneous: Bool, progress: ProgressCounters,
+                 stage: @escaping @Sendable (String) -> Void) async throws -> [String] {
+        let own = try ownParts(of: snapshot, wanted: parts)
+        var options = RestoreOptions()
+        options.connections = repo.storage.defaultConnections
+        let restorer = Restorer(repository: repo, options: options, progress: progress)
+        if let globals = own.first(where: { $0.name == "postgres/globals" }) {
+            stage("restoring roles and globals")
+            // Roles that exist already make psql complain; that is expected and not an error.
+            let psql = try Subprocess(tool("psql"), ["-X", "-q", "-v", "ON_ERROR_STOP=0", "-d", "postgres", "-f", "-"], stdin: true)
+            try await feed(globals, to: psql, restorer: restorer)
+        }
+        let dbs = own.filter { $0.name != "postgres/globals" }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var next = 0
+            func launch() {
+                guard next < dbs.count else { return }
+                let part = dbs[next]
+                next += 1
+                group.addTask { try await restoreDatabase(part, restorer: restorer, stage: stage) }
+            }
+            for _ in 0..<parallel { launch() }
+            while try await group.next() != nil { launch() }
+        }
+        return own.map(\.name)
+    }
+
+    func restoreDatabase(_ part: Part, restorer: Restorer, stage: @escaping @Sendable (String) -> Void) async throws {
+        let db = String(part.name.dropFirst(9))
+        stage("recreating database \(db)")
+        let quoted = "\"" + db.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        _ = try await Subprocess.output(tool("psql"), ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres",
+                                                       "-c", "DROP DATABASE IF EXISTS \(quoted) WITH (FORCE)"])
+        stage("restoring database \(db)")
+        let restore = try Subprocess(tool("pg_restore"), ["--create", "--exit-on-error", "--no-password", "-d", "postgres"], stdin: true)
+        try await feed(part, to: restore, restorer: restorer)
+    }
+
+    /// Streams a part into a program's standard input, then checks how the program ended.
+    func feed(_ part: Part, to process: Subprocess, restorer: Restorer) async throws {
+        do {
+            _ = try await restorer.restoreStream(part.root, to: process.stdinFD, name: "\(process.name) input")
+            process.closeStdin()
+            try await process.finish()
+        } catch {
+            process.abort()
+            // A tool that died makes our writes fail: its own message says why.
+            try? await process.finish()
+            let detail = process.stderrSummary
+            throw RepositoryError(.io, "\(process.name) failed restoring \(part.name)\(detail.isEmpty ? ": \(error)" : ": " + detail)")
+        }
+    }
+}

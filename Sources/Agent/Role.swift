@@ -1,0 +1,99 @@
+import Foundation
+import Repository
+
+/// What an agent backs up and restores. Parts are named `<role>/<name>`.
+protocol Role: Sendable {
+    var name: String { get }
+    /// Stores this role's parts (data and index, no snapshot) and returns them.
+    func backup(_ repo: Repository, parts: [String]?, progress: ProgressCounters, stage: @escaping @Sendable (String) -> Void)
+        async throws -> [Part]
+    /// Restores this role's parts of `snapshot`; returns the names restored.
+    func restore(_ repo: Repository, snapshot: Snapshot, parts: [String]?, keepExtraneous: Bool, progress: ProgressCounters,
+                 stage: @escaping @Sendable (String) -> Void) async throws -> [String]
+}
+
+extension Role {
+    /// The snapshot's parts that belong to this role, filtered by `wanted`.
+    func ownParts(of snapshot: Snapshot, wanted: [String]?) throws -> [Part] {
+        let own = snapshot.parts.filter { $0.name.hasPrefix(name + "/") }
+        guard let wanted else { return own }
+        for w in wanted where !own.contains(where: { $0.name == w }) {
+            throw RepositoryError(.invalidArgument, "the snapshot has no part \"\(w)\" for the \(name) agent")
+        }
+        return own.filter { wanted.contains($0.name) }
+    }
+}
+
+/// Backs up configured directories (the Che server's data, workspace /projects volumes) with full
+/// metadata; restore makes each directory exactly what the snapshot holds.
+struct FilesRole: Role {
+    let name = "files"
+    /// Part name (without the role prefix) → directory.
+    let directories: [String: String]
+    let preHook: String?
+    let postHook: String?
+    let hookTimeout: Duration
+
+    func backup(_ repo: Repository, parts: [String]?, progress: ProgressCounters, stage: @escaping @Sendable (String) -> Void)
+        async throws -> [Part] {
+        let wanted = try selected(parts)
+        if let preHook {
+            stage("running the pre-backup hook")
+            try await runHook(preHook, timeout: hookTimeout, what: "pre-backup")
+        }
+        var result: Result<[Part], any Error>
+        do {
+            stage("backing up \(wanted.map(\.0).joined(separator: ", "))")
+            var options = BackupOptions()
+            options.connections = repo.storage.defaultConnections
+            let stored = try await repo.storeParts(wanted.map { .path($0.1, name: "files/" + $0.0) }, options: options, progress: progress)
+            result = .success(stored.parts)
+        } catch {
+            result = .failure(error)
+        }
+        if let postHook {
+            stage("running the post-backup hook")
+            do {
+                try await runHook(postHook, timeout: hookTimeout, what: "post-backup")
+            } catch {
+                if case .success = result { result = .failure(error) }
+            }
+        }
+        return try result.get()
+    }
+
+    func restore(_ repo: Repository, snapshot: Snapshot, parts: [String]?, keepExtraneous: Bool, progress: ProgressCounters,
+                 stage: @escaping @Sendable (String) -> Void) async throws -> [String] {
+        let own = try ownParts(of: snapshot, wanted: parts)
+        var options = RestoreOptions()
+        options.connections = repo.storage.defaultConnections
+        options.deleteExtraneous = !keepExtraneous
+        let restorer = Restorer(repository: repo, options: options, progress: progress)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for part in own {
+                let short = String(part.name.dropFirst(name.count + 1))
+                guard let target = directories[short] else {
+                    throw RepositoryError(.invalidArgument, "part \(part.name) has no configured directory on this agent")
+                }
+                group.addTask {
+                    stage("restoring \(part.name) into \(target)")
+                    _ = try await restorer.restoreTree(part, into: target)
+                }
+            }
+            try await group.waitForAll()
+        }
+        return own.map(\.name)
+    }
+
+    func selected(_ parts: [String]?) throws -> [(String, String)] {
+        let all = directories.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        guard let parts else { return all }
+        return try parts.map { full in
+            let short = full.hasPrefix("files/") ? String(full.dropFirst(6)) : full
+            guard let dir = directories[short] else {
+                throw RepositoryError(.invalidArgument, "this agent has no directory named \"\(short)\"")
+            }
+            return (short, dir)
+        }
+    }
+}
