@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # Benchmark chebackup against restic on a generated corpus (run by `make bench`).
 #
-#   scripts/bench.sh [--size-mib N] [--flat-mib M | --no-flat]
+#   scripts/bench.sh [--size-mib N] [--flat-mib M | --no-flat] [--no-remote]
 #
 #   --size-mib N   corpus size in MiB (default $BENCH_SIZE_MIB, else 1024)
 #   --flat-mib M   corpus size for the memory-flatness run (default 4 x N)
 #   --no-flat      skip the memory-flatness run
+#   --no-remote    skip the remote steps (REST servers, moto S3)
 #
 # Steps (both tools back up the very same corpus, edited once):
 #   ours full, restic full, ours unchanged, restic unchanged, edit 5% of the files,
-#   ours edited, restic edited, ours restore + verify, restic restore + verify,
-#   then ours full backup of a corpus M MiB large into a fresh repository (peak RSS 1x vs 4x).
-# Each step is timed with /usr/bin/time (wall seconds, peak RSS). Everything happens in
-# bench-work/ at the repository root; only bench-work/results.md (a markdown table for
-# docs/benchmarks.md) is kept. Targets are informational: the script fails only when a step
-# fails or a restore does not match the corpus.
+#   ours edited, restic edited, ours restore + verify, restic restore + verify;
+#   remote (fresh repositories, the edited corpus): ours full backup to `chebackup rest-server`
+#   and restore + verify, restic full backup to `rclone serve restic` and restore + verify,
+#   ours full backup to moto S3 and restore + verify, restic to moto S3 if moto accepts its
+#   signatures; then ours full backup of a corpus M MiB large into a fresh repository
+#   (peak RSS 1x vs 4x).
+# Each step is timed with /usr/bin/time (wall seconds, peak RSS, CPU); for remote steps the
+# server's CPU time and peak RSS are read from /proc. Everything happens in bench-work/ at the
+# repository root; only bench-work/results.md (a markdown table for docs/benchmarks.md) is
+# kept. Every server is stopped on exit, also on failure. Targets are informational: the
+# script fails only when a step fails or a restore does not match the corpus.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -23,7 +29,8 @@ cd "$ROOT"
 SIZE_MIB=${BENCH_SIZE_MIB:-1024}
 FLAT_MIB=""
 FLAT=1
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+REMOTE=1
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --size-mib) SIZE_MIB=${2:?--size-mib needs a value}; shift 2 ;;
@@ -31,6 +38,7 @@ while [[ $# -gt 0 ]]; do
         --flat-mib) FLAT_MIB=${2:?--flat-mib needs a value}; shift 2 ;;
         --flat-mib=*) FLAT_MIB=${1#*=}; shift ;;
         --no-flat) FLAT=0; shift ;;
+        --no-remote) REMOTE=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -47,6 +55,12 @@ fi
 for tool in restic python3 tar diff du; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is missing: run scripts/install-deps.sh" >&2; exit 1; }
 done
+if [[ $REMOTE -eq 1 ]]; then
+    # scripts/test-services.sh starts rclone, moto_server and sshd (the tests' services).
+    for tool in rclone moto_server /usr/sbin/sshd ssh-keygen; do
+        command -v "$tool" >/dev/null || { echo "bench: $tool is missing (remote steps): run scripts/install-deps.sh, or use --no-remote" >&2; exit 1; }
+    done
+fi
 
 W="$ROOT/bench-work"
 LOGS="$W/logs"
@@ -57,8 +71,26 @@ CORPUS="$W/corpus"
 CORPUS_SEED=1
 EDIT_SEED=2
 
+SERVICES_DIR="$W/services"
+REST_PID=""
+
+# Stop our rest-server and the services of scripts/test-services.sh (rclone, moto, sshd).
+stop_servers() {
+    if [[ -n "$REST_PID" ]]; then
+        kill "$REST_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$REST_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$REST_PID" 2>/dev/null || true
+        wait "$REST_PID" 2>/dev/null || true
+        REST_PID=""
+    fi
+    if [[ -f "$SERVICES_DIR/pids" ]]; then
+        "$ROOT/scripts/test-services.sh" stop "$SERVICES_DIR" > /dev/null 2>&1 || true
+    fi
+}
+
 cleanup() {
     local rc=$?
+    stop_servers
     if [[ -d "$W" ]]; then
         find "$W" -mindepth 1 -maxdepth 1 ! -name results.md -exec rm -rf {} + 2>/dev/null || true
         rmdir "$W" 2>/dev/null || true
@@ -96,26 +128,57 @@ corpus_bytes() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { print
 # (GNU tar skips reading when its output is /dev/null itself, hence the cat.)
 warm() { sync; tar -cf - -C "$1" . | cat > /dev/null; }
 
-# run_step KEY TOOL LABEL BYTES -- COMMAND...: time COMMAND, record "KEY TOOL SECONDS RSS_KIB BYTES".
+# CPU seconds (user + system) and peak RSS (KiB) of a running process, from /proc.
+proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$1/stat"; }
+proc_hwm() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+
+# run_step KEY TOOL LABEL BYTES -- COMMAND...: time COMMAND, record
+# "KEY TOOL SECONDS RSS_KIB BYTES USER_S SYS_S SERVER_CPU_S SERVER_HWM_KIB" (the server columns
+# are "-" unless STEP_SERVER holds the pid of the server the step talks to).
+STEP_SERVER=""
 run_step() {
     local key=$1 tool=$2 label=$3 bytes=$4
     shift 5
     local log="$LOGS/$key-$tool.log" timing="$LOGS/$key-$tool.time"
+    local server_cpu0="" server_cpu=- server_hwm=-
     say "[$tool] $label"
     echo "    \$ $*"
-    if ! /usr/bin/time -f '%e %M' -o "$timing" "$@" > "$log" 2>&1; then
+    [[ -n "$STEP_SERVER" ]] && server_cpu0=$(proc_cpu "$STEP_SERVER")
+    if ! /usr/bin/time -f '%e %M %U %S' -o "$timing" "$@" > "$log" 2>&1; then
         echo "bench: step \"$label\" ($tool) failed; last lines of its output:" >&2
         tail -n 30 "$log" >&2
         [[ -s "$timing" ]] && tail -n 3 "$timing" >&2
         exit 1
     fi
+    if [[ -n "$STEP_SERVER" ]]; then
+        server_cpu=$(awk -v a="$server_cpu0" -v b="$(proc_cpu "$STEP_SERVER")" 'BEGIN { printf "%.2f", b - a }')
+        server_hwm=$(proc_hwm "$STEP_SERVER")
+    fi
     sync
-    local secs rss
-    read -r secs rss < <(tail -n 1 "$timing")
-    printf '%s\t%s\t%s\t%s\t%s\n' "$key" "$tool" "$secs" "$rss" "$bytes" >> "$TSV"
-    awk -v s="$secs" -v r="$rss" -v b="$bytes" 'BEGIN {
+    local secs rss user sys
+    read -r secs rss user sys < <(tail -n 1 "$timing")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$tool" "$secs" "$rss" "$bytes" \
+        "$user" "$sys" "$server_cpu" "$server_hwm" >> "$TSV"
+    awk -v s="$secs" -v r="$rss" -v b="$bytes" -v u="$user" -v y="$sys" -v sc="$server_cpu" 'BEGIN {
         t = (s > 0.01 ? s : 0.01)
-        printf "    %.2f s, %.1f MiB/s, peak RSS %.1f MiB\n", s, b / 1048576 / t, r / 1024 }'
+        printf "    %.2f s, %.1f MiB/s, peak RSS %.1f MiB, CPU user %.2f s + sys %.2f s", s, b / 1048576 / t, r / 1024, u, y
+        if (sc != "-") printf ", server CPU %.2f s", sc
+        printf "\n" }'
+}
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+
+# wait_port PORT NAME LOG: wait up to 10 s for a server to accept connections.
+wait_port() {
+    for _ in $(seq 1 100); do
+        if python3 -c "import socket, sys; s = socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1', $1)))" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "bench: $2 did not start on port $1; its log:" >&2
+    tail -n 20 "$3" >&2 || true
+    exit 1
 }
 
 VERIFY_FAILED=0
@@ -188,6 +251,96 @@ run_step restore restic "restore latest" "$BYTES_EDITED" -- restic -r "$W/restic
 # restic restores the absolute path of the corpus under the target.
 verify restic "$W/restore-restic$CORPUS"
 
+# --- remote backends ---------------------------------------------------------------------------
+# Fresh repositories, the edited corpus. REST: ours to our own server (chebackup rest-server),
+# restic to an independent one (rclone serve restic). S3: moto, signatures checked.
+REMOTE_STATUS=skipped
+RESTIC_S3_STATUS="skipped"
+REST_OURS_BYTES=0; REST_OURS_PACKS=0; REST_RESTIC_BYTES=0; REST_RESTIC_PACKS=0
+if [[ $REMOTE -eq 1 ]]; then
+    say "free the disk for the remote steps"
+    rm -rf "$W/ours" "$W/restic" "$W/restore-ours" "$W/restore-restic"
+    warm "$CORPUS"
+
+    say "start chebackup rest-server, and rclone serve restic + moto S3 (scripts/test-services.sh)"
+    mkdir -p "$W/rest-server"
+    REST_PORT=$(free_port)
+    "$OURS_BIN" rest-server --path "$W/rest-server" --listen "127.0.0.1:$REST_PORT" > "$LOGS/rest-server.log" 2>&1 &
+    REST_PID=$!
+    wait_port "$REST_PORT" "chebackup rest-server" "$LOGS/rest-server.log"
+    if ! "$ROOT/scripts/test-services.sh" start "$SERVICES_DIR" > "$LOGS/test-services.log" 2>&1; then
+        echo "bench: scripts/test-services.sh could not start the services:" >&2
+        tail -n 20 "$LOGS/test-services.log" >&2
+        exit 1
+    fi
+    tail -n 1 "$LOGS/test-services.log"
+    RCLONE_PID=$(sed -n 1p "$SERVICES_DIR/pids")
+    MOTO_PID=$(sed -n 2p "$SERVICES_DIR/pids")
+    # shellcheck disable=SC1091
+    source "$SERVICES_DIR/env"
+    S3_ENV=(env AWS_ACCESS_KEY_ID="$CHEBACKUP_TEST_S3_KEY_ID" AWS_SECRET_ACCESS_KEY="$CHEBACKUP_TEST_S3_SECRET")
+
+    OURS_REST="rest:http://127.0.0.1:$REST_PORT/ours"
+    RESTIC_REST="${CHEBACKUP_TEST_RCLONE_URL%/}/restic"
+    OURS_S3="$CHEBACKUP_TEST_S3_URL/bench/ours"
+    RESTIC_S3="$CHEBACKUP_TEST_S3_URL/bench-restic"
+
+    say "init remote repositories"
+    ours repo init -r "$OURS_REST" > "$LOGS/init-rest-ours.log" 2>&1 || { cat "$LOGS/init-rest-ours.log" >&2; exit 1; }
+    restic init -r "$RESTIC_REST" > "$LOGS/init-rest-restic.log" 2>&1 || { cat "$LOGS/init-rest-restic.log" >&2; exit 1; }
+    "${S3_ENV[@]}" "$OURS_BIN" repo init -r "$OURS_S3" > "$LOGS/init-s3-ours.log" 2>&1 || { cat "$LOGS/init-s3-ours.log" >&2; exit 1; }
+    # restic 0.14 (minio-go) against moto: try whether moto accepts its signed listings at all
+    # (restic retries a refused request for about a minute before it gives up, hence the timeout).
+    if "${S3_ENV[@]}" restic init -r "$RESTIC_S3" > "$LOGS/init-s3-restic.log" 2>&1 &&
+        "${S3_ENV[@]}" timeout 20 restic -r "$RESTIC_S3" snapshots >> "$LOGS/init-s3-restic.log" 2>&1; then
+        RESTIC_S3_STATUS=ok
+    elif grep -q "signature we calculated does not match" "$LOGS/init-s3-restic.log"; then
+        RESTIC_S3_STATUS="not run: moto refuses restic's signed listings (SignatureDoesNotMatch): moto (5.x, signatures checked) canonicalises a \"/\" in a query value (prefix=keys/) unencoded where AWS SigV4 and minio-go encode it as %2F (boto3 fails the same way; chebackup retries such a listing signed the other way)"
+    else
+        RESTIC_S3_STATUS="not run: restic init or listing on moto failed: $(grep -v '^$' "$LOGS/init-s3-restic.log" | tail -n 1)"
+    fi
+    echo "    restic on moto S3: $RESTIC_S3_STATUS"
+
+    STEP_SERVER=$REST_PID run_step rest-full ours "full backup to chebackup rest-server" "$BYTES_EDITED" -- \
+        "$OURS_BIN" repo backup -r "$OURS_REST" --quiet "$CORPUS"
+    STEP_SERVER=$RCLONE_PID run_step rest-full restic "full backup to rclone serve restic" "$BYTES_EDITED" -- \
+        restic -r "$RESTIC_REST" backup -q "$CORPUS"
+    STEP_SERVER=$REST_PID run_step rest-restore ours "restore from chebackup rest-server" "$BYTES_EDITED" -- \
+        "$OURS_BIN" repo restore latest -r "$OURS_REST" --target "$W/restore-rest-ours" --quiet
+    verify rest-ours "$W/restore-rest-ours"
+    rm -rf "$W/restore-rest-ours"
+    STEP_SERVER=$RCLONE_PID run_step rest-restore restic "restore from rclone serve restic" "$BYTES_EDITED" -- \
+        restic -r "$RESTIC_REST" restore latest --target "$W/restore-rest-restic" -q
+    verify rest-restic "$W/restore-rest-restic$CORPUS"
+    rm -rf "$W/restore-rest-restic"
+
+    STEP_SERVER=$MOTO_PID run_step s3-full ours "full backup to moto S3" "$BYTES_EDITED" -- \
+        "${S3_ENV[@]}" "$OURS_BIN" repo backup -r "$OURS_S3" --quiet "$CORPUS"
+    if [[ $RESTIC_S3_STATUS == ok ]]; then
+        STEP_SERVER=$MOTO_PID run_step s3-full restic "full backup to moto S3" "$BYTES_EDITED" -- \
+            "${S3_ENV[@]}" restic -r "$RESTIC_S3" backup -q "$CORPUS"
+    fi
+    STEP_SERVER=$MOTO_PID run_step s3-restore ours "restore from moto S3" "$BYTES_EDITED" -- \
+        "${S3_ENV[@]}" "$OURS_BIN" repo restore latest -r "$OURS_S3" --target "$W/restore-s3-ours" --quiet
+    verify s3-ours "$W/restore-s3-ours"
+    rm -rf "$W/restore-s3-ours"
+    if [[ $RESTIC_S3_STATUS == ok ]]; then
+        STEP_SERVER=$MOTO_PID run_step s3-restore restic "restore from moto S3" "$BYTES_EDITED" -- \
+            "${S3_ENV[@]}" restic -r "$RESTIC_S3" restore latest --target "$W/restore-s3-restic" -q
+        verify s3-restic "$W/restore-s3-restic$CORPUS"
+        rm -rf "$W/restore-s3-restic"
+    fi
+
+    REST_OURS_BYTES=$(du -sb "$W/rest-server/ours" | cut -f1)
+    REST_OURS_PACKS=$(find "$W/rest-server/ours/data" -type f | wc -l)
+    REST_RESTIC_BYTES=$(du -sb "$SERVICES_DIR/rclone/restic" | cut -f1)
+    REST_RESTIC_PACKS=$(find "$SERVICES_DIR/rclone/restic/data" -type f | wc -l)
+    say "stop the servers"
+    stop_servers
+    rm -rf "$W/rest-server"
+    REMOTE_STATUS=done
+fi
+
 # --- memory flatness ---------------------------------------------------------------------------
 FLAT_STATUS=skipped
 FLAT_BYTES=0
@@ -223,6 +376,9 @@ if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then C
 DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" NPROC="$(nproc)" MEM_KIB="$MEM_KIB" CPU_MODEL="${CPU_MODEL:-unknown}" \
 SIZE_MIB="$SIZE_MIB" FILES="$FILES" BYTES="$BYTES" FLAT_MIB="$FLAT_MIB" FLAT_STATUS="$FLAT_STATUS" \
 FLAT_BYTES="$FLAT_BYTES" FLAT_REPO_BYTES="$FLAT_REPO_BYTES" \
+REMOTE_STATUS="$REMOTE_STATUS" RESTIC_S3_STATUS="$RESTIC_S3_STATUS" \
+REST_OURS_BYTES="$REST_OURS_BYTES" REST_OURS_PACKS="$REST_OURS_PACKS" \
+REST_RESTIC_BYTES="$REST_RESTIC_BYTES" REST_RESTIC_PACKS="$REST_RESTIC_PACKS" \
 OURS_REPO_BYTES="$OURS_REPO_BYTES" RESTIC_REPO_BYTES="$RESTIC_REPO_BYTES" \
 RESTIC_VERSION="$(restic version | awk '{ print $2 }')" RESTIC_COMPRESSION="$RESTIC_COMPRESSION" COMMIT="$COMMIT" \
 VERIFY="$(tr '\n' ' ' < "$W/meta")" \
@@ -232,10 +388,13 @@ import os, sys
 tsv, md_path = sys.argv[1], sys.argv[2]
 env = os.environ
 MIB = 1048576
-rows = {}
+rows = {}     # (key, tool) -> (seconds, peak RSS KiB, bytes)
+extra = {}    # (key, tool) -> (user s, sys s, server CPU s or None, server peak RSS KiB or None)
 for line in open(tsv):
-    key, tool, secs, rss, nbytes = line.split("\t")
+    key, tool, secs, rss, nbytes, user, system, server_cpu, server_hwm = line.rstrip("\n").split("\t")
     rows[(key, tool)] = (float(secs), int(rss), int(nbytes))
+    extra[(key, tool)] = (float(user), float(system), None if server_cpu == "-" else float(server_cpu),
+                          None if server_hwm == "-" else int(server_hwm))
 
 def rate(r): return r[2] / MIB / max(r[0], 0.01)
 def fmt_s(r): return f"{r[0]:.2f}" if r else "—"
@@ -243,8 +402,12 @@ def fmt_rate(r): return f"{rate(r):.1f}" if r else "—"
 def fmt_rss(r): return f"{r[1] / 1024:.1f}" if r else "—"
 def gib(b): return f"{int(b) / MIB:,.1f} MiB"
 
-steps = [("full", "full backup"), ("unchanged", "unchanged re-backup"),
-         ("edited", "backup after 5% edit"), ("restore", "restore")]
+local_steps = [("full", "full backup"), ("unchanged", "unchanged re-backup"),
+               ("edited", "backup after 5% edit"), ("restore", "restore")]
+remote_steps = [("rest-full", "full backup to REST ¹"), ("rest-restore", "restore from REST ¹"),
+                ("s3-full", "full backup to S3 (moto) ²"), ("s3-restore", "restore from S3 (moto) ²")]
+remote = env["REMOTE_STATUS"] == "done"
+steps = local_steps + (remote_steps if remote else [])
 header = ["step", "ours s", "ours MiB/s", "ours RSS MiB", "restic s", "restic MiB/s", "restic RSS MiB", "restic s / ours s"]
 table = []
 for key, label in steps:
@@ -254,12 +417,36 @@ for key, label in steps:
 flat = rows.get(("flat", "ours"))
 if flat:
     table.append([f"full backup, {env['FLAT_MIB']} MiB corpus", fmt_s(flat), fmt_rate(flat), fmt_rss(flat), "—", "—", "—", "—"])
+notes = []
+if remote:
+    notes.append("¹ ours to its own server (`chebackup rest-server`), restic to `rclone serve restic`, "
+                 "both on loopback; fresh repositories, the edited corpus.")
+    notes.append("² moto_server with signature checking, on loopback; fresh repositories, the edited corpus"
+                 + ("." if env["RESTIC_S3_STATUS"] == "ok" else "; restic not run (see \"restic on moto S3\" above)."))
+
+# Where the time goes: client user and system CPU in every step; server CPU and peak RSS in the
+# remote ones.
+servers = {("rest", "ours"): "chebackup rest-server", ("rest", "restic"): "rclone serve restic",
+           ("s3", "ours"): "moto_server", ("s3", "restic"): "moto_server"}
+detail_header = ["step", "client", "server", "wall s", "user s", "sys s", "client RSS MiB",
+                 "server CPU s", "server peak RSS MiB ³"]
+detail = []
+for key, label in steps + ([("flat", f"full backup, {env['FLAT_MIB']} MiB corpus")] if flat else []):
+    for tool in ("ours", "restic"):
+        r = rows.get((key, tool))
+        if not r:
+            continue
+        user, system, scpu, shwm = extra[(key, tool)]
+        server = servers.get((key.split("-")[0], tool), "— (local)")
+        detail.append([label.rstrip(" ¹²"), "chebackup" if tool == "ours" else "restic", server,
+                       f"{r[0]:.2f}", f"{user:.2f}", f"{system:.2f}", f"{r[1] / 1024:.1f}",
+                       "—" if scpu is None else f"{scpu:.2f}", "—" if shwm is None else f"{shwm / 1024:.1f}"])
 
 # Targets (informational).
 def get(key, tool): return rows.get((key, tool))
 targets = []
-def target(name, ok, detail):
-    targets.append([name, "—" if ok is None else ("PASS" if ok else "FAIL"), detail])
+def target(name, ok, measured):
+    targets.append([name, "—" if ok is None else ("PASS" if ok else "FAIL"), measured])
 
 o, r = get("full", "ours"), get("full", "restic")
 target("full backup >= 3x restic throughput", r[0] / max(o[0], 0.01) >= 3.0,
@@ -269,9 +456,18 @@ target("unchanged re-backup no slower than restic", o[0] <= r[0], f"{o[0]:.2f} s
 o, r = get("restore", "ours"), get("restore", "restic")
 target("restore >= 2.5x restic throughput", r[0] / max(o[0], 0.01) >= 2.5,
        f"{rate(o):.1f} vs {rate(r):.1f} MiB/s ({r[0] / max(o[0], 0.01):.2f}x)")
-worse = [label for key, label in steps if get(key, "ours")[1] >= get(key, "restic")[1]]
-peak_o = max(get(k, "ours")[1] for k, _ in steps)
-peak_r = max(get(k, "restic")[1] for k, _ in steps)
+for key, name, factor in (("rest-full", "backup to REST >= 3x restic throughput (issue 3)", 3.0),
+                          ("rest-restore", "restore from REST >= 2.5x restic throughput (issue 3)", 2.5)):
+    o, r = get(key, "ours"), get(key, "restic")
+    if o and r:
+        target(name, r[0] / max(o[0], 0.01) >= factor,
+               f"{rate(o):.1f} vs {rate(r):.1f} MiB/s ({r[0] / max(o[0], 0.01):.2f}x; ours to chebackup rest-server, restic to rclone serve restic)")
+    else:
+        target(name, None, f"remote steps {env['REMOTE_STATUS']}")
+both = [(k, label) for k, label in steps if get(k, "ours") and get(k, "restic")]
+worse = [label.rstrip(" ¹²") for key, label in both if get(key, "ours")[1] >= get(key, "restic")[1]]
+peak_o = max(get(k, "ours")[1] for k, _ in both)
+peak_r = max(get(k, "restic")[1] for k, _ in both)
 target("peak RSS below restic's (every step)", not worse,
        f"max {peak_o / 1024:.1f} vs {peak_r / 1024:.1f} MiB" + (f"; not below in: {', '.join(worse)}" if worse else ""))
 if flat:
@@ -294,8 +490,22 @@ facts = [
     ("repository size after 3 backups (du -sb)", f"ours {gib(env['OURS_REPO_BYTES'])}, restic {gib(env['RESTIC_REPO_BYTES'])}"),
     ("restores verified (diff -r)", f"ours {verify.get('ours', '?')}, restic {verify.get('restic', '?')}"),
 ]
+verify_labels = [("rest-ours", "ours from chebackup rest-server"), ("rest-restic", "restic from rclone"),
+                 ("s3-ours", "ours from moto"), ("s3-restic", "restic from moto")]
+if remote:
+    facts.append(("remote repositories after one full backup (du -sb)",
+                  f"ours on chebackup rest-server {gib(env['REST_OURS_BYTES'])} in {env['REST_OURS_PACKS']} pack files, "
+                  f"restic on rclone serve restic {gib(env['REST_RESTIC_BYTES'])} in {env['REST_RESTIC_PACKS']} pack files"))
+    facts.append(("remote restores verified (diff -r)",
+                  ", ".join(f"{name} {verify[k]}" for k, name in verify_labels if k in verify)))
+    facts.append(("restic on moto S3", "done" if env["RESTIC_S3_STATUS"] == "ok" else env["RESTIC_S3_STATUS"]))
+else:
+    facts.append(("remote steps", env["REMOTE_STATUS"]))
 if flat:
     facts.append(("memory-flatness corpus", f"{gib(env['FLAT_BYTES'])}, repository {gib(env['FLAT_REPO_BYTES'])}"))
+detail_note = ("user s, sys s: the client's CPU time (`/usr/bin/time`); server CPU s: user + system seconds of the "
+               "server process during the step (`/proc/PID/stat`). ³ Peak RSS (VmHWM) of the server process since "
+               "its start, read after the step.")
 
 def text_table(head, body, left=(0,)):
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
@@ -313,6 +523,12 @@ for k, v in facts:
     print(f"{k}: {v}")
 print()
 print(text_table(header, table))
+for n in notes:
+    print(n)
+if detail:
+    print()
+    print(text_table(detail_header, detail, left=(0, 1, 2)))
+    print(detail_note)
 print()
 print(text_table(["target", "result", "measured"], targets, left=(0, 1, 2)))
 print("\n(MiB/s = corpus size / wall time; RSS = peak resident set size; targets are informational)")
@@ -320,9 +536,13 @@ print("\n(MiB/s = corpus size / wall time; RSS = peak resident set size; targets
 with open(md_path, "w") as f:
     f.write("\n".join(f"- **{k}**: {v}" for k, v in facts) + "\n\n")
     f.write(md_table(header, table) + "\n\n")
+    if notes:
+        f.write("\n".join(n + "<br>" if i < len(notes) - 1 else n for i, n in enumerate(notes)) + "\n\n")
+    if detail:
+        f.write(md_table(detail_header, detail, left=(0, 1, 2)) + "\n\n" + detail_note + "\n\n")
     f.write(md_table(["target", "result", "measured"], targets, left=(0, 1, 2)) + "\n\n")
     f.write("MiB/s is the corpus size divided by the wall time of the step; RSS is the peak resident set size "
-            "(`/usr/bin/time -f '%e %M'`). Targets are informational.\n")
+            "(`/usr/bin/time -f '%e %M %U %S'`). Targets are informational.\n")
 PY
 
 echo

@@ -30,7 +30,7 @@ final class AgentServer: Sendable {
     let logger: Logger
     let pool = BlockingPool(threads: 8)
     /// The request running now (its id and its task), if any.
-    let running = Mutex<(id: String, task: Task<Void, Never>)?>(nil)
+    let running = Mutex<(id: String, task: Task<Void, Never>?)?>(nil)
 
     init(role: any Role, token: SharedToken, installationID: String, maxLineLength: Int, logger: Logger) {
         self.role = role

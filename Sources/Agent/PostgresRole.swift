@@ -1,5 +1,6 @@
 import Foundation
 import Repository
+import Subprocess
 
 /// Dumps roles and globals (`pg_dumpall --globals-only`) and each database (`pg_dump -Fc -Z0`,
 /// uncompressed so dedup and LZ4 work), streamed into the pipeline without temporary files.
@@ -91,9 +92,9 @@ struct PostgresRole: Role {
             process.closeStdin()
             try await process.finish()
         } catch {
-            process.abort()
             // A tool that died makes our writes fail: its own message says why.
-            try? await process.finish()
+            if process.isRunning { process.abort() }
+            _ = await process.wait()
             let detail = process.stderrSummary
             throw RepositoryError(.io, "\(process.name) failed restoring \(part.name)\(detail.isEmpty ? ": \(error)" : ": " + detail)")
         }

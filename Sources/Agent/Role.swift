@@ -1,5 +1,9 @@
 import Foundation
 import Repository
+import Subprocess
+
+/// pg_dump and friends produce the streams of the postgres parts.
+extension Subprocess: StreamProducer {}
 
 /// What an agent backs up and restores. Parts are named `<role>/<name>`.
 protocol Role: Sendable {

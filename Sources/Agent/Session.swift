@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import Repository
 import Storage
+import Subprocess
 import Synchronization
 
 /// One connection: hello, authentication, then requests. Everything the peer sends that does
@@ -95,7 +96,7 @@ final class Session: Sendable {
             let current = server.running.withLock { $0?.id }
             await send(.result(ResultMessage(id: m.id, state: current == nil ? "idle" : "busy", running: current)))
         case .cancel(let m):
-            let task = server.running.withLock { $0?.id == m.target ? $0?.task : nil }
+            let task = server.running.withLock { $0?.id == m.target ? $0?.task : nil } ?? nil
             guard let task else {
                 await sendError(m.id, .unknownRequest, "no running request \(m.target)")
                 return true
@@ -131,6 +132,17 @@ final class Session: Sendable {
             await sendError(id, .invalidRequest, error.message)
             return
         } catch { return }
+        // Reserve the agent first: a request turned away as busy never starts anything.
+        let reserved = server.running.withLock { current -> String? in
+            if let current { return current.id }
+            current = (id, nil)
+            return nil
+        }
+        if let other = reserved {
+            await sendError(id, .busy, "another backup or restore is running (\(other))")
+            return
+        }
+        started.withLock { _ = $0.insert(id) }
         let progress = ProgressCounters()
         let stage = Locked("opening the repository")
         let task = Task {
@@ -138,44 +150,37 @@ final class Session: Sendable {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(1))
                     if Task.isCancelled { break }
-                    await self.send(.event(Event(id: id, stage: stage.withLock { $0 }, bytes: progress.bytesDone,
+                    await self.send(.event(Event(id: id, stage: stage.value, bytes: progress.bytesDone,
                                                  items: progress.itemsDone, totalBytes: progress.bytesTotal)))
                 }
             }
-            defer { ticker.cancel() }
             let setStage: @Sendable (String) -> Void = { text in
                 stage.withLock { $0 = text }
                 Task { await self.send(.event(Event(id: id, stage: text, bytes: progress.bytesDone, items: progress.itemsDone,
                                                    totalBytes: progress.bytesTotal))) }
             }
+            let final: Message
             do {
                 let repo = try await self.open(repository.url, secrets: secrets)
-                let result = try await work(repo, progress, setStage)
-                ticker.cancel()
-                await self.send(.result(result))
-            } catch is CancellationError {
-                await self.sendError(id, .cancelled, "request \(id) was cancelled")
-            } catch let error as RepositoryError where Task.isCancelled {
-                _ = error
-                await self.sendError(id, .cancelled, "request \(id) was cancelled")
+                final = .result(try await work(repo, progress, setStage))
             } catch {
-                let (code, text) = Self.describe(error)
-                await self.sendError(id, code, text)
+                if Task.isCancelled {
+                    final = .error(ErrorMessage(id: id, code: .cancelled, message: "request \(id) was cancelled"))
+                } else {
+                    let (code, text) = Self.describe(error)
+                    final = .error(ErrorMessage(id: id, code: code, message: text))
+                }
             }
+            ticker.cancel()
             self.server.running.withLock { if $0?.id == id { $0 = nil } }
             self.started.withLock { _ = $0.remove(id) }
+            // Sent from a task of its own: a cancelled task's writes would be dropped.
+            await Task {
+                if case .error(let e) = final { self.logger.notice("\(self.peer): \(e.code): \(e.message)") }
+                await self.send(final)
+            }.value
         }
-        let accepted = server.running.withLock { current -> Bool in
-            if current != nil { return false }
-            current = (id, task)
-            return true
-        }
-        guard accepted else {
-            task.cancel()
-            await sendError(id, .busy, "another backup or restore is running (\(server.running.withLock { $0?.id ?? "" }))")
-            return
-        }
-        started.withLock { _ = $0.insert(id) }
+        server.running.withLock { if $0?.id == id { $0 = (id, task) } }
     }
 
     func open(_ url: String, secrets: RepositorySecrets) async throws -> Repository {
@@ -215,6 +220,7 @@ final class Session: Sendable {
             default: return (.repository, e.message)
             }
         case let e as StorageError: return (.repository, e.description)
+        case let e as SubprocessError: return (.sourceFailed, e.message)
         case let e as ErrorMessage: return (ErrorCode(rawValue: e.code) ?? .internalError, e.message)
         default: return (.internalError, "\(error)")
         }
@@ -225,7 +231,7 @@ final class Session: Sendable {
         server.running.withLock { current in
             if let current, mine.contains(current.id) {
                 logger.notice("controller at \(peer) went away: cancelling \(current.id)")
-                current.task.cancel()
+                current.task?.cancel()
             }
         }
     }

@@ -197,22 +197,32 @@ public enum AgentClient {
                     router.failAll(AgentError(code: "connection", message: "the agent at \(endpoint) closed the connection"))
                     return nil
                 }
-                group.addTask {
+                // The handshake must finish in time: a silent peer must not hang the controller.
+                let timer = Task {
                     try await Task.sleep(for: handshakeTimeout)
-                    return nil
+                    handshakeInput.finish()
                 }
-                let session = try await authenticate(endpoint: endpoint, token: token, expectedRole: expectedRole,
-                                                     messages: handshake, outbound: outbound, router: router, group: &group)
-                let result = try await body(session)
-                group.cancelAll()
-                return result
+                defer {
+                    // Ending our side makes the agent close the connection, which ends the reader.
+                    outbound.finish()
+                    group.cancelAll()
+                }
+                let session: AgentSession
+                do {
+                    session = try await authenticate(endpoint: endpoint, token: token, expectedRole: expectedRole,
+                                                     messages: handshake, outbound: outbound, router: router)
+                } catch {
+                    timer.cancel()
+                    throw error
+                }
+                timer.cancel()
+                return try await body(session)
             }
         }
     }
 
-    static func authenticate<T>(endpoint: AgentEndpoint, token: SharedToken, expectedRole: String?, messages: AsyncStream<Message>,
-                                outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, router: Router,
-                                group: inout ThrowingTaskGroup<T?, any Error>) async throws -> AgentSession {
+    static func authenticate(endpoint: AgentEndpoint, token: SharedToken, expectedRole: String?, messages: AsyncStream<Message>,
+                             outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, router: Router) async throws -> AgentSession {
         var iterator = messages.makeAsyncIterator()
         func next(_ what: String) async throws -> Message {
             guard let message = await iterator.next() else {
@@ -221,7 +231,6 @@ public enum AgentClient {
             if case .error(let e) = message { throw AgentError(code: e.code, message: "agent at \(endpoint): \(e.message)") }
             return message
         }
-        // A timeout task runs beside; the handshake wins the race or the session fails.
         guard case .hello(let hello) = try await next("waiting for hello") else {
             throw AgentError(code: "handshake", message: "the agent at \(endpoint) did not say hello")
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Storage
+import Subprocess
 
 /// The result of running a program to completion.
 public struct CommandResult: Sendable {
@@ -14,6 +15,20 @@ public func builtProduct(_ name: String) -> String {
     if let dir = ProcessInfo.processInfo.environment["CHEBACKUP_BIN_DIR"] { return dir + "/" + name }
     let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     return bundle.appendingPathComponent(name).path
+}
+
+/// Runs `executable` with `arguments`, its output captured in a file rather than pipes, and
+/// waits for its exit only: for scripts that leave daemons behind (pg_ctl start).
+public func runDetached(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> CommandResult {
+    let dir = TempDir("chebackup-run")
+    defer { dir.remove() }
+    var env = ProcessInfo.processInfo.environment
+    env.merge(environment) { _, new in new }
+    let child = try Subprocess(executable, arguments, environment: env, outputFile: dir.file("out"))
+    let status = child.waitBlocking()
+    let out = (try? Data(contentsOf: URL(fileURLWithPath: dir.file("out")))) ?? Data()
+    let text = String(decoding: out, as: UTF8.self)
+    return CommandResult(status: (status >> 8) & 0xff, stdout: text, stderr: text, stdoutData: out)
 }
 
 /// Runs `executable` with `arguments`, feeding `stdin`, with `environment` added to a clean one.

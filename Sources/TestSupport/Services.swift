@@ -93,10 +93,16 @@ public func sendTruncatedUpload(port: Int, method: String = "POST", path: String
 public final class ChildProcess: @unchecked Sendable {
     public let process: Process
 
-    public init(_ executable: String, _ arguments: [String], log: String) throws {
-        process = Process()
+    public convenience init(_ executable: String, _ arguments: [String], log: String) throws {
+        let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        try self.init(launching: process, log: log)
+    }
+
+    /// Starts a configured `Process`, its output going to `log`.
+    public init(launching process: Process, log: String) throws {
+        self.process = process
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         let handle = FileHandle(forWritingAtPath: log)
         process.standardOutput = handle

@@ -1,0 +1,94 @@
+import AgentClient
+import Foundation
+import LineProtocol
+import Logging
+import Repository
+import Storage
+import Testing
+import TestSupport
+
+let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+let tokenText = "agent-test-token-0123456789abcdef"
+let token = try! SharedToken(Data(tokenText.utf8))
+let agentLogger: Logger = {
+    var l = Logger(label: "agent-test")
+    l.logLevel = .error
+    return l
+}()
+let agentPool = BlockingPool(threads: 8, name: "agent-test")
+
+/// A throwaway PostgreSQL cluster (scripts/pg-cluster.sh).
+final class PostgresCluster: @unchecked Sendable {
+    let dir: String
+    let env: [String: String]
+
+    init(seed: Bool) throws {
+        dir = TempDir("chebackup-pg").path
+        let start = try runDetached(repoRoot + "/scripts/pg-cluster.sh", ["start", dir])
+        guard start.status == 0 else { throw ConformanceFailure("pg-cluster start failed: \(start.stderr)") }
+        var env: [String: String] = [:]
+        for line in try String(contentsOfFile: dir + "/env", encoding: .utf8).split(separator: "\n") {
+            let kv = line.replacingOccurrences(of: "export ", with: "").split(separator: "=", maxSplits: 1)
+            if kv.count == 2 { env[String(kv[0])] = String(kv[1]) }
+        }
+        self.env = env
+        if seed {
+            let seeded = try runDetached(repoRoot + "/scripts/pg-cluster.sh", ["seed", dir])
+            guard seeded.status == 0 else { throw ConformanceFailure("seed failed: \(seeded.stderr)") }
+        }
+    }
+
+    /// Per-table row counts and checksums, owners, sequences, indexes and roles.
+    func checksum() throws -> String {
+        let r = try runDetached(repoRoot + "/scripts/pg-cluster.sh", ["checksum", dir])
+        guard r.status == 0 else { throw ConformanceFailure("checksum failed: \(r.stderr)") }
+        return r.stdout
+    }
+
+    func psql(_ sql: String, database: String = "postgres") throws -> CommandResult {
+        try run("/usr/bin/psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", sql], environment: env)
+    }
+
+    deinit { _ = try? runDetached(repoRoot + "/scripts/pg-cluster.sh", ["stop", dir]) }
+}
+
+/// A `chebackup-agent` process on a free port.
+final class AgentProcess: @unchecked Sendable {
+    let process: ChildProcess
+    let endpoint: AgentEndpoint
+    let dir: TempDir
+
+    init(role: String, arguments: [String] = [], environment: [String: String] = [:], tokenText: String = tokenText) throws {
+        dir = TempDir("chebackup-agent")
+        try tokenText.write(toFile: dir.file("token"), atomically: true, encoding: .utf8)
+        let port = freeLoopbackPort()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: builtProduct("chebackup-agent"))
+        process.arguments = ["--role", role, "--listen", "127.0.0.1:\(port)", "--token-file", dir.file("token")] + arguments
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { _, new in new }
+        process.environment = env
+        self.process = try ChildProcess(launching: process, log: dir.file("agent.log"))
+        endpoint = .tcp(host: "127.0.0.1", port: port)
+        guard waitForPort(port) else { throw ConformanceFailure("agent did not start: \(log)") }
+    }
+
+    var log: String { (try? String(contentsOfFile: dir.file("agent.log"), encoding: .utf8)) ?? "" }
+
+    deinit {
+        process.kill(signal: SIGTERM)
+        dir.remove()
+    }
+}
+
+/// A local repository for agent tests.
+func makeLocalRepository(_ dir: TempDir) async throws -> (url: String, repo: Repository) {
+    let path = dir.file("repository")
+    let storage = try StorageStack.open(.local(path: path), pool: agentPool, logger: agentLogger)
+    var options = RepositoryOptions()
+    options.kdf = KDFParameters(n: 1 << 10)
+    let repo = try await Repository.initialize(storage: storage, password: "repo-pw", options: options, logger: agentLogger)
+    return ("local:" + path, repo)
+}
+
+let secrets = RepositorySecrets(repositoryPassword: "repo-pw")

@@ -1,0 +1,86 @@
+import AgentClient
+import Foundation
+import LineProtocol
+import Repository
+import Storage
+import Testing
+import TestSupport
+
+let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/postgresql/15/bin/initdb")
+
+/// Real PostgreSQL 15: Che-like databases through the postgres agent and back.
+@Suite(.enabled(if: postgresAvailable), .serialized) struct PostgresAgentTests {
+    @Test func roundTripIntoTheSameServerAndIntoAFreshEmptyOne() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let source = try PostgresCluster(seed: true)
+        let before = try source.checksum()
+        let (url, repo) = try await makeLocalRepository(dir)
+        let agent = try AgentProcess(role: "postgres", environment: source.env)
+
+        let events = Locked<[String]>([])
+        let parts = try await AgentClient.withSession(agent.endpoint, token: token, expectedRole: "postgres") { session in
+            try await session.backup(url: url, secrets: secrets) { event in events.withLock { $0.append(event.stage) } }
+        }
+        #expect(parts.map(\.name) == ["postgres/globals", "postgres/dbche", "postgres/keycloak"])
+        #expect(parts.allSatisfy { $0.kind == .stream && $0.stats.bytes > 0 })
+        #expect(events.value.contains { $0.contains("dumping database dbche") }, "\(events.value)")
+        let (snapshotID, _) = try await repo.commitSnapshot(parts: parts)
+
+        // Delete the databases, restore, compare.
+        _ = try source.psql("DROP DATABASE dbche")
+        _ = try source.psql("UPDATE pg_database SET datallowconn = true WHERE datname = 'keycloak'")
+        let restored = try await AgentClient.withSession(agent.endpoint, token: token) { session in
+            try await session.restore(url: url, secrets: secrets, snapshot: snapshotID)
+        }
+        #expect(restored.sorted() == parts.map(\.name).sorted())
+        #expect(try source.checksum() == before)
+
+        // A freshly initialised, empty server: roles come back first, then the databases.
+        let fresh = try PostgresCluster(seed: false)
+        #expect(try fresh.checksum() != before)
+        let freshAgent = try AgentProcess(role: "postgres", environment: fresh.env)
+        _ = try await AgentClient.withSession(freshAgent.endpoint, token: token) { session in
+            try await session.restore(url: url, secrets: secrets, snapshot: snapshotID)
+        }
+        #expect(try fresh.checksum() == before)
+    }
+
+    @Test func aFailingDumpCarriesTheToolsMessageAndStoresNoSnapshot() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let cluster = try PostgresCluster(seed: false)
+        let (url, repo) = try await makeLocalRepository(dir)
+        let agent = try AgentProcess(role: "postgres", arguments: ["--database", "no_such_db"], environment: cluster.env)
+        do {
+            _ = try await AgentClient.withSession(agent.endpoint, token: token) { session in
+                try await session.backup(url: url, secrets: secrets)
+            }
+            Issue.record("a backup of a missing database succeeded")
+        } catch let error as AgentError {
+            #expect(error.code == "source_failed", "\(error)")
+            #expect(error.message.contains("pg_dump") && error.message.contains("no_such_db"), "\(error.message)")
+        }
+        #expect(try await repo.listSnapshots().isEmpty)
+        // The agent is still there for the next request.
+        try await AgentClient.withSession(agent.endpoint, token: token) { session in try await session.ping() }
+    }
+
+    @Test func aWrongRepositoryPasswordIsARepositoryError() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let cluster = try PostgresCluster(seed: false)
+        let (url, _) = try await makeLocalRepository(dir)
+        let agent = try AgentProcess(role: "postgres", environment: cluster.env)
+        do {
+            _ = try await AgentClient.withSession(agent.endpoint, token: token) { session in
+                try await session.backup(url: url, secrets: RepositorySecrets(repositoryPassword: "wrong-one"))
+            }
+            Issue.record("a wrong password was accepted")
+        } catch let error as AgentError {
+            #expect(error.code == "repository")
+            #expect(error.message.contains("wrong password") && !error.message.contains("wrong-one"), "\(error.message)")
+        }
+        #expect(!agent.log.contains("wrong-one"), "the password must not reach the agent's log")
+    }
+}
