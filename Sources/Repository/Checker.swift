@@ -62,6 +62,9 @@ public final class Checker: Sendable {
         }
 
         // Snapshots and everything they reference.
+        do { try await repo.preloadTrees(connections: connections) } catch let error as RepositoryError {
+            report.errors.append(error.message)  // a damaged tree pack; each tree is then read on its own below
+        }
         var seenTrees = Set<BlobID>()
         for info in try await storage.list(.snapshots) {
             guard let id = ObjectID(hex: info.name) else { continue }

@@ -23,6 +23,7 @@ public final class Repository: Sendable {
     public let config: RepositoryConfig
     public let chunker: Chunker
     public let index = MasterIndex()
+    let treeCache = TreeCache()
     public let logger: Logger
     let keys: MasterKeys
 
@@ -217,7 +218,9 @@ public final class Repository: Sendable {
     }
 
     public func loadTree(_ id: BlobID) async throws -> Tree {
-        try JSON.decode(Tree.self, try await loadBlob(id), what: "tree \(id)")
+        let data: Data
+        if let cached = treeCache.get(id) { data = cached } else { data = try await loadBlob(id) }
+        return try JSON.decode(Tree.self, data, what: "tree \(id)")
     }
 
     /// Reads a pack's header from its tail (to rebuild the index from packs alone).

@@ -47,6 +47,7 @@ public final class Restorer: Sendable {
             throw RepositoryError(.invalidArgument, "part \(part.name) is a stream: restore it to a file or --stdout")
         }
         try FS.makeDirectories(target)
+        try await repo.preloadTrees(connections: options.connections)
         var files: [FileJob] = []
         var dirs: [(String, Node)] = []
         var links: [(String, Node)] = []

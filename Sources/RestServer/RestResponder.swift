@@ -34,8 +34,11 @@ struct RestResponder: HTTPResponder {
 
     func respond(to request: Request, context: Context) async throws -> Response {
         do {
-            return try await handle(request)
+            let response = try await handle(request)
+            logger.info("\(request.method) \(request.uri.path) \(response.status.code)")
+            return response
         } catch let error as HTTPFailure {
+            logger.info("\(request.method) \(request.uri.path) \(error.status.code)")
             if error.status.code >= 500 { logger.error("\(request.method) \(request.uri.path): \(error.message)") }
             var headers: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
             if error.status == .unauthorized { headers[.wwwAuthenticate] = "Basic realm=\"chebackup\"" }
