@@ -1,48 +1,99 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, at the repository layer: create a local repository,
-# back up a generated tree and a database-dump-like stream in one snapshot, back up again
-# unchanged, restore everything, verify it bit for bit (and metadata), check every pack, and
-# print the timings. Leaves nothing behind.
+# The main job on the embedded default: a local Che-like installation (PostgreSQL 15 with dbche
+# and keycloak, a Che server data directory, workspace /projects volumes, the installation's
+# objects), the two agents as sidecar processes, the internal backup server. Back up with
+# `chebackup server:backup`, delete the whole installation (databases gone: a freshly
+# initialised empty PostgreSQL; data and objects removed), restore with
+# `chebackup server:restore --batch`, and verify that everything came back exactly.
+# Prints the snapshot id and the timings; leaves nothing running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${CHEBACKUP:-.build-release/release/chebackup}
-SIZE=${DEMO_SIZE_MIB:-256}
-[ -x "$BIN" ] || { echo "demo: $BIN is missing: run 'make demo'" >&2; exit 1; }
+AGENT=${CHEBACKUP_AGENT:-$(dirname "$BIN")/chebackup-agent}
+SIZE=${DEMO_SIZE_MIB:-128}
+[ -x "$BIN" ] && [ -x "$AGENT" ] || { echo "demo: $BIN or $AGENT is missing: run 'make demo'" >&2; exit 1; }
 
 W=$(mktemp -d /tmp/chebackup-demo.XXXXXX)
-trap 'rm -rf "$W"' EXIT
-export BACKUP_REPOSITORY_PASSWORD="demo-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
-REPO="local:$W/repository"
+chmod 755 "$W"
+AGENT_PIDS=()
+cleanup() {
+  for pid in "${AGENT_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  scripts/pg-cluster.sh stop "$W/pg" >/dev/null 2>&1 || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 declare -a STEPS TIMES
-step() {  # step NAME COMMAND...: runs and times a step
+step() {
   local name=$1; shift
   echo "==> $name"
-  local t0 t1
-  t0=$(date +%s.%N)
+  local t0; t0=$(date +%s.%N)
   "$@"
-  t1=$(date +%s.%N)
-  STEPS+=("$name"); TIMES+=("$(echo "$t1 - $t0" | bc -l)")
+  STEPS+=("$name"); TIMES+=("$(echo "$(date +%s.%N) - $t0" | bc -l)")
 }
 
-echo "==> generating a ${SIZE} MiB tree and a database dump stream in $W"
-python3 scripts/gen-corpus.py "$W/che-data" --size-mib "$SIZE" >/dev/null
-tar -C "$W/che-data" -cf "$W/dbche.dump" text
-DUMP_MIB=$(( $(stat -c %s "$W/dbche.dump") / 1048576 ))
+echo "==> setting up a local Che installation in $W"
+scripts/pg-cluster.sh start "$W/pg" >/dev/null
+PGPORT_FIXED=$(sed -n 's/^export PGPORT=//p' "$W/pg/env")
+scripts/pg-cluster.sh seed "$W/pg" >/dev/null
+python3 scripts/gen-corpus.py "$W/che/data" --size-mib "$SIZE" --seed 3 >/dev/null
+python3 scripts/gen-corpus.py "$W/che/projects" --size-mib $((SIZE / 4)) --seed 4 >/dev/null
+mkdir -p "$W/che/objects/secrets" "$W/che/objects/configmaps"
+cat > "$W/che/objects/checluster.yaml" <<YAML
+apiVersion: org.eclipse.che/v2
+kind: CheCluster
+metadata: {name: eclipse-che, namespace: eclipse-che}
+spec: {networking: {domain: che.example.com}, components: {cheServer: {debug: false}}}
+YAML
+printf 'apiVersion: v1\nkind: Secret\nmetadata: {name: che-db, namespace: eclipse-che}\ndata: {password: Y2hlLXBhc3N3b3Jk}\n' > "$W/che/objects/secrets/che-db.yaml"
+printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: che, namespace: eclipse-che}\ndata: {CHE_HOST: che.example.com}\n' > "$W/che/objects/configmaps/che.yaml"
+head -c 32 /dev/urandom | base64 > "$W/agent-token"; chmod 600 "$W/agent-token"
 
-step "init repository" "$BIN" repo init -r "$REPO"
-step "backup (tree + stream)" bash -c "'$BIN' repo backup -r '$REPO' '$W/che-data' --stdin --stdin-name dbche.dump < '$W/dbche.dump' | tee '$W/backup.out'"
+PG_AGENT_PORT=$(free_port); FILES_AGENT_PORT=$(free_port); SERVER_PORT=$(free_port)
+# shellcheck disable=SC1091
+(source "$W/pg/env"; exec "$AGENT" --role postgres --listen "127.0.0.1:$PG_AGENT_PORT" --token-file "$W/agent-token" \
+  --database dbche --database keycloak) > "$W/postgres-agent.log" 2>&1 &
+AGENT_PIDS+=($!)
+"$AGENT" --role files --listen "127.0.0.1:$FILES_AGENT_PORT" --token-file "$W/agent-token" \
+  --dir "che-data=$W/che/data" --dir "projects=$W/che/projects" > "$W/files-agent.log" 2>&1 &
+AGENT_PIDS+=($!)
+cat > "$W/chebackup.yaml" <<YAML
+id: che-demo
+namespace: eclipse-che
+domain: che.example.com
+cheVersion: 7.80.0
+objectsDir: $W/che/objects
+tokenFile: $W/agent-token
+stateDir: $W/state
+internalServer: {listen: "127.0.0.1:$SERVER_PORT"}
+agents:
+  - {role: postgres, address: "127.0.0.1:$PG_AGENT_PORT"}
+  - {role: files, address: "127.0.0.1:$FILES_AGENT_PORT"}
+YAML
+export CHEBACKUP_CONFIG="$W/chebackup.yaml"
+sleep 0.5
+
+# What must come back.
+scripts/pg-cluster.sh checksum "$W/pg" > "$W/expected-db.txt"
+cp -a "$W/che" "$W/expected"
+
+step "server:backup (internal server)" bash -c "'$BIN' server:backup | tee '$W/backup.out'"
 ID=$(sed -n 's/^Backup snapshot ID: //p' "$W/backup.out")
-step "backup again (unchanged)" "$BIN" repo backup -r "$REPO" "$W/che-data" --stdin --stdin-name dbche.dump < "$W/dbche.dump"
-step "list snapshots" "$BIN" repo snapshots -r "$REPO"
-step "restore $ID" "$BIN" repo restore "$ID" -r "$REPO" --target "$W/restored"
-step "verify tree (bytes + metadata)" python3 scripts/compare-trees.py "$W/che-data" "$W/restored/che-data"
-step "verify stream" cmp "$W/dbche.dump" "$W/restored/dbche.dump"
-step "stream to stdout" bash -c "'$BIN' repo restore '$ID' -r '$REPO' --stdout --part dbche.dump | cmp - '$W/dbche.dump'"
-step "check --read-data" "$BIN" repo check --read-data -r "$REPO"
+step "snapshots" "$BIN" snapshots
+
+echo "==> deleting the whole installation: databases, data, projects, objects"
+scripts/pg-cluster.sh stop "$W/pg" >/dev/null
+scripts/pg-cluster.sh start "$W/pg" "$PGPORT_FIXED" >/dev/null   # a freshly initialised, empty server
+rm -rf "$W/che/data" "$W/che/projects" "$W/che/objects"
+if cmp -s <(scripts/pg-cluster.sh checksum "$W/pg") "$W/expected-db.txt"; then echo "demo: deletion failed" >&2; exit 1; fi
+
+step "server:restore --batch" "$BIN" server:restore --batch
+step "verify databases" bash -c "scripts/pg-cluster.sh checksum '$W/pg' | diff '$W/expected-db.txt' - && echo 'databases: identical (rows, checksums, owners, sequences, indexes, roles)'"
+step "verify Che data, projects, objects" bash -c "for d in data projects objects; do python3 scripts/compare-trees.py '$W/expected/'\$d '$W/che/'\$d || exit 1; done"
 
 echo
-echo "Snapshot $ID: ${SIZE} MiB tree + ${DUMP_MIB} MiB stream, repository $(du -sh "$W/repository" | cut -f1) on disk"
-printf '%-34s %10s\n' "step" "seconds"
-for i in "${!STEPS[@]}"; do printf '%-34s %10.2f\n' "${STEPS[$i]}" "${TIMES[$i]}"; done
-echo "demo: OK — everything restored bit for bit"
+echo "Snapshot $ID restored and verified."
+printf '%-36s %10s\n' "step" "seconds"
+for i in "${!STEPS[@]}"; do printf '%-36s %10.2f\n' "${STEPS[$i]}" "${TIMES[$i]}"; done
+echo "demo: OK — the installation came back exactly"

@@ -6,7 +6,7 @@ set -euo pipefail
 APT_PACKAGES=(
   pkg-config libcurl4-openssl-dev libssl-dev liblz4-dev   # build: libcurl, OpenSSL, liblz4
   postgresql openssh-server rclone restic                  # real services and peers for tests
-  time lz4 procps bc                                          # benchmarks and demo
+  time lz4 procps bc pgbackrest                               # benchmarks and demo
 )
 PIP_PACKAGES=("moto[server]")
 

@@ -2,7 +2,7 @@
 # A throwaway PostgreSQL 15 cluster for tests, the demo and benchmarks, run as the postgres user
 # on a free loopback port, with trust authentication on loopback only.
 #
-#   scripts/pg-cluster.sh start DIR     # initdb + start; writes DIR/env (PGHOST, PGPORT, PGUSER)
+#   scripts/pg-cluster.sh start DIR [PORT]  # initdb + start; writes DIR/env (PGHOST, PGPORT, PGUSER)
 #   scripts/pg-cluster.sh seed DIR      # Che-like databases dbche and keycloak owned by role che
 #   scripts/pg-cluster.sh checksum DIR  # one line per table: database.table rows md5 (for comparisons)
 #   scripts/pg-cluster.sh stop DIR      # stop and remove
@@ -17,7 +17,7 @@ start)
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   chmod 755 "$dir"
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+  port=${3:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')}
   mkdir -p "$dir/data" "$dir/socket"
   chown postgres: "$dir/data" "$dir/socket"
   as_pg "$PGBIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \

@@ -3,6 +3,8 @@ import Foundation
 import Logging
 import Repository
 import Storage
+import AgentClient
+import LineProtocol
 
 /// Flags every repository command shares.
 struct RepositoryOptionsGroup: ParsableArguments {
@@ -95,6 +97,8 @@ func runReportingErrors(_ body: (BlockingPool) async throws -> Void) async throw
         case let e as RepositoryError: text = e.message
         case let e as StorageError: text = e.description
         case let e as CLIError: text = e.description
+        case let e as AgentError: text = e.message
+        case let e as ErrorMessage: text = e.message
         default: text = "\(error)"
         }
         FileHandle.standardError.write(Data("chebackup: error: \(text)\n".utf8))
