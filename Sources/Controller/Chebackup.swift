@@ -9,7 +9,8 @@ struct Chebackup: AsyncParsableCommand {
         commandName: "chebackup",
         abstract: "Backup and restore of an Eclipse Che installation.",
         version: "0.1.0",
-        subcommands: [ServerBackup.self, ServerRestore.self, CheSnapshots.self, RepoCommand.self, RestServerCommand.self]
+        subcommands: [ServerBackup.self, ServerRestore.self, CheSnapshots.self, Apply.self, Get.self, Delete.self, ControllerDaemon.self,
+                      RepoCommand.self, RestServerCommand.self]
     )
 }
 

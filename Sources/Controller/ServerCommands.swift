@@ -44,12 +44,9 @@ struct ServerOptions: ParsableArguments {
         return installation
     }
 
-    /// The server to use: the flags (which then become the default), else the saved default,
-    /// else the internal backup server, set up now with a random password kept as a secret.
-    func resolveServer(_ installation: Installation, say: (String) -> Void) throws -> BackupServer {
-        if backupServerConfigName != nil {
-            throw CLIError("--backup-server-config-name needs the custom resources, which this build does not have yet; use -r")
-        }
+    /// With -r: that server, saved as the default for later commands. Without: nil (the engine
+    /// resolves a configuration, the default or the internal server).
+    func flagServer(_ installation: Installation, say: (String) -> Void) throws -> BackupServer? {
         let env = ProcessInfo.processInfo.environment
         if let url = repositoryURL {
             guard let pw = repositoryPassword ?? env["BACKUP_REPOSITORY_PASSWORD"] else {
@@ -90,13 +87,11 @@ struct ServerOptions: ParsableArguments {
             say("Using backup server \(cleanURL) (now the default)")
             return server
         }
-        if let saved = try BackupServer.loadDefault(installation) { return saved }
-        say("Setting up the internal backup server (storage in \(installation.internalServerPath))")
-        let password = Primitives.random(32).base64EncodedString()
-        let server = BackupServer(url: "rest:http://\(installation.internalServer.listen)/che", secrets: RepositorySecrets(repositoryPassword: password),
-                                  isInternal: true)
-        try server.saveAsDefault(installation)
-        return server
+        if let name = backupServerConfigName,
+           !ResourceStore(stateDir: installation.stateDir).exists(.backupServerConfiguration, name) {
+            throw CLIError("CheBackupServerConfiguration \(name) not found (create it with chebackup apply -f)")
+        }
+        return nil
     }
 }
 
@@ -117,19 +112,18 @@ struct ServerBackup: AsyncParsableCommand {
         try await runReportingErrors { pool in
             let say = StagePrinter()
             let installation = try server.installation()
-            let backupServer = try server.resolveServer(installation) { say($0) }
-            let token = try SharedToken.load(file: installation.tokenFile)
-            var internalServer: InternalServerProcess?
-            if backupServer.isInternal {
-                say("Starting the internal backup server on \(installation.internalServer.listen)")
-                internalServer = try InternalServerProcess(installation: installation)
+            _ = try server.flagServer(installation) { say($0) }
+            let reconciler = Reconciler(installation: installation, pool: pool, logger: server.logger)
+            let name = "backup-" + operationSuffix()
+            try reconciler.store.save(.backup, name, CheClusterBackup(
+                metadata: ObjectMeta(name: name, namespace: installation.namespace, creationTimestamp: Reconciler.now()),
+                spec: .init(backupServerConfigRef: server.backupServerConfigName)))
+            let status = try await reconciler.runBackup(name) { say($0) }
+            guard status.state == "Succeeded", let id = status.snapshotId else {
+                throw CLIError(String((status.message ?? "backup failed").trimmingPrefix("Error: ")) + " (CheClusterBackup \(name): Failed)")
             }
-            defer { internalServer?.stop() }
-            let orchestrator = Orchestrator(installation: installation, server: backupServer, token: token, pool: pool,
-                                            logger: server.logger, stage: { say($0) })
-            let (id, snapshot) = try await orchestrator.backup()
-            say("Backed up \(snapshot.parts.count) parts, \(Format.bytes(snapshot.totalBytes))")
-            printOut("Backup snapshot ID: \(id.short)")
+            say(status.message ?? "")
+            printOut("Backup snapshot ID: \(id)")
         }
     }
 }
@@ -144,18 +138,14 @@ struct ServerRestore: AsyncParsableCommand {
         try await runReportingErrors { pool in
             let say = StagePrinter()
             let installation = try server.installation()
-            let backupServer = try server.resolveServer(installation) { say($0) }
-            let token = try SharedToken.load(file: installation.tokenFile)
-            var internalServer: InternalServerProcess?
-            if backupServer.isInternal {
-                say("Starting the internal backup server on \(installation.internalServer.listen)")
-                internalServer = try InternalServerProcess(installation: installation)
-            }
-            defer { internalServer?.stop() }
-            let orchestrator = Orchestrator(installation: installation, server: backupServer, token: token, pool: pool,
-                                            logger: server.logger, stage: { say($0) })
+            _ = try server.flagServer(installation) { say($0) }
+            let reconciler = Reconciler(installation: installation, pool: pool, logger: server.logger)
+            let name = "restore-" + operationSuffix()
+            try reconciler.store.save(.restore, name, CheClusterRestore(
+                metadata: ObjectMeta(name: name, namespace: installation.namespace, creationTimestamp: Reconciler.now()),
+                spec: .init(snapshotId: snapshotId, backupServerConfigRef: server.backupServerConfigName)))
             let batch = self.batch
-            let (id, snapshot) = try await orchestrator.restore(snapshot: snapshotId) { snapshot, id in
+            let status = try await reconciler.runRestore(name, confirm: { snapshot, id in
                 printOut("Snapshot \(id.short) of \(formatTime(snapshot.time)), Che \(snapshot.metadata["cheVersion"] ?? "?"), namespace \(snapshot.metadata["namespace"] ?? "?"):")
                 for part in snapshot.parts { printOut("  \(part.name)  \(Format.bytes(part.stats.bytes))") }
                 if batch { return }
@@ -163,10 +153,22 @@ struct ServerRestore: AsyncParsableCommand {
                 guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
                     throw CLIError("restore cancelled: nothing was changed")
                 }
+            }, onStage: { say($0) })
+            guard status.state == "Succeeded" else {
+                throw CLIError(String((status.message ?? "restore failed").trimmingPrefix("Error: ")) + " (CheClusterRestore \(name): Failed)")
             }
-            say("Restored snapshot \(id.short) (\(snapshot.parts.count) parts)")
+            say(status.message ?? "")
         }
     }
+}
+
+/// A name suffix for the resources the server:* commands create.
+func operationSuffix() -> String {
+    let f = DateFormatter()
+    f.locale = Locale(identifier: "en_US_POSIX")
+    f.timeZone = TimeZone(identifier: "UTC")
+    f.dateFormat = "yyyyMMdd-HHmmss"
+    return f.string(from: Date()) + "-" + String(UInt32.random(in: 0...0xffff), radix: 16)
 }
 
 struct CheSnapshots: AsyncParsableCommand {
@@ -186,14 +188,12 @@ struct CheSnapshots: AsyncParsableCommand {
     func run() async throws {
         try await runReportingErrors { pool in
             let installation = try server.installation()
-            let backupServer = try server.resolveServer(installation) { _ in }
-            var internalServer: InternalServerProcess?
-            if backupServer.isInternal { internalServer = try InternalServerProcess(installation: installation) }
-            defer { internalServer?.stop() }
-            let orchestrator = Orchestrator(installation: installation, server: backupServer, token: try SharedToken.load(file: installation.tokenFile),
-                                            pool: pool, logger: server.logger, stage: { _ in })
-            let repo = try await orchestrator.openRepository(create: false)
-            let all = try await repo.listSnapshots()
+            _ = try server.flagServer(installation) { _ in }
+            let reconciler = Reconciler(installation: installation, pool: pool, logger: server.logger)
+            let backupServer = try reconciler.resolve(configRef: server.backupServerConfigName, useInternal: nil)
+            let all = try await reconciler.withBackupServer(backupServer, stage: { _ in }) { orchestrator in
+                try await orchestrator.openRepository(create: false).listSnapshots()
+            }
             if json {
                 printOut(Format.json(all.map { id, s in
                     Row(id: id.hex, time: s.time, parts: Dictionary(s.parts.map { ($0.name, $0.stats.bytes) }, uniquingKeysWith: { a, _ in a }),

@@ -57,7 +57,7 @@ import TestSupport
         let id = try #require(backup.stdout.split(separator: "\n").first { $0.hasPrefix("Backup snapshot ID: ") }).dropFirst(20)
         #expect(id.count == 8)
         // The internal server's password is a secret on disk, readable by its owner only.
-        let attributes = try FileManager.default.attributesOfItem(atPath: s.dir.file("state/default-server.json"))
+        let attributes = try FileManager.default.attributesOfItem(atPath: s.dir.file("state/resources/Secret/chebackup-internal.yaml"))
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
 
         let list = try chebackup(s, ["snapshots", "--json"])
@@ -81,6 +81,8 @@ import TestSupport
         defer { s.dir.remove() }
         let both = try chebackup(s, ["server:backup", "-r", "rest:http://127.0.0.1:1/x", "--backup-server-config-name", "cfg"])
         #expect(both.status != 0 && both.stderr.contains("cannot be used together"), "\(both.stderr)")
+        let missingConfig = try chebackup(s, ["server:backup", "--backup-server-config-name", "nope"])
+        #expect(missingConfig.status != 0 && missingConfig.stderr.contains("CheBackupServerConfiguration nope not found"), "\(missingConfig.stderr)")
         let noConfig = try run(bin, ["server:backup", "--config", s.dir.file("missing.yaml")])
         #expect(noConfig.status != 0 && noConfig.stderr.contains("missing.yaml"), "\(noConfig.stderr)")
         try "objectsDir: /x\n".write(toFile: s.dir.file("bad.yaml"), atomically: true, encoding: .utf8)
@@ -98,5 +100,92 @@ import TestSupport
         #expect(down.stderr.split(separator: "\n").count == 1, "\(down.stderr)")
         let list = try chebackup(s, ["snapshots", "--json"])
         #expect((try JSONSerialization.jsonObject(with: list.stdoutData) as? [[String: Any]])?.count == 1)
+    }
+
+    @Test func customResourcesThroughTheController() throws {
+        let s = try setUp()
+        defer { s.dir.remove() }
+        func apply(_ yaml: String) throws -> CommandResult {
+            let file = s.dir.file("r-\(UUID().uuidString).yaml")
+            try yaml.write(toFile: file, atomically: true, encoding: .utf8)
+            return try chebackup(s, ["apply", "-f", file])
+        }
+        func status(_ kind: String, _ name: String) throws -> [String: Any] {
+            let r = try chebackup(s, ["get", kind, name, "-o", "json"])
+            let object = try #require(try JSONSerialization.jsonObject(with: r.stdoutData) as? [String: Any], "\(r.stdout)\(r.stderr)")
+            return object["status"] as? [String: Any] ?? [:]
+        }
+        // A configuration with two backends is refused.
+        let two = try apply("""
+            apiVersion: org.eclipse.che/v1
+            kind: CheBackupServerConfiguration
+            metadata: {name: two}
+            spec:
+              rest: {hostname: a, repositoryPath: x, repositoryPasswordSecretRef: s}
+              sftp: {username: u, hostname: b, repositoryPath: y, repositoryPasswordSecretRef: s, sshKeySecretRef: k}
+            """)
+        #expect(two.status != 0 && two.stderr.contains("exactly one of rest, awss3, sftp"), "\(two.stderr)")
+
+        // A backup on the internal server, run by the controller.
+        #expect(try apply("""
+            apiVersion: org.eclipse.che/v1
+            kind: CheClusterBackup
+            metadata: {name: nightly}
+            spec: {useInternalBackupServer: true}
+            """).status == 0)
+        #expect(try status("CheClusterBackup", "nightly").isEmpty, "only the controller starts work")
+        let pass = try chebackup(s, ["controller", "--once"])
+        #expect(pass.status == 0, "\(pass.stderr)")
+        let done = try status("CheClusterBackup", "nightly")
+        #expect(done["state"] as? String == "Succeeded", "\(done)")
+        #expect((done["snapshotId"] as? String)?.count == 8 && done["cheVersion"] as? String == "7.99.0")
+        #expect((done["message"] as? String)?.contains("finished at") == true)
+        let again = try apply("apiVersion: org.eclipse.che/v1\nkind: CheClusterBackup\nmetadata: {name: nightly}\nspec: {useInternalBackupServer: true}\n")
+        #expect(again.stdout.contains("unchanged"))
+
+        // A configuration whose secret is missing: the backup fails, saying so.
+        #expect(try apply("""
+            apiVersion: org.eclipse.che/v1
+            kind: CheBackupServerConfiguration
+            metadata: {name: remote}
+            spec:
+              rest: {protocol: http, hostname: 127.0.0.1, port: 1, repositoryPath: che, repositoryPasswordSecretRef: remote-secret}
+            ---
+            apiVersion: org.eclipse.che/v1
+            kind: CheClusterBackup
+            metadata: {name: to-remote}
+            spec: {backupServerConfigRef: remote}
+            """).status == 0)
+        _ = try chebackup(s, ["controller", "--once"])
+        let failed = try status("CheClusterBackup", "to-remote")
+        #expect(failed["state"] as? String == "Failed")
+        #expect((failed["message"] as? String)?.contains("secret remote-secret") == true, "\(failed)")
+
+        // A restore of the nightly snapshot.
+        try FileManager.default.removeItem(atPath: s.data)
+        #expect(try apply("apiVersion: org.eclipse.che/v1\nkind: CheClusterRestore\nmetadata: {name: back}\nspec: {snapshotId: \(done["snapshotId"] as? String ?? ""), backupServerConfigRef: chebackup-internal}\n").status == 0)
+        _ = try chebackup(s, ["controller", "--once"])
+        #expect(try status("CheClusterRestore", "back")["state"] as? String == "Succeeded")
+        #expect(FileManager.default.fileExists(atPath: s.data + "/sub/blob"))
+
+        // An operation a dead controller left InProgress is marked Failed, never left hanging.
+        try """
+            apiVersion: org.eclipse.che/v1
+            kind: CheClusterRestore
+            metadata: {name: interrupted}
+            spec: {}
+            status: {state: InProgress, stage: Restoring databases and data}
+            """.write(toFile: s.dir.file("state/resources/CheClusterRestore/interrupted.yaml"), atomically: true, encoding: .utf8)
+        _ = try chebackup(s, ["controller", "--once"])
+        let interrupted = try status("CheClusterRestore", "interrupted")
+        #expect(interrupted["state"] as? String == "Failed")
+        #expect((interrupted["message"] as? String)?.contains("partly restored") == true, "\(interrupted)")
+
+        // Secrets are never printed.
+        let secrets = try chebackup(s, ["get", "secret"])
+        #expect(secrets.stdout.contains("chebackup-internal") && secrets.stdout.contains("repo-password"))
+        let raw = try String(contentsOfFile: s.dir.file("state/resources/Secret/chebackup-internal.yaml"), encoding: .utf8)
+        let password = raw.split(separator: ":").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? "?"
+        #expect(!secrets.stdout.contains(password))
     }
 }

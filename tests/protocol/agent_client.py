@@ -3,14 +3,13 @@
 
 Written from protocol.md only, to check that the specification and the agent agree.
 Library: AgentConnection, handshake(), seal_secrets(), backup_message(), restore_message(),
-run_request(), commit_local_snapshot().
+run_request().
 Command line: ``agent_client.py --address ADDR --token-file FILE conformance
 [--files-repo URL --repo-password PW]`` runs a battery of checks against a running agent.
-``... backup --repo URL [--parts A,B] [--commit-local]`` and ``... restore --repo URL --snapshot ID
-[--parts A,B]`` drive one backup or restore (benchmarks) and print a JSON summary line; the
-repository password comes from --repo-password or $BACKUP_REPOSITORY_PASSWORD. Only the
-controller writes snapshots: --commit-local stands in for it on a local: repository (see
-commit_local_snapshot()).
+``... backup --repo URL [--parts A,B]`` and ``... restore --repo URL --snapshot ID [--parts A,B]``
+drive one backup or restore (benchmarks) and print a JSON summary line; the repository password
+comes from --repo-password or $BACKUP_REPOSITORY_PASSWORD. A backup writes no snapshot (only the
+controller does): restore a snapshot that `chebackup server:backup` wrote.
 """
 
 import argparse
@@ -578,78 +577,6 @@ def run_request(conn, message):
     return final, events, time.monotonic() - start
 
 
-ENVELOPE_MAGIC = b"CHBK"
-KIND_SNAPSHOT, KIND_MASTER_KEY = 3, 5
-
-
-def open_envelope(stored, kind, key):
-    """Open a raw-codec envelope ("CHBK" version kind cipher codec ‖ nonce ciphertext tag)."""
-    header = stored[:8]
-    if len(stored) < 8 + 28 or header[:4] != ENVELOPE_MAGIC or header[4] != 1 \
-            or header[5] != kind or header[6] != 1:
-        raise ProtocolError("not a version-1 AES-256-GCM envelope of the expected kind")
-    if header[7] != 0:
-        raise ProtocolError("compressed envelopes are not supported here")
-    return AESGCM(key).decrypt(stored[8:20], stored[20:], header)
-
-
-def seal_envelope(plaintext, kind, key):
-    """Seal `plaintext` in a raw-codec envelope of `kind` under `key`."""
-    header = ENVELOPE_MAGIC + bytes([1, kind, 1, 0])
-    nonce = os.urandom(12)
-    return header + nonce + AESGCM(key).encrypt(nonce, plaintext, header)
-
-
-def unlock_local_repository(path, password):
-    """The master encryption key of the local repository at `path`, from its key files."""
-    from cryptography.exceptions import InvalidTag   # pylint: disable=import-outside-toplevel
-    keys_dir = os.path.join(path, "keys")
-    for name in sorted(os.listdir(keys_dir)):
-        with open(os.path.join(keys_dir, name), "rb") as handle:
-            key_file = json.load(handle)
-        if key_file.get("format") != "chebackup-key" or key_file.get("kdf") != "scrypt":
-            continue
-        params = key_file["kdfParameters"]
-        derived = hashlib.scrypt(password.encode(), salt=unb64(key_file["salt"]), n=params["n"],
-                                 r=params["r"], p=params["p"], dklen=32,
-                                 maxmem=256 * params["n"] * params["r"] + (1 << 20))
-        try:
-            master = json.loads(open_envelope(unb64(key_file["data"]), KIND_MASTER_KEY, derived))
-        except InvalidTag:
-            continue
-        return unb64(master["encryption"])
-    raise ProtocolError(f"the password opens no key file in {keys_dir}")
-
-
-def commit_local_snapshot(url, password, parts, tags=()):
-    """Write a snapshot of agent-stored `parts` into a local: repository; return its id.
-
-    This is the controller's job (protocol.md, ordering invariant 4); this stand-in lets a
-    benchmark restore through an agent before the controller can drive agents. It writes the
-    same record as the controller (an encrypted JSON envelope named by its SHA-256), but does not
-    check the parts' roots against the index: the agent reported them stored.
-    """
-    if not url.startswith("local:"):
-        raise ProtocolError("commit_local_snapshot needs a local: repository")
-    path = url[len("local:"):]
-    key = unlock_local_repository(path, password)
-    now = time.time()
-    snapshot = {"version": 1, "program": "agent_client.py (stand-in controller)",
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-                        + f".{int(now % 1 * 1000):03d}Z",
-                "hostname": socket.gethostname(), "username": os.environ.get("USER", ""),
-                "tags": list(tags), "parts": parts,
-                "metadata": {"writtenBy": "tests/protocol/agent_client.py"}}
-    stored = seal_envelope(json.dumps(snapshot, sort_keys=True).encode(), KIND_SNAPSHOT, key)
-    snapshot_id = hashlib.sha256(stored).hexdigest()
-    final = os.path.join(path, "snapshots", snapshot_id)
-    temporary = final + ".tmp"
-    with open(temporary, "wb") as handle:
-        handle.write(stored)
-    os.rename(temporary, final)
-    return snapshot_id
-
-
 def drive(opts):
     """backup or restore once through the agent; print a JSON summary; return the exit code."""
     password = opts.repo_password or os.environ.get("BACKUP_REPOSITORY_PASSWORD")
@@ -682,8 +609,6 @@ def drive(opts):
         summary["parts"] = [{"name": p.get("name"), "kind": p.get("kind"), "stats": p.get("stats")}
                             for p in final.get("parts") or []]
         summary["bytes"] = sum((p.get("stats") or {}).get("bytes", 0) for p in final.get("parts") or [])
-        if opts.commit_local:
-            summary["snapshot"] = commit_local_snapshot(opts.repo, password, final["parts"])
     else:
         summary["restored"] = final.get("restored")
     print(json.dumps(summary))
@@ -742,8 +667,6 @@ def main(argv=None):
     parser.add_argument("--repo", help="backup, restore: repository URL the agent can reach")
     parser.add_argument("--parts", help="backup, restore: comma-separated part names (default: all)")
     parser.add_argument("--snapshot", help="restore: snapshot id (64 hex digits)")
-    parser.add_argument("--commit-local", action="store_true",
-                        help="backup: write a snapshot of the parts (local: repositories only)")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="backup, restore: seconds to wait for any message from the agent")
     parser.add_argument("mode", choices=["conformance", "backup", "restore"])

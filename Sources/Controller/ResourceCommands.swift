@@ -1,0 +1,173 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Yams
+
+/// Options for the resource commands: the installation file and logging.
+struct ResourceOptions: ParsableArguments {
+    @Option(help: "The installation's configuration file (default: $CHEBACKUP_CONFIG or ./chebackup.yaml).") var config: String?
+    @Flag(name: .shortAndLong, help: "Log more.") var verbose = false
+
+    func installation() throws -> Installation {
+        try Installation.load(config ?? ProcessInfo.processInfo.environment["CHEBACKUP_CONFIG"] ?? "chebackup.yaml")
+    }
+
+    var logger: Logger {
+        var logger = Logger(label: "chebackup") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = verbose ? .info : .notice
+        return logger
+    }
+}
+
+struct Apply: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create or update resources from a YAML file (several documents allowed).")
+    @OptionGroup var options: ResourceOptions
+    @Option(name: .shortAndLong, help: "The YAML file.") var file: String
+
+    struct Header: Decodable {
+        let kind: String
+        let metadata: ObjectMeta
+    }
+
+    func run() async throws {
+        try await runReportingErrors { _ in
+            let store = ResourceStore(stateDir: try options.installation().stateDir)
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw CLIError("cannot read \(file)") }
+            let nodes: [Node]
+            do { nodes = Array(try Yams.compose_all(yaml: text)) } catch { throw CLIError("\(file) is not valid YAML: \(error)") }
+            for node in nodes {
+                let header: Header
+                do { header = try YAMLDecoder().decode(Header.self, from: node) } catch {
+                    throw CLIError("\(file): a document without kind or metadata.name")
+                }
+                guard let kind = ResourceKind(loose: header.kind), kind.rawValue == header.kind else {
+                    throw CLIError("\(file): unknown kind \(header.kind)")
+                }
+                let name = header.metadata.name
+                guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." }) else {
+                    throw CLIError("\(file): invalid name \"\(name)\"")
+                }
+                func decode<T: Decodable>(_ type: T.Type) throws -> T {
+                    do { return try YAMLDecoder().decode(T.self, from: node) } catch {
+                        throw CLIError("\(header.kind) \(name): \(Installation.describe(error))")
+                    }
+                }
+                switch kind {
+                case .secret:
+                    try store.save(.secret, name, try decode(Secret.self))
+                    printOut("secret/\(name) configured")
+                case .backupServerConfiguration:
+                    let config = try decode(CheBackupServerConfiguration.self)
+                    let count = [config.spec.rest != nil, config.spec.awss3 != nil, config.spec.sftp != nil].filter { $0 }.count
+                    guard count == 1 else {
+                        throw CLIError("CheBackupServerConfiguration \(name): spec must have exactly one of rest, awss3, sftp (it has \(count))")
+                    }
+                    try store.save(kind, name, config)
+                    printOut("chebackupserverconfiguration/\(name) configured")
+                case .backup:
+                    if store.exists(kind, name) {
+                        printOut("checlusterbackup/\(name) unchanged (editing a backup has no effect: create a new one)")
+                        continue
+                    }
+                    var resource = try decode(CheClusterBackup.self)
+                    resource.status = nil
+                    if resource.spec.useInternalBackupServer == true && resource.spec.backupServerConfigRef != nil {
+                        throw CLIError("CheClusterBackup \(name): use either useInternalBackupServer or backupServerConfigRef")
+                    }
+                    try store.save(kind, name, resource)
+                    printOut("checlusterbackup/\(name) created")
+                case .restore:
+                    if store.exists(kind, name) {
+                        printOut("checlusterrestore/\(name) unchanged (editing a restore has no effect: create a new one)")
+                        continue
+                    }
+                    var resource = try decode(CheClusterRestore.self)
+                    resource.status = nil
+                    try store.save(kind, name, resource)
+                    printOut("checlusterrestore/\(name) created")
+                }
+            }
+        }
+    }
+}
+
+struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show resources and their status.")
+    @OptionGroup var options: ResourceOptions
+    @Argument(help: "CheClusterBackup, CheClusterRestore, CheBackupServerConfiguration or Secret.") var kind: String
+    @Argument(help: "A name; all when absent.") var name: String?
+    @Option(name: .shortAndLong, help: "yaml or json.") var output: String?
+
+    func run() async throws {
+        try await runReportingErrors { _ in
+            guard let kind = ResourceKind(loose: kind) else { throw CLIError("unknown kind \(self.kind)") }
+            let store = ResourceStore(stateDir: try options.installation().stateDir)
+            let names = name.map { [$0] } ?? store.names(kind)
+            for n in names where !store.exists(kind, n) { throw CLIError("\(kind.rawValue) \(n) not found") }
+            if kind == .secret {
+                // Secrets are never printed: names and keys only.
+                for n in names {
+                    let s = try store.load(.secret, n, as: Secret.self)
+                    printOut("\(n)  keys: \(Set((s.data ?? [:]).keys).union((s.stringData ?? [:]).keys).sorted().joined(separator: ", "))")
+                }
+                return
+            }
+            switch output {
+            case "yaml":
+                printOut(try names.map { try store.text(kind, $0) }.joined(separator: "---\n"))
+            case "json":
+                let values: [Any] = try names.map { n in
+                    try Yams.load(yaml: try store.text(kind, n)) as Any
+                }
+                let data = try JSONSerialization.data(withJSONObject: name == nil ? values : values[0], options: [.prettyPrinted, .sortedKeys])
+                printOut(String(decoding: data, as: UTF8.self))
+            case nil:
+                printOut("NAME                                STATE       STAGE                                     SNAPSHOT")
+                for n in names {
+                    var status: OperationStatus?
+                    if kind == .backup { status = try store.load(kind, n, as: CheClusterBackup.self).status }
+                    if kind == .restore { status = try store.load(kind, n, as: CheClusterRestore.self).status }
+                    let state = status?.state ?? (kind == .backupServerConfiguration ? "-" : "New")
+                    printOut("\(n.padding(toLength: 35, withPad: " ", startingAt: 0)) \(state.padding(toLength: 11, withPad: " ", startingAt: 0)) \((status?.stage ?? "-").prefix(40).padding(toLength: 41, withPad: " ", startingAt: 0)) \(status?.snapshotId ?? "-")")
+                    if let message = status?.message, message.hasPrefix("Error") { printOut("    \(message)") }
+                }
+            default:
+                throw CLIError("-o takes yaml or json")
+            }
+        }
+    }
+}
+
+struct Delete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Delete a resource.")
+    @OptionGroup var options: ResourceOptions
+    @Argument var kind: String
+    @Argument var name: String
+
+    func run() async throws {
+        try await runReportingErrors { _ in
+            guard let kind = ResourceKind(loose: kind) else { throw CLIError("unknown kind \(self.kind)") }
+            try ResourceStore(stateDir: try options.installation().stateDir).delete(kind, name)
+            printOut("\(kind.rawValue.lowercased())/\(name) deleted")
+        }
+    }
+}
+
+struct ControllerDaemon: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "controller", abstract: "Run the reconciler: carry out new CheClusterBackup and CheClusterRestore resources.")
+    @OptionGroup var options: ResourceOptions
+    @Flag(help: "One pass, then exit.") var once = false
+    @Option(help: "Seconds between passes.") var interval = 2
+
+    func run() async throws {
+        try await runReportingErrors { pool in
+            let reconciler = Reconciler(installation: try options.installation(), pool: pool, logger: options.logger)
+            try reconciler.failInterrupted()
+            repeat {
+                try await reconciler.reconcileOnce()
+                if once { break }
+                try await Task.sleep(for: .seconds(interval))
+            } while true
+        }
+    }
+}
