@@ -204,9 +204,10 @@ agent_step() {
         cmd_rss=-
     fi
     record "$key" "$secs" "$hwm" "$cmd_rss" "$(delta "$u0" "$u1")" "$(delta "$s0" "$s1")" "$(delta "$c0" "$c1")" "$(delta "$m0" "$m1")"
+    local extra=""
+    [[ $cmd_rss == - ]] || extra=", controller peak RSS $((cmd_rss / 1024)) MiB"
     echo "    $secs s, agent peak RSS $((hwm / 1024)) MiB, agent CPU user $(delta "$u0" "$u1") s + sys $(delta "$s0" "$s1") s," \
-         "its children $(delta "$c0" "$c1") s, machine CPU $(delta "$m0" "$m1") s" \
-         "$([[ $cmd_rss == - ]] || echo ", controller peak RSS $((cmd_rss / 1024)) MiB")"
+         "its children $(delta "$c0" "$c1") s, machine CPU $(delta "$m0" "$m1") s$extra"
 }
 
 psql_q() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }

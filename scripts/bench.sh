@@ -2,11 +2,15 @@
 # Benchmark chebackup against restic on a generated corpus (run by `make bench`).
 #
 #   scripts/bench.sh [--size-mib N] [--flat-mib M | --no-flat] [--no-remote]
+#                    [--pgbench-scale S | --no-postgres]
 #
-#   --size-mib N   corpus size in MiB (default $BENCH_SIZE_MIB, else 1024)
-#   --flat-mib M   corpus size for the memory-flatness run (default 4 x N)
-#   --no-flat      skip the memory-flatness run
-#   --no-remote    skip the remote steps (REST servers, moto S3)
+#   --size-mib N       corpus size in MiB (default $BENCH_SIZE_MIB, else 1024)
+#   --flat-mib M       corpus size for the memory-flatness run (default 4 x N)
+#   --no-flat          skip the memory-flatness run
+#   --no-remote        skip the remote steps (REST servers, moto S3)
+#   --pgbench-scale S  pgbench scale of the PostgreSQL agent benchmark (default
+#                      $BENCH_PGBENCH_SCALE, else 70 x N / 1024: about N MiB on disk)
+#   --no-postgres      skip the PostgreSQL agent benchmark (scripts/bench-postgres.sh)
 #
 # Steps (both tools back up the very same corpus, edited once):
 #   ours full, restic full, ours unchanged, restic unchanged, edit 5% of the files,
@@ -15,7 +19,8 @@
 #   and restore + verify, restic full backup to `rclone serve restic` and restore + verify,
 #   ours full backup to moto S3 and restore + verify, restic to moto S3 if moto accepts its
 #   signatures; then ours full backup of a corpus M MiB large into a fresh repository
-#   (peak RSS 1x vs 4x).
+#   (peak RSS 1x vs 4x); last, scripts/bench-postgres.sh: the postgres agent against pg_dump,
+#   pg_restore and pgBackRest on a pgbench database (it appends its section to results.md).
 # Each step is timed with /usr/bin/time (wall seconds, peak RSS, CPU); for remote steps the
 # server's CPU time and peak RSS are read from /proc. Everything happens in bench-work/ at the
 # repository root; only bench-work/results.md (a markdown table for docs/benchmarks.md) is
@@ -30,7 +35,9 @@ SIZE_MIB=${BENCH_SIZE_MIB:-1024}
 FLAT_MIB=""
 FLAT=1
 REMOTE=1
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+POSTGRES=1
+PGBENCH_SCALE=${BENCH_PGBENCH_SCALE:-}
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --size-mib) SIZE_MIB=${2:?--size-mib needs a value}; shift 2 ;;
@@ -39,6 +46,9 @@ while [[ $# -gt 0 ]]; do
         --flat-mib=*) FLAT_MIB=${1#*=}; shift ;;
         --no-flat) FLAT=0; shift ;;
         --no-remote) REMOTE=0; shift ;;
+        --pgbench-scale) PGBENCH_SCALE=${2:?--pgbench-scale needs a value}; shift 2 ;;
+        --pgbench-scale=*) PGBENCH_SCALE=${1#*=}; shift ;;
+        --no-postgres) POSTGRES=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -46,6 +56,8 @@ done
 [[ "$SIZE_MIB" =~ ^[1-9][0-9]*$ ]] || { echo "bench: --size-mib must be a positive integer" >&2; exit 2; }
 FLAT_MIB=${FLAT_MIB:-$((SIZE_MIB * 4))}
 [[ "$FLAT_MIB" =~ ^[1-9][0-9]*$ ]] || { echo "bench: --flat-mib must be a positive integer" >&2; exit 2; }
+PGBENCH_SCALE=${PGBENCH_SCALE:-$(( SIZE_MIB * 70 / 1024 > 0 ? SIZE_MIB * 70 / 1024 : 1 ))}
+[[ "$PGBENCH_SCALE" =~ ^[1-9][0-9]*$ ]] || { echo "bench: --pgbench-scale must be a positive integer" >&2; exit 2; }
 
 # --- prerequisites -----------------------------------------------------------------------------
 if [[ ! -x /usr/bin/time ]] || ! /usr/bin/time -f '%e %M' true >/dev/null 2>&1; then
@@ -55,6 +67,12 @@ fi
 for tool in restic python3 tar diff du; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is missing: run scripts/install-deps.sh" >&2; exit 1; }
 done
+if [[ $POSTGRES -eq 1 ]]; then
+    for tool in /usr/lib/postgresql/15/bin/pgbench runuser; do
+        command -v "$tool" >/dev/null || { echo "bench: $tool is missing (PostgreSQL agent benchmark): run scripts/install-deps.sh, or use --no-postgres" >&2; exit 1; }
+    done
+    [[ $(id -u) -eq 0 ]] || { echo "bench: the PostgreSQL agent benchmark runs as root (its cluster runs as the postgres user); use --no-postgres" >&2; exit 1; }
+fi
 if [[ $REMOTE -eq 1 ]]; then
     # scripts/test-services.sh starts rclone, moto_server and sshd (the tests' services).
     for tool in rclone moto_server /usr/sbin/sshd ssh-keygen; do
@@ -547,6 +565,12 @@ PY
 
 echo
 echo "results written to bench-work/results.md"
+
+# --- PostgreSQL agent --------------------------------------------------------------------------
+if [[ $POSTGRES -eq 1 ]]; then
+    say "PostgreSQL agent benchmark (scripts/bench-postgres.sh --pgbench-scale $PGBENCH_SCALE)"
+    "$ROOT/scripts/bench-postgres.sh" --no-build --pgbench-scale "$PGBENCH_SCALE"
+fi
 if [[ $VERIFY_FAILED -ne 0 ]]; then
     echo "bench: a restore did not match the corpus" >&2
     exit 1

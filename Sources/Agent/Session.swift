@@ -188,27 +188,9 @@ final class Session: Sendable {
         do { parsed = try RepositoryURL.parse(url) } catch {
             throw RepositoryError(.invalidArgument, "invalid repository URL: \(error)")
         }
-        var credentials = BackendCredentials()
-        credentials.restUsername = secrets.restUsername
-        credentials.restPassword = secrets.restPassword
-        credentials.awsAccessKeyID = secrets.awsAccessKeyId
-        credentials.awsSecretAccessKey = secrets.awsSecretAccessKey
-        if let region = secrets.awsRegion { credentials.awsRegion = region }
-        credentials.sshKey = secrets.sshKey
-        credentials.sshHostFingerprint = secrets.sshHostFingerprint
-        if let known = secrets.sshKnownHosts { credentials.sshKnownHosts = try writePrivate(known, name: "known_hosts") }
-        if let ca = secrets.caCertificate { credentials.caFile = try writePrivate(ca, name: "ca.pem") }
+        let credentials = try secrets.backendCredentials(filesIn: NSTemporaryDirectory() + "/chebackup-agent-\(getpid())")
         let storage = try StorageStack.open(parsed, credentials: credentials, pool: server.pool, logger: logger)
         return try await Repository.open(storage: storage, password: secrets.repositoryPassword, logger: logger)
-    }
-
-    /// Non-secret material (known hosts, a CA) that libcurl wants as a file.
-    func writePrivate(_ text: String, name: String) throws -> String {
-        let dir = NSTemporaryDirectory() + "/chebackup-agent-\(getpid())"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let path = dir + "/" + name
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
     }
 
     static func describe(_ error: any Error) -> (ErrorCode, String) {

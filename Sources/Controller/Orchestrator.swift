@@ -33,7 +33,7 @@ struct Orchestrator: Sendable {
         do { url = try RepositoryURL.parse(server.url) } catch let e as RepositoryURL.ParseError {
             throw CLIError("invalid repository URL: \(e.description)")
         }
-        let storage = try StorageStack.open(url, credentials: server.credentials, pool: pool, logger: logger)
+        let storage = try StorageStack.open(url, credentials: try server.credentials(installation), pool: pool, logger: logger)
         do {
             return try await Repository.open(storage: storage, password: server.secrets.repositoryPassword, logger: logger)
         } catch let error as RepositoryError where error.code == .notARepository && create {

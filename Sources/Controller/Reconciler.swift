@@ -96,44 +96,39 @@ struct Reconciler: Sendable {
 
     /// Runs a new CheClusterBackup; returns its final status.
     func runBackup(_ name: String, onStage: @escaping @Sendable (String) -> Void = { _ in }) async throws -> OperationStatus {
-        var resource = try store.load(.backup, name, as: CheClusterBackup.self)
-        if resource.status?.state != nil { return resource.status! }
-        let started = Self.now()
-        let status = Locked(OperationStatus(state: "InProgress", stage: "Setting up", message: "Backup started at \(started)"))
-        let original = resource
-        let persist: @Sendable (OperationStatus) -> Void = { s in
-            var r = original
-            r.status = s
-            try? store.save(.backup, name, r)
-        }
-        persist(status.value)
-        let stage: @Sendable (String) -> Void = { text in
-            onStage(text)
-            persist(status.withLock { $0.stage = text; return $0 })
-        }
-        do {
+        try await run(CheClusterBackup.self, name, what: "Backup", firstStage: "Setting up", onStage: onStage) { resource, stage in
             let server = try resolve(configRef: resource.spec.backupServerConfigRef, useInternal: resource.spec.useInternalBackupServer)
-            let (id, snapshot) = try await withBackupServer(server, stage: stage) { orchestrator in try await orchestrator.backup() }
-            resource.status = OperationStatus(state: "Succeeded", stage: "Done", message: "Backup started at \(started), finished at \(Self.now())",
-                                              snapshotId: id.short, cheVersion: snapshot.metadata["cheVersion"])
-        } catch {
-            resource.status = OperationStatus(state: "Failed", stage: status.value.stage, message: "Error: \(describe(error))")
+            let (id, snapshot) = try await withBackupServer(server, stage: stage) { try await $0.backup() }
+            return OperationStatus(snapshotId: id.short, cheVersion: snapshot.metadata["cheVersion"])
         }
-        try store.save(.backup, name, resource)
-        return resource.status!
     }
 
+    /// Runs a new CheClusterRestore; returns its final status.
     func runRestore(_ name: String, confirm: @escaping @Sendable (Snapshot, SnapshotID) throws -> Void = { _, _ in },
                     onStage: @escaping @Sendable (String) -> Void = { _ in }) async throws -> OperationStatus {
-        var resource = try store.load(.restore, name, as: CheClusterRestore.self)
-        if resource.status?.state != nil { return resource.status! }
+        try await run(CheClusterRestore.self, name, what: "Restore", firstStage: "Downloading", onStage: onStage) { resource, stage in
+            let server = try resolve(configRef: resource.spec.backupServerConfigRef, useInternal: nil)
+            let snapshot = (resource.spec.snapshotId ?? "").isEmpty ? "latest" : resource.spec.snapshotId!
+            let (id, _) = try await withBackupServer(server, stage: stage) { try await $0.restore(snapshot: snapshot, confirm: confirm) }
+            return OperationStatus(snapshotId: id.short)
+        }
+    }
+
+    /// The life of an operation resource: InProgress with each stage saved as it starts, then
+    /// Succeeded with start and finish times, or Failed with `Error: …`. One that has a state
+    /// already is left alone (only creating starts work).
+    func run<R: OperationResource>(_ type: R.Type, _ name: String, what: String, firstStage: String,
+                                   onStage: @escaping @Sendable (String) -> Void,
+                                   work: (R, @escaping @Sendable (String) -> Void) async throws -> OperationStatus) async throws -> OperationStatus {
+        var resource = try store.load(R.kind, name, as: R.self)
+        if let status = resource.status, status.state != nil { return status }
         let started = Self.now()
-        let status = Locked(OperationStatus(state: "InProgress", stage: "Downloading", message: "Restore started at \(started)"))
+        let status = Locked(OperationStatus(state: "InProgress", stage: firstStage, message: "\(what) started at \(started)"))
         let original = resource
         let persist: @Sendable (OperationStatus) -> Void = { s in
             var r = original
             r.status = s
-            try? store.save(.restore, name, r)
+            try? store.save(R.kind, name, r)
         }
         persist(status.value)
         let stage: @Sendable (String) -> Void = { text in
@@ -141,17 +136,15 @@ struct Reconciler: Sendable {
             persist(status.withLock { $0.stage = text; return $0 })
         }
         do {
-            let server = try resolve(configRef: resource.spec.backupServerConfigRef, useInternal: nil)
-            let snapshot = (resource.spec.snapshotId ?? "").isEmpty ? "latest" : resource.spec.snapshotId!
-            let (id, _) = try await withBackupServer(server, stage: stage) { orchestrator in
-                try await orchestrator.restore(snapshot: snapshot, confirm: confirm)
-            }
-            resource.status = OperationStatus(state: "Succeeded", stage: "Done",
-                                              message: "Restore of \(id.short) started at \(started), finished at \(Self.now())")
+            var result = try await work(resource, stage)
+            result.state = "Succeeded"
+            result.stage = "Done"
+            result.message = "\(what)\(result.snapshotId.map { " of " + $0 } ?? "") started at \(started), finished at \(Self.now())"
+            resource.status = result
         } catch {
             resource.status = OperationStatus(state: "Failed", stage: status.value.stage, message: "Error: \(describe(error))")
         }
-        try store.save(.restore, name, resource)
+        try store.save(R.kind, name, resource)
         return resource.status!
     }
 

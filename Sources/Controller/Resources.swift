@@ -57,7 +57,14 @@ struct OperationStatus: Codable, Sendable {
     var cheVersion: String?
 }
 
-struct CheClusterBackup: Codable, Sendable {
+/// A resource that carries out an operation and reports it in its status.
+protocol OperationResource: Codable, Sendable {
+    static var kind: ResourceKind { get }
+    var status: OperationStatus? { get set }
+}
+
+struct CheClusterBackup: OperationResource {
+    static let kind = ResourceKind.backup
     struct Spec: Codable, Sendable {
         var useInternalBackupServer: Bool?
         var backupServerConfigRef: String?
@@ -69,7 +76,8 @@ struct CheClusterBackup: Codable, Sendable {
     var status: OperationStatus?
 }
 
-struct CheClusterRestore: Codable, Sendable {
+struct CheClusterRestore: OperationResource {
+    static let kind = ResourceKind.restore
     struct Spec: Codable, Sendable {
         var snapshotId: String?
         var backupServerConfigRef: String?

@@ -34,15 +34,7 @@ struct BackupServer: Codable, Sendable {
     }
 
     /// The credentials for opening the backend here, in the controller.
-    var credentials: BackendCredentials {
-        var c = BackendCredentials()
-        c.restUsername = secrets.restUsername
-        c.restPassword = secrets.restPassword
-        c.awsAccessKeyID = secrets.awsAccessKeyId
-        c.awsSecretAccessKey = secrets.awsSecretAccessKey
-        if let region = secrets.awsRegion { c.awsRegion = region }
-        c.sshKey = secrets.sshKey
-        c.sshHostFingerprint = secrets.sshHostFingerprint
-        return c
+    func credentials(_ installation: Installation) throws -> BackendCredentials {
+        try secrets.backendCredentials(filesIn: installation.stateDir + "/tmp")
     }
 }

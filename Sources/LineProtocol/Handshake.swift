@@ -1,5 +1,6 @@
 import Foundation
 import Repository
+import Storage
 
 /// The shared token both ends prove they hold, and what the handshake derives from it:
 ///
@@ -70,4 +71,30 @@ public struct SessionKey: Sendable {
 /// Picks the newest version both sides speak.
 public func negotiateVersion(offered: [Int]) -> Int? {
     Set(offered).intersection(supportedProtocolVersions).max()
+}
+
+extension RepositorySecrets {
+    /// The credentials for opening the backend. Known hosts and a CA certificate travel as text;
+    /// libcurl wants files, so those are written (mode 0600) into `directory`.
+    public func backendCredentials(filesIn directory: String) throws -> BackendCredentials {
+        var c = BackendCredentials()
+        c.restUsername = restUsername
+        c.restPassword = restPassword
+        c.awsAccessKeyID = awsAccessKeyId
+        c.awsSecretAccessKey = awsSecretAccessKey
+        if let awsRegion { c.awsRegion = awsRegion }
+        c.sshKey = sshKey
+        c.sshHostFingerprint = sshHostFingerprint
+        func write(_ text: String, _ name: String) throws -> String {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            let path = directory + "/" + name
+            guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
+                throw ErrorMessage(code: .internalError, message: "cannot write \(path)")
+            }
+            return path
+        }
+        if let sshKnownHosts { c.sshKnownHosts = try write(sshKnownHosts, "known_hosts") }
+        if let caCertificate { c.caFile = try write(caCertificate, "ca.pem") }
+        return c
+    }
 }
