@@ -1,4 +1,5 @@
 import Foundation
+import LineProtocol
 import Repository
 import Subprocess
 
@@ -47,8 +48,8 @@ struct PostgresRole: Role {
         return try await repo.storeParts(sources, options: options, progress: progress).parts
     }
 
-    func restore(_ repo: Repository, snapshot: Snapshot, parts: [String]?, keepExtraneous: Bool, progress: ProgressCounters,
-                 stage: @escaping @Sendable (String) -> Void) async throws -> [String] {
+    func restore(_ repo: Repository, snapshot: Snapshot, parts: [String]?, keepExtraneous: Bool, rewrite: [Rewrite],
+                 progress: ProgressCounters, stage: @escaping @Sendable (String) -> Void) async throws -> [String] {
         let own = try ownParts(of: snapshot, wanted: parts)
         var options = RestoreOptions()
         options.connections = repo.storage.defaultConnections
@@ -66,7 +67,10 @@ struct PostgresRole: Role {
                 guard next < dbs.count else { return }
                 let part = dbs[next]
                 next += 1
-                group.addTask { try await restoreDatabase(part, restorer: restorer, stage: stage) }
+                group.addTask {
+                    try await restoreDatabase(part, restorer: restorer, stage: stage)
+                    if !rewrite.isEmpty { try await rewriteRows(in: String(part.name.dropFirst(9)), rewrite, stage: stage) }
+                }
             }
             for _ in 0..<parallel { launch() }
             while try await group.next() != nil { launch() }
@@ -83,6 +87,30 @@ struct PostgresRole: Role {
         stage("restoring database \(db)")
         let restore = try Subprocess(tool("pg_restore"), ["--create", "--exit-on-error", "--no-password", "-d", "postgres"], stdin: true)
         try await feed(part, to: restore, restorer: restorer)
+    }
+
+    /// Replaces text in every text, varchar and json(b) column of every user table: the rows
+    /// that carry the old namespace or domain, when restoring into another installation.
+    func rewriteRows(in db: String, _ rewrite: [Rewrite], stage: @escaping @Sendable (String) -> Void) async throws {
+        stage("rewriting \(rewrite.map { "\($0.from) → \($0.to)" }.joined(separator: ", ")) in \(db)")
+        func literal(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }
+        var statements = ""
+        for r in rewrite where !r.from.isEmpty {
+            statements += """
+                FOR c IN SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns
+                    WHERE table_schema NOT IN ('pg_catalog', 'information_schema')
+                      AND data_type IN ('text', 'character varying', 'json', 'jsonb')
+                      AND (table_schema, table_name) IN (SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE')
+                LOOP
+                    EXECUTE format('UPDATE %I.%I SET %I = replace(%I::text, %L, %L)::%s WHERE strpos(%I::text, %L) > 0',
+                        c.table_schema, c.table_name, c.column_name, c.column_name, \(literal(r.from)), \(literal(r.to)),
+                        CASE c.data_type WHEN 'character varying' THEN 'varchar' ELSE c.data_type END, c.column_name, \(literal(r.from)));
+                END LOOP;
+
+                """
+        }
+        let sql = "DO $rewrite$ DECLARE c record; BEGIN\n\(statements)END $rewrite$;"
+        _ = try await Subprocess.output(tool("psql"), ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql])
     }
 
     /// Streams a part into a program's standard input, then checks how the program ended.

@@ -1,4 +1,5 @@
 import Foundation
+import LineProtocol
 import Repository
 import Subprocess
 
@@ -12,8 +13,8 @@ protocol Role: Sendable {
     func backup(_ repo: Repository, parts: [String]?, progress: ProgressCounters, stage: @escaping @Sendable (String) -> Void)
         async throws -> [Part]
     /// Restores this role's parts of `snapshot`; returns the names restored.
-    func restore(_ repo: Repository, snapshot: Snapshot, parts: [String]?, keepExtraneous: Bool, progress: ProgressCounters,
-                 stage: @escaping @Sendable (String) -> Void) async throws -> [String]
+    func restore(_ repo: Repository, snapshot: Snapshot, parts: [String]?, keepExtraneous: Bool, rewrite: [Rewrite],
+                 progress: ProgressCounters, stage: @escaping @Sendable (String) -> Void) async throws -> [String]
 }
 
 extension Role {
@@ -66,8 +67,8 @@ struct FilesRole: Role {
         return try result.get()
     }
 
-    func restore(_ repo: Repository, snapshot: Snapshot, parts: [String]?, keepExtraneous: Bool, progress: ProgressCounters,
-                 stage: @escaping @Sendable (String) -> Void) async throws -> [String] {
+    func restore(_ repo: Repository, snapshot: Snapshot, parts: [String]?, keepExtraneous: Bool, rewrite: [Rewrite],
+                 progress: ProgressCounters, stage: @escaping @Sendable (String) -> Void) async throws -> [String] {
         let own = try ownParts(of: snapshot, wanted: parts)
         var options = RestoreOptions()
         options.connections = repo.storage.defaultConnections

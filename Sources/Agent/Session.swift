@@ -112,7 +112,8 @@ final class Session: Sendable {
             await start(id: m.id, repository: m.repository) { repo, progress, stage in
                 let (_, snapshot) = try await repo.resolveSnapshot(m.snapshot)
                 let restored = try await self.server.role.restore(repo, snapshot: snapshot, parts: m.parts,
-                                                                   keepExtraneous: m.keepExtraneous ?? false, progress: progress, stage: stage)
+                                                                   keepExtraneous: m.keepExtraneous ?? false, rewrite: m.rewrite ?? [],
+                                                                   progress: progress, stage: stage)
                 return ResultMessage(id: m.id, restored: restored)
             }
         case .hello, .auth, .welcome, .event, .result, .error:

@@ -98,10 +98,12 @@ public final class AgentSession: Sendable {
     }
 
     public func restore(url: String, secrets: RepositorySecrets, snapshot: SnapshotID, parts: [String]? = nil,
-                        keepExtraneous: Bool = false, onEvent: @escaping @Sendable (Event) -> Void = { _ in }) async throws -> [String] {
+                        keepExtraneous: Bool = false, rewrite: [Rewrite] = [],
+                        onEvent: @escaping @Sendable (Event) -> Void = { _ in }) async throws -> [String] {
         let id = Self.newID()
         let spec = RepositorySpec(url: url, secrets: key.seal(secrets, requestID: id))
-        let request = RestoreRequest(id: id, repository: spec, snapshot: snapshot.hex, parts: parts, keepExtraneous: keepExtraneous)
+        let request = RestoreRequest(id: id, repository: spec, snapshot: snapshot.hex, parts: parts, keepExtraneous: keepExtraneous,
+                                     rewrite: rewrite.isEmpty ? nil : rewrite)
         return try await call(id, .restore(request), onEvent: onEvent).restored ?? []
     }
 }

@@ -75,10 +75,12 @@ struct Orchestrator: Sendable {
         return try await repo.commitSnapshot(parts: objects.parts + agentParts, options: options, parent: objects.parent)
     }
 
-    func restore(snapshot: String, confirm: @Sendable (Snapshot, SnapshotID) throws -> Void) async throws -> (SnapshotID, Snapshot) {
+    func restore(snapshot: String, relocate: Bool = false, confirm: @Sendable (Snapshot, SnapshotID) throws -> Void) async throws
+        -> (SnapshotID, Snapshot) {
         let repo = try await openRepository(create: false)
         stage("Downloading the snapshot record")
         let (id, snap) = try await repo.resolveSnapshot(snapshot)
+        let rewrite = try relocation(snap, allowed: relocate)
         try confirm(snap, id)
         stage("Cleaning up the existing installation and restoring cluster objects")
         if let objects = snap.parts.first(where: { $0.name == Self.objectsPart }) {
@@ -86,6 +88,10 @@ struct Orchestrator: Sendable {
             options.deleteExtraneous = true
             options.connections = repo.storage.defaultConnections
             _ = try await Restorer(repository: repo, options: options).restoreTree(objects, into: installation.objectsDir)
+            if !rewrite.isEmpty {
+                stage("Rewriting namespace and domain in the cluster objects")
+                try rewriteObjects(snap)
+            }
         }
         stage("Restoring databases and data")
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -93,7 +99,7 @@ struct Orchestrator: Sendable {
                 group.addTask {
                     try await AgentClient.withSession(endpoint, token: token, expectedRole: role) { session in
                         stage("Restoring \(role) data through the agent at \(endpoint)")
-                        _ = try await session.restore(url: server.url, secrets: server.secrets, snapshot: id)
+                        _ = try await session.restore(url: server.url, secrets: server.secrets, snapshot: id, rewrite: rewrite)
                     }
                 }
             }
@@ -101,6 +107,47 @@ struct Orchestrator: Sendable {
         }
         stage("Waiting until Che is ready: local mode has no Che server to wait for")
         return (id, snap)
+    }
+}
+
+extension Orchestrator {
+    /// A snapshot of another namespace or domain is restored only when asked (`--relocate`);
+    /// then the database rows that carry the old domain or the old namespace's service names
+    /// are rewritten to this installation's.
+    func relocation(_ snap: Snapshot, allowed: Bool) throws -> [Rewrite] {
+        let (oldNS, oldDomain) = (snap.metadata["namespace"] ?? installation.namespace, snap.metadata["domain"] ?? installation.domain)
+        guard oldNS != installation.namespace || oldDomain != installation.domain else { return [] }
+        guard allowed else {
+            throw CLIError("the snapshot was made for namespace \(oldNS), domain \(oldDomain); this installation is namespace \(installation.namespace), domain \(installation.domain): restore with --relocate to rewrite them")
+        }
+        var rewrite: [Rewrite] = []
+        if oldDomain != installation.domain { rewrite.append(Rewrite(from: oldDomain, to: installation.domain)) }
+        if oldNS != installation.namespace { rewrite.append(Rewrite(from: "\(oldNS).svc", to: "\(installation.namespace).svc")) }
+        return rewrite
+    }
+
+    /// Rewrites `namespace:` fields, service names and the domain in the restored objects.
+    func rewriteObjects(_ snap: Snapshot) throws {
+        let (oldNS, oldDomain) = (snap.metadata["namespace"] ?? installation.namespace, snap.metadata["domain"] ?? installation.domain)
+        let files = FileManager.default.enumerator(atPath: installation.objectsDir)?.compactMap { $0 as? String } ?? []
+        for file in files where file.hasSuffix(".yaml") || file.hasSuffix(".yml") || file.hasSuffix(".json") {
+            let path = installation.objectsDir + "/" + file
+            guard var text = try? String(contentsOfFile: path, encoding: .utf8) else { continue }
+            let before = text
+            if oldNS != installation.namespace {
+                text = text.replacingOccurrences(of: "namespace: \(oldNS)\\b", with: "namespace: \(installation.namespace)", options: .regularExpression)
+                text = text.replacingOccurrences(of: "\"namespace\": \"\(oldNS)\"", with: "\"namespace\": \"\(installation.namespace)\"")
+                text = text.replacingOccurrences(of: "\(oldNS).svc", with: "\(installation.namespace).svc")
+            }
+            if oldDomain != installation.domain { text = text.replacingOccurrences(of: oldDomain, with: installation.domain) }
+            if text != before {
+                var st = stat()
+                stat(path, &st)
+                var times = [st.st_atim, st.st_mtim]
+                try text.write(toFile: path, atomically: true, encoding: .utf8)
+                utimensat(AT_FDCWD, path, &times, 0)
+            }
+        }
     }
 }
 

@@ -109,7 +109,7 @@ struct Reconciler: Sendable {
         try await run(CheClusterRestore.self, name, what: "Restore", firstStage: "Downloading", onStage: onStage) { resource, stage in
             let server = try resolve(configRef: resource.spec.backupServerConfigRef, useInternal: nil)
             let snapshot = (resource.spec.snapshotId ?? "").isEmpty ? "latest" : resource.spec.snapshotId!
-            let (id, _) = try await withBackupServer(server, stage: stage) { try await $0.restore(snapshot: snapshot, confirm: confirm) }
+            let (id, _) = try await withBackupServer(server, stage: stage) { try await $0.restore(snapshot: snapshot, relocate: resource.spec.relocate ?? false, confirm: confirm) }
             return OperationStatus(snapshotId: id.short)
         }
     }

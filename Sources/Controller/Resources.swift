@@ -81,6 +81,8 @@ struct CheClusterRestore: OperationResource {
     struct Spec: Codable, Sendable {
         var snapshotId: String?
         var backupServerConfigRef: String?
+        /// Restore a snapshot of another namespace or domain, rewriting them (che-backup's addition).
+        var relocate: Bool?
     }
     var apiVersion = "org.eclipse.che/v1"
     var kind = "CheClusterRestore"

@@ -133,6 +133,7 @@ struct ServerRestore: AsyncParsableCommand {
     @OptionGroup var server: ServerOptions
     @Option(name: [.customShort("s"), .customLong("snapshot-id")], help: "Snapshot id (any unique prefix) or latest.") var snapshotId = "latest"
     @Flag(help: "Do not ask for confirmation.") var batch = false
+    @Flag(help: "Restore a snapshot of another namespace or domain, rewriting them in the objects and database rows.") var relocate = false
 
     func run() async throws {
         try await runReportingErrors { pool in
@@ -143,7 +144,7 @@ struct ServerRestore: AsyncParsableCommand {
             let name = "restore-" + operationSuffix()
             try reconciler.store.save(.restore, name, CheClusterRestore(
                 metadata: ObjectMeta(name: name, namespace: installation.namespace, creationTimestamp: Reconciler.now()),
-                spec: .init(snapshotId: snapshotId, backupServerConfigRef: server.backupServerConfigName)))
+                spec: .init(snapshotId: snapshotId, backupServerConfigRef: server.backupServerConfigName, relocate: relocate)))
             let batch = self.batch
             let status = try await reconciler.runRestore(name, confirm: { snapshot, id in
                 printOut("Snapshot \(id.short) of \(formatTime(snapshot.time)), Che \(snapshot.metadata["cheVersion"] ?? "?"), namespace \(snapshot.metadata["namespace"] ?? "?"):")

@@ -145,13 +145,27 @@ public struct RestoreRequest: Codable, Sendable, Equatable {
     public var parts: [String]?
     /// Keep files in restored directories that the snapshot does not hold.
     public var keepExtraneous: Bool?
+    /// Text to replace in the restored database rows (restoring into another namespace or domain).
+    public var rewrite: [Rewrite]?
 
-    public init(id: String, repository: RepositorySpec, snapshot: String, parts: [String]? = nil, keepExtraneous: Bool? = nil) {
+    public init(id: String, repository: RepositorySpec, snapshot: String, parts: [String]? = nil, keepExtraneous: Bool? = nil,
+                rewrite: [Rewrite]? = nil) {
         self.id = id
         self.repository = repository
         self.snapshot = snapshot
         self.parts = parts
         self.keepExtraneous = keepExtraneous
+        self.rewrite = rewrite
+    }
+}
+
+/// One text replacement: every occurrence of `from` becomes `to`.
+public struct Rewrite: Codable, Sendable, Equatable {
+    public var from: String
+    public var to: String
+    public init(from: String, to: String) {
+        self.from = from
+        self.to = to
     }
 }
 

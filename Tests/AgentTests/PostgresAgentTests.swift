@@ -46,6 +46,25 @@ let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/p
         #expect(try fresh.checksum() == before)
     }
 
+    @Test func restoringIntoAnotherDomainRewritesTheRowsThatCarryIt() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let cluster = try PostgresCluster(seed: true)
+        let (url, repo) = try await makeLocalRepository(dir)
+        let agent = try AgentProcess(role: "postgres", environment: cluster.env)
+        let parts = try await AgentClient.withSession(agent.endpoint, token: token) { try await $0.backup(url: url, secrets: secrets) }
+        let (id, _) = try await repo.commitSnapshot(parts: parts)
+        _ = try await AgentClient.withSession(agent.endpoint, token: token) { session in
+            try await session.restore(url: url, secrets: secrets, snapshot: id, rewrite: [Rewrite(from: "che.example.com", to: "che.other.org")])
+        }
+        func count(_ pattern: String) throws -> String {
+            try run("/usr/bin/psql", ["-X", "-At", "-d", "dbche", "-c", "SELECT count(*) FROM che_workspace WHERE devfile::text LIKE '%\(pattern)%'"],
+                    environment: cluster.env).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(try count("che.other.org") == "20000")
+        #expect(try count("che.example.com") == "0")
+    }
+
     @Test func aFailingDumpCarriesTheToolsMessageAndStoresNoSnapshot() async throws {
         let dir = TempDir()
         defer { dir.remove() }

@@ -76,6 +76,25 @@ import TestSupport
         #expect(try String(contentsOfFile: s.objects + "/checluster.yaml", encoding: .utf8) == "kind: CheCluster\n")
     }
 
+    @Test func restoringIntoAnotherNamespaceNeedsRelocate() throws {
+        let s = try setUp()
+        defer { s.dir.remove() }
+        try "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: che, namespace: eclipse-che}\ndata: {CHE_HOST: che.test, API: http://che-host.eclipse-che.svc:8080}\n"
+            .write(toFile: s.objects + "/configmap.yaml", atomically: true, encoding: .utf8)
+        #expect(try chebackup(s, ["server:backup"]).status == 0)
+        // The same installation, moved: another namespace and domain.
+        let moved = try String(contentsOfFile: s.config, encoding: .utf8)
+            .replacingOccurrences(of: "namespace: eclipse-che", with: "namespace: che-prod")
+            .replacingOccurrences(of: "domain: che.test", with: "domain: che.prod.example")
+        try moved.write(toFile: s.config, atomically: true, encoding: .utf8)
+        let refused = try chebackup(s, ["server:restore", "--batch"])
+        #expect(refused.status != 0 && refused.stderr.contains("--relocate"), "\(refused.stderr)")
+        let relocated = try chebackup(s, ["server:restore", "--batch", "--relocate"])
+        #expect(relocated.status == 0, "\(relocated.stdout)\(relocated.stderr)")
+        let text = try String(contentsOfFile: s.objects + "/configmap.yaml", encoding: .utf8)
+        #expect(text.contains("namespace: che-prod") && text.contains("CHE_HOST: che.prod.example") && text.contains("che-host.che-prod.svc"), "\(text)")
+    }
+
     @Test func badInputGivesOneClearLine() throws {
         let s = try setUp()
         defer { s.dir.remove() }
