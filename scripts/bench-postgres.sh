@@ -122,33 +122,46 @@ machine_cpu() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f\n", ($2 +
 # user, system, and waited-for children's user + system seconds of a process (/proc/PID/stat).
 proc_times() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f %.2f %.2f\n", $12 / hz, $13 / hz, ($14 + $15) / hz }' "/proc/$1/stat"; }
 proc_hwm() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+# CPU seconds of our PostgreSQL server: the postmaster (with the children it reaped) and its
+# running children (backends, checkpointer, archiver...).
+pg_cpu() {
+    local pm
+    pm=$(head -n 1 "$CLUSTER/data/postmaster.pid")
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v hz="$(getconf CLK_TCK)" -v pm="$pm" '{
+        pid = $1; sub(/^.*\) /, ""); if (pid == pm || $2 == pm) s += $12 + $13 + $14 + $15 } END { printf "%.2f\n", s / hz }'
+}
 delta() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+sum() { awk 'BEGIN { s = 0; for (i = 1; i < ARGC; i++) s += ARGV[i]; printf "%.2f", s }' "$@"; }
 
-# Row: KEY WALL_S RSS_KIB CMD_RSS_KIB USER_S SYS_S CHILD_CPU_S MACHINE_CPU_S
-# Agent steps: RSS, user, sys are the agent's, CHILD_CPU its pg_dump/pg_dumpall/psql/pg_restore's,
-# CMD_RSS the controller's (server:* steps only). Other steps: RSS, user, sys of the command and
-# everything it waited for; CMD_RSS and CHILD_CPU are "-".
-record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$TSV"; }
+# Row: KEY WALL_S RSS_KIB CMD_RSS_KIB USER_S SYS_S TOOLS_CPU_S CMD_CPU_S PG_CPU_S MACHINE_CPU_S
+# Agent steps: RSS, user, sys are the agent's, TOOLS_CPU its pg_dump/pg_dumpall/psql/pg_restore's,
+# CMD_RSS and CMD_CPU the client's or controller's (CMD_RSS for server:* steps only). Other steps:
+# RSS, user, sys of the command and everything it waited for; the rest "-". PG_CPU: our
+# PostgreSQL server's; MACHINE_CPU: busy CPU of the whole machine.
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$TSV"; }
 
 # run_step KEY LABEL -- COMMAND...: time COMMAND with /usr/bin/time.
 run_step() {
     local key=$1 label=$2
     shift 3
-    local log="$LOGS/$key.log" timing="$LOGS/$key.time" m0 m1
+    local log="$LOGS/$key.log" timing="$LOGS/$key.time" m0 m1 p0 p1
     say "$label"
     echo "    \$ $*"
     m0=$(machine_cpu)
+    p0=$(pg_cpu)
     if ! /usr/bin/time -f '%e %M %U %S' -o "$timing" "$@" > "$log" 2>&1; then
         echo "bench-postgres: step \"$label\" failed; last lines of its output:" >&2
         tail -n 30 "$log" >&2
         exit 1
     fi
+    p1=$(pg_cpu)
     m1=$(machine_cpu)
     sync
     local secs rss user sys
     read -r secs rss user sys < <(tail -n 1 "$timing")
-    record "$key" "$secs" "$rss" - "$user" "$sys" - "$(delta "$m0" "$m1")"
-    echo "    $secs s, peak RSS $((rss / 1024)) MiB, CPU user $user s + sys $sys s, machine CPU $(delta "$m0" "$m1") s"
+    record "$key" "$secs" "$rss" - "$user" "$sys" - - "$(delta "$p0" "$p1")" "$(delta "$m0" "$m1")"
+    echo "    $secs s, peak RSS $((rss / 1024)) MiB, CPU user $user s + sys $sys s, PostgreSQL CPU $(delta "$p0" "$p1") s," \
+         "machine CPU $(delta "$m0" "$m1") s"
 }
 
 # A fresh agent per step, so that its peak RSS and CPU are that step's. Sets AGENT_ADDR and
@@ -183,31 +196,35 @@ agent_step() {
     start_agent "$key"
     local args=("${@//@AGENT@/$AGENT_ADDR}")
     echo "    \$ ${args[*]}"
-    local u0 s0 c0 u1 s1 c1 m0 m1 hwm
+    local u0 s0 c0 u1 s1 c1 m0 m1 p0 p1 hwm
     read -r u0 s0 c0 < <(proc_times "$AGENT_PID")
     m0=$(machine_cpu)
+    p0=$(pg_cpu)
     if ! /usr/bin/time -f '%e %M %U %S' -o "$timing" "${args[@]}" > "$log" 2>&1; then
         echo "bench-postgres: step \"$label\" failed; last lines of its output and of the agent's log:" >&2
         tail -n 30 "$log" >&2
         tail -n 20 "$LOGS/agent-$key.log" >&2
         exit 1
     fi
+    p1=$(pg_cpu)
     m1=$(machine_cpu)
     read -r u1 s1 c1 < <(proc_times "$AGENT_PID")
     hwm=$(proc_hwm "$AGENT_PID")
     stop_agent
     sync
-    local secs cmd_rss
-    read -r secs cmd_rss _ < <(tail -n 1 "$timing")
+    local secs cmd_rss cmd_user cmd_sys
+    read -r secs cmd_rss cmd_user cmd_sys < <(tail -n 1 "$timing")
     if [[ $wall == client ]]; then
         secs=$(grep '^{' "$log" | tail -n 1 | python3 -c 'import json, sys; print(json.load(sys.stdin)["seconds"])')
         cmd_rss=-
     fi
-    record "$key" "$secs" "$hwm" "$cmd_rss" "$(delta "$u0" "$u1")" "$(delta "$s0" "$s1")" "$(delta "$c0" "$c1")" "$(delta "$m0" "$m1")"
+    record "$key" "$secs" "$hwm" "$cmd_rss" "$(delta "$u0" "$u1")" "$(delta "$s0" "$s1")" "$(delta "$c0" "$c1")" \
+        "$(sum "$cmd_user" "$cmd_sys")" "$(delta "$p0" "$p1")" "$(delta "$m0" "$m1")"
     local extra=""
     [[ $cmd_rss == - ]] || extra=", controller peak RSS $((cmd_rss / 1024)) MiB"
     echo "    $secs s, agent peak RSS $((hwm / 1024)) MiB, agent CPU user $(delta "$u0" "$u1") s + sys $(delta "$s0" "$s1") s," \
-         "its children $(delta "$c0" "$c1") s, machine CPU $(delta "$m0" "$m1") s$extra"
+         "its tools $(delta "$c0" "$c1") s, client/controller $(sum "$cmd_user" "$cmd_sys") s, PostgreSQL $(delta "$p0" "$p1") s," \
+         "machine $(delta "$m0" "$m1") s$extra"
 }
 
 psql_q() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
@@ -334,16 +351,19 @@ else
         say "pgBackRest full backup"
         echo "    \$ ${PGBR_CMD[*]} --type=full backup   (as postgres)"
         m0=$(machine_cpu)
+        p0=$(pg_cpu)
         if (cd "$PGBR" && /usr/bin/time -f '%e %M %U %S' -o "$LOGS/pgbackrest.time" \
                 runuser -u postgres -- "${PGBR_CMD[@]}" --type=full backup) > "$LOGS/pgbackrest.log" 2>&1; then
+            p1=$(pg_cpu)
             m1=$(machine_cpu)
             sync
             read -r secs rss user sys < <(tail -n 1 "$LOGS/pgbackrest.time")
-            record pgbackrest "$secs" "$rss" - "$user" "$sys" - "$(delta "$m0" "$m1")"
+            record pgbackrest "$secs" "$rss" - "$user" "$sys" - - "$(delta "$p0" "$p1")" "$(delta "$m0" "$m1")"
             PGBR_INFO=$(grep -o 'full backup size = [^,]*, file total = [0-9]*' "$LOGS/pgbackrest.log" | tail -n 1 || true)
             PGBR_REPO_BYTES=$(du -sb "$PGBR/repo/backup" | cut -f1)
             PGBR_STATUS=done
-            echo "    $secs s, peak RSS $((rss / 1024)) MiB, CPU user $user s + sys $sys s, machine CPU $(delta "$m0" "$m1") s; $PGBR_INFO"
+            echo "    $secs s, peak RSS $((rss / 1024)) MiB, CPU user $user s + sys $sys s, PostgreSQL CPU $(delta "$p0" "$p1") s," \
+                 "machine CPU $(delta "$m0" "$m1") s; $PGBR_INFO"
         else
             PGBR_STATUS="failed: $(grep -E 'ERROR' "$LOGS/pgbackrest.log" | tail -n 1)"
         fi
@@ -394,17 +414,19 @@ AGENT_REPO_BYTES="$AGENT_REPO_BYTES" SERVER_REPO_BYTES="$SERVER_REPO_BYTES" CLI_
 PGBR_STATUS="$PGBR_STATUS" PGBR_VERSION="$PGBR_VERSION" PGBR_INFO="$PGBR_INFO" PGBR_REPO_BYTES="$PGBR_REPO_BYTES" \
 VERIFY="$VERIFY" \
 python3 - "$TSV" "$PW/section.md" <<'PY'
-import os, sys
+import os, re, sys
 
 tsv, out = sys.argv[1], sys.argv[2]
 env = os.environ
 MIB = 1048576
 rows = {}
+opt = lambda v, kind=float: None if v == "-" else kind(v)
 for line in open(tsv):
-    key, secs, rss, cmd_rss, user, system, child, machine = line.rstrip("\n").split("\t")
-    rows[key] = dict(s=float(secs), rss=int(rss), cmd_rss=None if cmd_rss == "-" else int(cmd_rss),
-                     user=float(user), sys=float(system), child=None if child == "-" else float(child),
-                     machine=float(machine))
+    key, secs, rss, cmd_rss, user, system, tools, cmd_cpu, pg, machine = line.rstrip("\n").split("\t")
+    rows[key] = dict(s=float(secs), rss=int(rss), cmd_rss=opt(cmd_rss, int), user=float(user), sys=float(system),
+                     tools=opt(tools), cmd_cpu=opt(cmd_cpu), pg=float(pg), machine=float(machine))
+    r = rows[key]
+    r["other"] = r["machine"] - r["user"] - r["sys"] - (r["tools"] or 0) - (r["cmd_cpu"] or 0) - r["pg"]
 custom = int(env["CUSTOM_BYTES"])
 def mib(b): return f"{int(b) / MIB:,.1f} MiB"
 
@@ -421,17 +443,19 @@ steps = [
     ("cli-restore", "ours: `chebackup repo restore --stdout \\| pg_restore --create` ³", "the same pipeline without agent or protocol"),
 ]
 header = ["step", "what it measures", "wall s", "MiB/s ⁵", "peak RSS MiB ⁶", "controller RSS MiB", "user s ⁷", "sys s ⁷",
-          "children CPU s ⁷", "machine CPU s ⁸"]
+          "tools CPU s ⁷", "client CPU s ⁷", "PostgreSQL CPU s ⁸", "other CPU s ⁸"]
 table = []
 for key, label, what in steps:
     r = rows.get(key)
     if not r:
-        table.append([label, what + (f" — {env['PGBR_STATUS']}" if key == "pgbackrest" else "")] + ["—"] * 8)
+        table.append([label, what + (f" — {env['PGBR_STATUS']}" if key == "pgbackrest" else "")] + ["—"] * 10)
         continue
     size = int(env["CLUSTER_BYTES"]) if key == "pgbackrest" else custom
+    dash = lambda v, f: "—" if v is None else f(v)
     table.append([label, what, f"{r['s']:.2f}", f"{size / MIB / max(r['s'], 0.01):.1f}", f"{r['rss'] / 1024:.1f}",
-                  "—" if r["cmd_rss"] is None else f"{r['cmd_rss'] / 1024:.1f}", f"{r['user']:.2f}", f"{r['sys']:.2f}",
-                  "—" if r["child"] is None else f"{r['child']:.2f}", f"{r['machine']:.2f}"])
+                  dash(r["cmd_rss"], lambda v: f"{v / 1024:.1f}"), f"{r['user']:.2f}", f"{r['sys']:.2f}",
+                  dash(r["tools"], lambda v: f"{v:.2f}"), dash(r["cmd_cpu"], lambda v: f"{v:.2f}"), f"{r['pg']:.2f}",
+                  f"{max(r['other'], 0):.2f}"])
 
 def ratio(a, b):
     ra, rb = rows.get(a), rows.get(b)
@@ -465,7 +489,7 @@ facts = [
                  f"custom dump (-Fc -Z0) {mib(env['CUSTOM_BYTES'])}"),
     ("stored (du -sb)", f"agent request {mib(env['AGENT_REPO_BYTES'])} (streams {mib(env['AGENT_STREAM_BYTES'])}), "
                         f"server:backup {mib(env['SERVER_REPO_BYTES'])}, no-agent pipeline {mib(env['CLI_REPO_BYTES'])}"
-                        + (f", pgBackRest {mib(env['PGBR_REPO_BYTES'])} ({env['PGBR_INFO']})" if pgbr else "")),
+                        + (f", pgBackRest {mib(env['PGBR_REPO_BYTES'])} without archived WAL ({env['PGBR_INFO']})" if pgbr else "")),
     ("pgBackRest", f"{env['PGBR_VERSION']}: {env['PGBR_STATUS']}"),
     ("restores verified (row counts, sums and hashes of the four pgbench tables, index count)",
      ", ".join(f"{k} {v}" for k, v in verify.items())),
@@ -482,10 +506,13 @@ notes = [
     "start-fast, archive_mode on (archive-push) for this step only. It copies the whole cluster, indexes included.",
     "⁵ custom dump size / wall time (pgBackRest: cluster size / wall time).",
     "⁶ agent steps: the agent's peak RSS (VmHWM); other steps: the largest process of the command (`/usr/bin/time`).",
-    "⁷ agent steps: the agent's own CPU, and (children) that of the pg_dump, pg_dumpall, psql and pg_restore it ran. "
-    "Other steps: every process of the command together.",
-    "⁸ busy CPU seconds of the whole machine during the step (`/proc/stat`), PostgreSQL's server processes included; "
-    f"at most {env['NPROC']} x wall s.",
+    "⁷ agent steps: user s and sys s are the agent's own CPU, tools CPU that of the pg_dump, pg_dumpall, psql and "
+    "pg_restore it ran, client CPU that of agent_client.py or the chebackup controller. Other steps: user s and sys s "
+    "are every process of the command together.",
+    "⁸ PostgreSQL CPU: the server's processes (postmaster and its children: the backend serving pg_dump or pg_restore, "
+    "checkpointer, archiver…). Other CPU: the rest of the machine's busy time during the step (`/proc/stat`): kernel "
+    "threads (page-cache writeback) and any other program; more than a few tenths of a second means the machine was "
+    f"not quiet. {env['NPROC']} CPUs: at most {env['NPROC']} x wall s in all.",
 ]
 
 def text_table(head, body, left=(0, 1)):
@@ -495,8 +522,9 @@ def text_table(head, body, left=(0, 1)):
     return "\n".join([line(head), "  ".join("-" * w for w in widths)] + [line(b) for b in body])
 
 def md_table(head, body, left=(0, 1)):
+    cell = lambda c: re.sub(r"(?<!\\)\|", r"\\|", str(c))   # a "|" in a cell, even in code, must be escaped
     out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i in left else "---:" for i in range(len(head))) + "|"]
-    out += ["| " + " | ".join(str(c) for c in b) + " |" for b in body]
+    out += ["| " + " | ".join(cell(c) for c in b) + " |" for b in body]
     return "\n".join(out)
 
 plain = lambda text: text.replace("\\|", "|").replace("`", "")
