@@ -11,9 +11,11 @@ extension Restorer {
             guard let location = repo.index.lookup(id) else {
                 throw RepositoryError(.missing, "blob \(id) of \(name) is not in the index: the repository is damaged")
             }
+            // A run is capped by its decompressed size: a highly compressible dump (pgbench
+            // data packs 19:1) must not turn an 8 MiB download into 150 MiB in memory.
             if let last = runs.last, last.0 == location.pack, let prev = last.1.last,
                prev.blob.offset + prev.blob.length == location.blob.offset,
-               prev.blob.offset + prev.blob.length - last.1[0].blob.offset < 8 << 20 {
+               last.1.reduce(0, { $0 + Int($1.blob.rawLength) }) + Int(location.blob.rawLength) <= 8 << 20 {
                 runs[runs.count - 1].1.append(location)
             } else {
                 runs.append((location.pack, [location]))
