@@ -79,6 +79,42 @@ import TestSupport
     }
 }
 
+/// A restore into a full disk: a clear `restore_failed` error, and the agent serves on.
+@Suite struct FullDiskTests {
+    static var canMount: Bool { geteuid() == 0 && FileManager.default.isExecutableFile(atPath: "/bin/mount") }
+
+    func mount(_ path: String, size: String) throws -> Bool {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return try run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", path]).status == 0
+    }
+
+    @Test(.enabled(if: canMount))
+    func restoreIntoAFullDisk() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let target = dir.file("small-volume")
+        guard try mount(target, size: "8m") else { return }  // no tmpfs in this sandbox: nothing to test
+        defer { _ = try? run("/bin/umount", ["-l", target]) }
+        var gen = SeededBytes(seed: 61)
+        try gen.data(3_000_000).write(to: URL(fileURLWithPath: target + "/big"))
+        let (url, repo) = try await makeLocalRepository(dir)
+        let agent = try AgentProcess(role: "files", arguments: ["--dir", "vol=\(target)"])
+        let parts = try await AgentClient.withSession(agent.endpoint, token: token) { try await $0.backup(url: url, secrets: secrets) }
+        let (id, _) = try await repo.commitSnapshot(parts: parts)
+        // The same directory, now on a volume too small for the data.
+        _ = try run("/bin/umount", [target])
+        #expect(try mount(target, size: "1m"))
+        do {
+            _ = try await AgentClient.withSession(agent.endpoint, token: token) { try await $0.restore(url: url, secrets: secrets, snapshot: id) }
+            Issue.record("a restore into a full disk succeeded")
+        } catch let error as AgentError {
+            #expect(error.code == "restore_failed", "\(error)")
+            #expect(error.message.contains("No space left on device"), "\(error.message)")
+        }
+        try await AgentClient.withSession(agent.endpoint, token: token) { try await $0.ping() }
+    }
+}
+
 @Suite struct AuthenticationTests {
     @Test func aControllerWithTheWrongTokenIsRefused() async throws {
         let dir = TempDir()
