@@ -112,6 +112,15 @@ import TestSupport
         let unknown = try chebackup(s, ["server:restore", "--batch", "-s", "ffffffff"])
         #expect(unknown.status != 0 && unknown.stderr.contains("no snapshot with id ffffffff"), "\(unknown.stderr)")
 
+        // A wrong repository password (the secret changed): Failed, with the reason.
+        let secretPath = s.dir.file("state/resources/Secret/chebackup-internal.yaml")
+        let original = try String(contentsOfFile: secretPath, encoding: .utf8)
+        try original.replacingOccurrences(of: "repo-password: ", with: "repo-password: x")
+            .write(toFile: secretPath, atomically: true, encoding: .utf8)
+        let wrong = try chebackup(s, ["server:restore", "--batch"])
+        #expect(wrong.status != 0 && wrong.stderr.contains("wrong password") && wrong.stderr.contains("Failed"), "\(wrong.stderr)")
+        try original.write(toFile: secretPath, atomically: true, encoding: .utf8)
+
         // An agent that is down: a clear error naming it, and no snapshot.
         s.agent.process.kill()
         let down = try chebackup(s, ["server:backup"])
