@@ -163,22 +163,18 @@ struct Reconciler: Sendable {
     /// Operations a previous controller left InProgress are marked Failed, saying what happened:
     /// never InProgress forever, never a half-restored installation reported as Succeeded.
     func failInterrupted() throws {
-        for name in store.names(.backup) {
-            var r = try store.load(.backup, name, as: CheClusterBackup.self)
+        try failInterrupted(CheClusterBackup.self, "no snapshot was written. Create a new CheClusterBackup.")
+        try failInterrupted(CheClusterRestore.self, "the installation may be partly restored. Create a new CheClusterRestore.")
+    }
+
+    private func failInterrupted<R: OperationResource>(_ type: R.Type, _ consequence: String) throws {
+        for name in store.names(R.kind) {
+            var r = try store.load(R.kind, name, as: R.self)
             if var status = r.status, status.state == "InProgress" {
                 status.state = "Failed"
-                status.message = "Error: the controller stopped during \"\(status.stage ?? "?")\"; no snapshot was written. Create a new CheClusterBackup."
+                status.message = "Error: the controller stopped during \"\(status.stage ?? "?")\"; \(consequence)"
                 r.status = status
-                try store.save(.backup, name, r)
-            }
-        }
-        for name in store.names(.restore) {
-            var r = try store.load(.restore, name, as: CheClusterRestore.self)
-            if var status = r.status, status.state == "InProgress" {
-                status.state = "Failed"
-                status.message = "Error: the controller stopped during \"\(status.stage ?? "?")\"; the installation may be partly restored. Create a new CheClusterRestore."
-                r.status = status
-                try store.save(.restore, name, r)
+                try store.save(R.kind, name, r)
             }
         }
     }

@@ -35,6 +35,13 @@ struct ServerOptions: ParsableArguments {
         return logger
     }
 
+    /// The installation and the engine, with a server given by flags saved as the default.
+    func engine(pool: BlockingPool, say: (String) -> Void) throws -> (Installation, Reconciler) {
+        let installation = try installation()
+        _ = try flagServer(installation, say: say)
+        return (installation, Reconciler(installation: installation, pool: pool, logger: logger))
+    }
+
     func installation() throws -> Installation {
         let path = config ?? ProcessInfo.processInfo.environment["CHEBACKUP_CONFIG"] ?? "chebackup.yaml"
         let installation = try Installation.load(path)
@@ -111,9 +118,7 @@ struct ServerBackup: AsyncParsableCommand {
     func run() async throws {
         try await runReportingErrors { pool in
             let say = StagePrinter()
-            let installation = try server.installation()
-            _ = try server.flagServer(installation) { say($0) }
-            let reconciler = Reconciler(installation: installation, pool: pool, logger: server.logger)
+            let (installation, reconciler) = try server.engine(pool: pool) { say($0) }
             let name = "backup-" + operationSuffix()
             try reconciler.store.save(.backup, name, CheClusterBackup(
                 metadata: ObjectMeta(name: name, namespace: installation.namespace, creationTimestamp: Reconciler.now()),
@@ -138,9 +143,7 @@ struct ServerRestore: AsyncParsableCommand {
     func run() async throws {
         try await runReportingErrors { pool in
             let say = StagePrinter()
-            let installation = try server.installation()
-            _ = try server.flagServer(installation) { say($0) }
-            let reconciler = Reconciler(installation: installation, pool: pool, logger: server.logger)
+            let (installation, reconciler) = try server.engine(pool: pool) { say($0) }
             let name = "restore-" + operationSuffix()
             try reconciler.store.save(.restore, name, CheClusterRestore(
                 metadata: ObjectMeta(name: name, namespace: installation.namespace, creationTimestamp: Reconciler.now()),
@@ -188,9 +191,7 @@ struct CheSnapshots: AsyncParsableCommand {
 
     func run() async throws {
         try await runReportingErrors { pool in
-            let installation = try server.installation()
-            _ = try server.flagServer(installation) { _ in }
-            let reconciler = Reconciler(installation: installation, pool: pool, logger: server.logger)
+            let (_, reconciler) = try server.engine(pool: pool) { _ in }
             let backupServer = try reconciler.resolve(configRef: server.backupServerConfigName, useInternal: nil)
             let all = try await reconciler.withBackupServer(backupServer, stage: { _ in }) { orchestrator in
                 try await orchestrator.openRepository(create: false).listSnapshots()
