@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import LineProtocol
 import Logging
+import Storage
 
 @main
 struct AgentCommand: AsyncParsableCommand {
@@ -34,6 +35,7 @@ struct AgentCommand: AsyncParsableCommand {
 
     func run() async throws {
         signal(SIGPIPE, SIG_IGN)  // a tool that dies must give a write error, not kill the agent
+        tuneAllocator()
         var logger = Logger(label: "chebackup-agent") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = verbose ? .info : .notice
         let token: SharedToken

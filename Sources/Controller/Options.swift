@@ -106,18 +106,3 @@ func runReportingErrors(_ body: (BlockingPool) async throws -> Void) async throw
     }
 }
 
-/// glibc's `mallopt` (from malloc.h, which Swift's Glibc module does not import). Chunks (about
-/// 1 MiB) are reused from malloc's heaps; packs (16 MiB) are mapped and unmapped; two heaps, not
-/// one per thread; free heap memory is returned past 32 MiB. Measured on the benchmark corpus:
-/// glibc's defaults keep 40-60% more memory resident for the same speed.
-/// `CHEBACKUP_MALLOC="param=value,..."` (mallopt numbers) overrides, for tuning.
-func tuneAllocator() {
-    typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
-    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
-    let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
-    let spec = ProcessInfo.processInfo.environment["CHEBACKUP_MALLOC"] ?? "-3=8388608,-8=2,-1=33554432"
-    for item in spec.split(separator: ",") {
-        let kv = item.split(separator: "=")
-        if kv.count == 2, let param = Int32(kv[0]), let value = Int32(kv[1]) { _ = mallopt(param, value) }
-    }
-}

@@ -126,3 +126,19 @@ public final class Locked<Value: Sendable>: Sendable {
 
     public var value: Value { mutex.withLock { $0 } }
 }
+
+/// glibc's `mallopt` (from malloc.h, which Swift's Glibc module does not import). Chunks (about
+/// 1 MiB) are reused from malloc's heaps; packs (16 MiB) are mapped and unmapped; two heaps, not
+/// one per thread; free heap memory is returned past 4 MiB. Measured on the benchmark corpus:
+/// glibc's defaults keep 40-60% more memory resident for the same speed.
+/// `CHEBACKUP_MALLOC="param=value,..."` (mallopt numbers) overrides, for tuning.
+public func tuneAllocator() {
+    typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
+    let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
+    let spec = ProcessInfo.processInfo.environment["CHEBACKUP_MALLOC"] ?? "-3=8388608,-8=2,-1=4194304"
+    for item in spec.split(separator: ",") {
+        let kv = item.split(separator: "=")
+        if kv.count == 2, let param = Int32(kv[0]), let value = Int32(kv[1]) { _ = mallopt(param, value) }
+    }
+}
