@@ -14,5 +14,4 @@ typedef int (*chb_curl_seek_cb)(void *, curl_off_t, int);
 static inline CURLcode chb_curl_setopt_seekcb(CURL *h, CURLoption o, chb_curl_seek_cb v) { return curl_easy_setopt(h, o, v); }
 static inline CURLcode chb_curl_getinfo_long(CURL *h, CURLINFO i, long *v) { return curl_easy_getinfo(h, i, v); }
 static inline CURLcode chb_curl_getinfo_offset(CURL *h, CURLINFO i, curl_off_t *v) { return curl_easy_getinfo(h, i, v); }
-static inline long chb_curlauth_aws_sigv4(void) { return (long)CURLAUTH_AWS_SIGV4; }
 #endif

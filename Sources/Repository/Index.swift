@@ -45,7 +45,6 @@ public final class MasterIndex: Sendable {
     public init() {}
 
     public var blobCount: Int { state.withLock { $0.blobs.count } }
-    public var packCount: Int { state.withLock { $0.packSizes.count } }
 
     public func lookup(_ id: BlobID) -> BlobLocation? { state.withLock { $0.blobs[id] } }
     public func has(_ id: BlobID) -> Bool { state.withLock { $0.blobs[id] != nil } }
@@ -96,7 +95,6 @@ public final class MasterIndex: Sendable {
         state.withLock { $0.unsaved.insert(contentsOf: packs, at: 0) }
     }
 
-    var unsavedBlobCount: Int { state.withLock { $0.unsaved.reduce(0) { $0 + $1.blobs.count } } }
 
     private static func insert(_ pack: IndexFile.Pack, into s: inout State) {
         s.packSizes[pack.id] = pack.size

@@ -17,8 +17,6 @@ public struct CurlRequest: Sendable {
     public var postQuote: [String] = []
     public var noBody = false
     public var createMissingDirs = false
-    /// SFTP: a directory listing with names only.
-    public var listOnly = false
     /// Send the path exactly as given ("/a/../b" not squashed): for tests of servers.
     public var pathAsIs = false
 
@@ -187,7 +185,6 @@ public final class CurlTransport: Sendable {
             if !request.quote.isEmpty { chb_curl_setopt_slist(handle, CURLOPT_QUOTE, slist(request.quote)) }
             if !request.postQuote.isEmpty { chb_curl_setopt_slist(handle, CURLOPT_POSTQUOTE, slist(request.postQuote)) }
             if request.createMissingDirs { chb_curl_setopt_long(handle, CURLOPT_FTP_CREATE_MISSING_DIRS, 1) }
-            if request.listOnly { chb_curl_setopt_long(handle, CURLOPT_DIRLISTONLY, 1) }
             if request.pathAsIs { chb_curl_setopt_long(handle, CURLOPT_PATH_AS_IS, 1) }
             if !headerLines.isEmpty { chb_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, slist(headerLines)) }
             return curl_easy_perform(handle)

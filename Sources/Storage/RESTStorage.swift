@@ -12,9 +12,8 @@ public struct RESTStorage: Storage {
         self.transport = transport
     }
 
-    var location_: String { RepositoryURL.rest(remote).description }
+    public var location: String { RepositoryURL.rest(remote).description }
     public var defaultConnections: Int { 5 }
-    public var location: String { location_ }
 
     func url(_ handle: Handle?) -> String {
         let base = remote.baseURL(withPassword: false)
@@ -37,19 +36,12 @@ public struct RESTStorage: Storage {
         return response
     }
 
-    func validate(_ handle: Handle) throws {
-        if handle.type == .config { return }
-        guard !handle.name.isEmpty, handle.name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
-            throw StorageError(.permanent, "invalid file name \"\(handle.name)\"")
-        }
-    }
-
     public func create() async throws {
-        _ = try checked(try await transport.perform(request("POST", url(nil) + "?create=true")), "create repository at \(location_)")
+        _ = try checked(try await transport.perform(request("POST", url(nil) + "?create=true")), "create repository at \(location)")
     }
 
     public func save(_ handle: Handle, data: Data) async throws {
-        try validate(handle)
+        try handle.validateForRemote()
         var r = request("POST", url(handle))
         r.body = data
         r.headers = [("Content-Type", "application/octet-stream")]
@@ -57,12 +49,8 @@ public struct RESTStorage: Storage {
     }
 
     public func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data {
-        try validate(handle)
-        if let range, range.isEmpty {
-            let size = try await stat(handle).size
-            if range.lowerBound > size { throw StorageError(.invalidRange, "range \(range) outside \(handle)") }
-            return Data()
-        }
+        try handle.validateForRemote()
+        if let range, range.isEmpty { return try await loadEmptyRange(handle, range) }
         var r = request("GET", url(handle))
         r.range = range
         let response = try checked(try await transport.perform(r), "load \(handle)", ok: range == nil ? [200] : [200, 206])
@@ -80,7 +68,7 @@ public struct RESTStorage: Storage {
     }
 
     public func stat(_ handle: Handle) async throws -> FileInfo {
-        try validate(handle)
+        try handle.validateForRemote()
         let response = try checked(try await transport.perform(request("HEAD", url(handle))), "stat \(handle)")
         guard let size = response.headers["content-length"].flatMap({ Int64($0) }) else {
             throw StorageError(.permanent, "stat \(handle): the server sent no Content-Length")
@@ -89,9 +77,7 @@ public struct RESTStorage: Storage {
     }
 
     public func list(_ type: FileType) async throws -> [FileInfo] {
-        if type == .config {
-            do { return [try await stat(.config)] } catch let e as StorageError where e.code == .notFound { return [] }
-        }
+        if type == .config { return try await listConfigByStat() }
         var r = request("GET", url(nil) + type.rawValue + "/")
         r.headers = [("Accept", Self.v2)]
         let response = try checked(try await transport.perform(r), "list \(type.rawValue)")
@@ -109,7 +95,7 @@ public struct RESTStorage: Storage {
     }
 
     public func remove(_ handle: Handle) async throws {
-        try validate(handle)
+        try handle.validateForRemote()
         _ = try checked(try await transport.perform(request("DELETE", url(handle))), "remove \(handle)")
     }
 }

@@ -39,13 +39,6 @@ public struct S3Storage: Storage {
         return handle.type == .config ? p + "config" : p + handle.type.rawValue + "/" + handle.name
     }
 
-    func validate(_ handle: Handle) throws {
-        if handle.type == .config { return }
-        guard !handle.name.isEmpty, handle.name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
-            throw StorageError(.permanent, "invalid file name \"\(handle.name)\"")
-        }
-    }
-
     /// Sends a signed request. `path` is the object key (or empty for the bucket), `query` unencoded pairs.
     func send(_ method: String, key: String?, query: [(String, String)] = [], body: Data? = nil,
               range: Range<Int64>? = nil) async throws -> CurlResponse {
@@ -92,17 +85,13 @@ public struct S3Storage: Storage {
     }
 
     public func save(_ handle: Handle, data: Data) async throws {
-        try validate(handle)
+        try handle.validateForRemote()
         _ = try checked(try await send("PUT", key: key(handle), body: data), "save \(handle)")
     }
 
     public func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data {
-        try validate(handle)
-        if let range, range.isEmpty {
-            let size = try await stat(handle).size
-            if range.lowerBound > size { throw StorageError(.invalidRange, "range \(range) outside \(handle)") }
-            return Data()
-        }
+        try handle.validateForRemote()
+        if let range, range.isEmpty { return try await loadEmptyRange(handle, range) }
         let response = try checked(try await send("GET", key: key(handle), range: range), "load \(handle)",
                                    ok: range == nil ? [200] : [206])
         if let range, response.body.count != range.count {
@@ -112,7 +101,7 @@ public struct S3Storage: Storage {
     }
 
     public func stat(_ handle: Handle) async throws -> FileInfo {
-        try validate(handle)
+        try handle.validateForRemote()
         let response = try checked(try await send("HEAD", key: key(handle)), "stat \(handle)")
         guard let size = response.headers["content-length"].flatMap({ Int64($0) }) else {
             throw StorageError(.permanent, "stat \(handle): no Content-Length")
@@ -121,9 +110,7 @@ public struct S3Storage: Storage {
     }
 
     public func list(_ type: FileType) async throws -> [FileInfo] {
-        if type == .config {
-            do { return [try await stat(.config)] } catch let e as StorageError where e.code == .notFound { return [] }
-        }
+        if type == .config { return try await listConfigByStat() }
         let prefix = (remote.prefix.isEmpty ? "" : remote.prefix + "/") + type.rawValue + "/"
         var result: [FileInfo] = []
         var token: String?
@@ -150,7 +137,7 @@ public struct S3Storage: Storage {
     }
 
     public func remove(_ handle: Handle) async throws {
-        try validate(handle)
+        try handle.validateForRemote()
         // S3 deletes are idempotent; the contract wants not-found for a missing file.
         _ = try await stat(handle)
         _ = try checked(try await send("DELETE", key: key(handle)), "remove \(handle)", ok: [200, 204])

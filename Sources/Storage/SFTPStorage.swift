@@ -17,22 +17,18 @@ public struct SFTPStorage: Storage {
     public var location: String { RepositoryURL.sftp(remote).description }
     public var defaultConnections: Int { 4 }
 
+    /// The repository directory's URL: the root URL plus the path (relative ones under "~").
     var urlBase: String {
-        let user = remote.user.map { ($0.addingPercentEncoding(withAllowedCharacters: .urlUserAllowed) ?? $0) + "@" } ?? ""
-        let host = remote.host.contains(":") ? "[\(remote.host)]" : remote.host
-        let path = remote.path.hasPrefix("/") ? remote.path : "/~/" + remote.path
-        let encoded = path.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? path
-        return "sftp://\(user)\(host):\(remote.port)\(encoded)"
+        let path = remote.path.hasPrefix("/") ? String(remote.path.dropFirst()) : "~/" + remote.path
+        return rootURL + (path.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? path)
     }
 
     /// The path as the server's quote commands see it (relative paths are relative to the home).
     var serverBase: String { remote.path }
 
     func relative(_ handle: Handle) throws -> String {
+        try handle.validateForRemote()
         if handle.type == .config { return "config" }
-        guard !handle.name.isEmpty, handle.name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
-            throw StorageError(.permanent, "invalid file name \"\(handle.name)\"")
-        }
         return handle.type == .data ? "data/\(handle.name.prefix(2))/\(handle.name)" : "\(handle.type.rawValue)/\(handle.name)"
     }
 
@@ -142,9 +138,7 @@ public struct SFTPStorage: Storage {
     }
 
     public func list(_ type: FileType) async throws -> [FileInfo] {
-        if type == .config {
-            do { return [try await stat(.config)] } catch let e as StorageError where e.code == .notFound { return [] }
-        }
+        if type == .config { return try await listConfigByStat() }
         if type != .data {
             return try await listDirectory(type.rawValue).filter { !$0.isDir }.map { FileInfo(name: $0.name, size: $0.size) }
         }

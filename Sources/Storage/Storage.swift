@@ -77,3 +77,29 @@ extension Storage {
         }
     }
 }
+
+extension Handle {
+    /// Remote backends put names into URLs and paths: only letters, digits, "-" and "_".
+    func validateForRemote() throws {
+        if type == .config { return }
+        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+            throw StorageError(.permanent, "invalid file name \"\(name)\"")
+        }
+    }
+}
+
+extension Storage {
+    /// `list(.config)` for backends without a directory of configs: the config, if it exists.
+    func listConfigByStat() async throws -> [FileInfo] {
+        do { return [try await stat(.config)] } catch let e as StorageError where e.code == .notFound { return [] }
+    }
+
+    /// The contract for an empty range: empty data when it lies inside the file (servers answer
+    /// a zero-length Range request inconsistently, so it is never sent), invalidRange past it.
+    func loadEmptyRange(_ handle: Handle, _ range: Range<Int64>) async throws -> Data {
+        if range.lowerBound > (try await stat(handle)).size {
+            throw StorageError(.invalidRange, "range \(range) outside \(handle)")
+        }
+        return Data()
+    }
+}

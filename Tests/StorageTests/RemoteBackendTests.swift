@@ -126,6 +126,25 @@ func makeRemote(_ kind: RemoteBackend, retries: Int = 1) throws -> (any Storage,
         }
     }
 
+    @Test(.enabled(if: TestServices.available(TestServices.sftpURL) && which("ssh-keygen") != nil))
+    func anSFTPKeyTheServerDoesNotKnowIsRefused() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let made = try run(which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", dir.file("stranger")])
+        #expect(made.status == 0, "\(made.stderr)")
+        var credentials = TestServices.sshCredentials
+        credentials.sshKeyFile = dir.file("stranger")
+        let url = try RepositoryURL.parse("\(TestServices.sftpURL ?? "sftp:x@127.0.0.1:1//tmp")/\(TestServices.unique("s"))")
+        let storage = try StorageStack.open(url, credentials: credentials, retries: 1, pool: remotePool, logger: Logger(label: "t"))
+        do {
+            try await storage.create()
+            Issue.record("an unknown client key was accepted")
+        } catch let error as StorageError {
+            #expect(error.code != .notFound, "\(error)")
+            #expect(!error.description.contains(dir.path), "the key's path is not needed in the message: \(error)")
+        }
+    }
+
     @Test func unreachableServerFailsClearlyAfterRetries() async throws {
         let port = freeLoopbackPort()  // nothing listens there
         let url = try RepositoryURL.parse("rest:http://127.0.0.1:\(port)/repo")
