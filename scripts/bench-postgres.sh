@@ -94,7 +94,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say() { printf '\n==> %s\n' "$*"; }
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 
 rm -rf "$PW"
 mkdir -p "$LOGS" "$PW/objects" "$PW/state"
@@ -102,10 +103,9 @@ chmod 755 "$W" "$PW"
 : > "$TSV"
 echo "placeholder for the installation's objects (server:backup backs this directory up as che/objects)" > "$PW/objects/README"
 
-free_mib() { df -Pm "$PW" | awk 'NR == 2 { print $4 }'; }
 need=$((SCALE * 70 + 1024))
-if (( $(free_mib) < need )); then
-    echo "bench-postgres: need about $need MiB free in $PW for scale $SCALE, have $(free_mib) MiB" >&2
+if (( $(free_mib "$PW") < need )); then
+    echo "bench-postgres: need about $need MiB free in $PW for scale $SCALE, have $(free_mib "$PW") MiB" >&2
     exit 1
 fi
 
@@ -114,14 +114,12 @@ export CHEBACKUP_CONFIG="$PW/chebackup.yaml"
 unset BACKUP_REPOSITORY_URL || true
 
 # --- helpers -----------------------------------------------------------------------------------
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
 
 # Busy CPU seconds of the whole machine (all CPUs) since boot, from /proc/stat: user, nice,
 # system, irq, softirq, steal. A step's share tells whether the machine was saturated.
 machine_cpu() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f\n", ($2 + $3 + $4 + $7 + $8 + $9) / hz }' /proc/stat; }
 # user, system, and waited-for children's user + system seconds of a process (/proc/PID/stat).
 proc_times() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f %.2f %.2f\n", $12 / hz, $13 / hz, ($14 + $15) / hz }' "/proc/$1/stat"; }
-proc_hwm() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 # CPU seconds of our PostgreSQL server: the postmaster (with the children it reaped) and its
 # running children (backends, checkpointer, archiver...).
 pg_cpu() {

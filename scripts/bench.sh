@@ -119,17 +119,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say() { printf '\n==> %s\n' "$*"; }
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 
 rm -rf "$W"
 mkdir -p "$LOGS"
 : > "$TSV"
 : > "$W/meta"
 
-free_mib() { df -Pm "$W" | awk 'NR == 2 { print $4 }'; }
 need=$((SIZE_MIB * 6 + 512))
-if (( $(free_mib) < need )); then
-    echo "bench: need about $need MiB free in $W for a $SIZE_MIB MiB corpus, have $(free_mib) MiB" >&2
+if (( $(free_mib "$W") < need )); then
+    echo "bench: need about $need MiB free in $W for a $SIZE_MIB MiB corpus, have $(free_mib "$W") MiB" >&2
     exit 1
 fi
 
@@ -148,7 +148,6 @@ warm() { sync; tar -cf - -C "$1" . | cat > /dev/null; }
 
 # CPU seconds (user + system) and peak RSS (KiB) of a running process, from /proc.
 proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$1/stat"; }
-proc_hwm() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 
 # run_step KEY TOOL LABEL BYTES -- COMMAND...: time COMMAND, record
 # "KEY TOOL SECONDS RSS_KIB BYTES USER_S SYS_S SERVER_CPU_S SERVER_HWM_KIB" (the server columns
@@ -184,7 +183,6 @@ run_step() {
         printf "\n" }'
 }
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
 
 # wait_port PORT NAME LOG: wait up to 10 s for a server to accept connections.
 wait_port() {
@@ -367,8 +365,8 @@ if [[ $FLAT -eq 1 ]]; then
     say "free the disk for the memory-flatness run"
     rm -rf "$W/ours" "$W/restic" "$W/restore-ours" "$W/restore-restic" "$RESTIC_CACHE_DIR" "$CORPUS"
     need=$((FLAT_MIB * 5 / 2 + 512))
-    if (( $(free_mib) < need )); then
-        echo "bench: skipping the memory-flatness run: need about $need MiB free, have $(free_mib) MiB" >&2
+    if (( $(free_mib "$W") < need )); then
+        echo "bench: skipping the memory-flatness run: need about $need MiB free, have $(free_mib "$W") MiB" >&2
         FLAT_STATUS="skipped (disk)"
     else
         say "generate a $FLAT_MIB MiB corpus (seed $CORPUS_SEED)"
