@@ -1,5 +1,6 @@
 import Foundation
 import Storage
+import Synchronization
 
 /// What to back up into one part of a snapshot.
 public enum BackupSource: Sendable {
@@ -54,6 +55,9 @@ public final class Archiver: Sendable {
     let progress: ProgressCounters
     let fileSlots: AsyncSemaphore
     let chunkWindow: Int
+    let pools: ChunkPools
+    /// Files and streams being read right now.
+    let activeReaders = Atomic<Int>(0)
 
     public init(repository: Repository, writer: BlobWriter, progress: ProgressCounters, fileConcurrency: Int) {
         repo = repository
@@ -61,12 +65,21 @@ public final class Archiver: Sendable {
         self.progress = progress
         fileSlots = AsyncSemaphore(permits: max(1, fileConcurrency))
         chunkWindow = max(2, ProcessInfo.processInfo.activeProcessorCount)
+        pools = ChunkPools(parameters: repository.chunker.parameters, readers: max(1, fileConcurrency),
+                           chunksInFlight: max(1, fileConcurrency) * (chunkWindow + 1))
     }
 
     /// Chunks everything `fd` yields and stores new chunks. Returns the content list, the size and
     /// the bytes that were new to the repository.
+    ///
+    /// While other files are being read too, their tasks keep the cores busy: a new chunk is
+    /// sealed right here, from the read buffer (no copy). When this is the only input being read
+    /// (a stream, or the last large file of a tree), up to `chunkWindow` chunks are copied out and
+    /// sealed in parallel.
     func saveContent(fd: Int32, name: String) async throws -> (content: [BlobID], size: Int64, new: Int64) {
-        let reader = ChunkReader(chunker: repo.chunker, fd: fd, name: name)
+        let reader = ChunkReader(chunker: repo.chunker, fd: fd, name: name, pools: pools)
+        activeReaders.add(1, ordering: .relaxed)
+        defer { activeReaders.subtract(1, ordering: .relaxed) }
         var ids: [BlobID] = []
         var size: Int64 = 0
         var newBytes: Int64 = 0
@@ -78,15 +91,22 @@ public final class Archiver: Sendable {
                 let id = repo.blobID(chunk)
                 ids.append(id)
                 if repo.index.claim(id) {
-                    if inFlight >= chunkWindow {
-                        newBytes += try await group.next() ?? 0
-                        inFlight -= 1
+                    if inFlight == 0 && activeReaders.load(ordering: .relaxed) > 1 {
+                        try writer.store(chunk, id: id, type: .data)
+                        try await writer.uploadFull()
+                        newBytes += Int64(chunk.count)
+                    } else {
+                        if inFlight >= chunkWindow {
+                            newBytes += try await group.next() ?? 0
+                            inFlight -= 1
+                        }
+                        let copy = reader.copy(chunk)
+                        group.addTask { [writer] in
+                            try await writer.store(copy, id: id, type: .data)
+                            return Int64(copy.count)
+                        }
+                        inFlight += 1
                     }
-                    group.addTask { [writer] in
-                        try await writer.store(chunk, id: id, type: .data)
-                        return Int64(chunk.count)
-                    }
-                    inFlight += 1
                 }
                 progress.add(bytes: Int64(chunk.count))
             }

@@ -2,11 +2,15 @@ import Foundation
 import Storage
 
 /// Turns new blobs into packs and uploads finished packs, at most `connections` at a time.
-/// Memory stays bounded: one open pack per blob type, plus the packs being uploaded; a caller
-/// that finishes a pack while all upload slots are busy waits (backpressure).
+/// Packs are written to staged files as they fill (a local repository's own `tmp/`, renamed into
+/// place; otherwise an unlinked temporary file that is uploaded from disk), so memory holds no
+/// pack, only the chunk being sealed. A caller that fills a pack while all upload slots are busy
+/// waits (backpressure), which also bounds the staged files on disk.
 public final class BlobWriter: Sendable {
     let repo: Repository
     private let open = Locked<[BlobType: PackBuilder]>([:])
+    /// Packs that reached the pack size, waiting for an upload slot.
+    private let full = Locked<[PackBuilder]>([])
     private let slots: AsyncSemaphore
     private let uploads = Locked<[Task<Void, Never>]>([])
     private let failure = Locked<(any Error & Sendable)?>(nil)
@@ -30,16 +34,34 @@ public final class BlobWriter: Sendable {
 
     /// Stores a blob the caller has claimed with `repo.index.claim`.
     func store(_ plaintext: Data, id: BlobID, type: BlobType) async throws {
+        try plaintext.withUnsafeBytes { try store($0, id: id, type: type) }
+        try await uploadFull()
+    }
+
+    /// Seals the blob in a scratch buffer and writes it into the open pack of its type (in the
+    /// pack's staged file). A pack that reaches the pack size is queued for upload.
+    func store(_ plaintext: UnsafeRawBufferPointer, id: BlobID, type: BlobType) throws {
         if let error = failure.withLock({ $0 }) { throw error }
-        let sealed = PackFormat.sealBlob(plaintext, id: id, type: type, key: repo.keys.encryption)
-        let limit = repo.config.packSize
-        let capacity = limit + repo.config.chunker.maxSize + 4096
-        let full = open.withLock { packs -> PackBuilder? in
-            // Mutate in place: copying a builder would copy the whole pack being built.
-            packs[type, default: PackBuilder(capacity: capacity)].add(sealed: sealed, id: id, type: type, rawLength: plaintext.count)
-            return packs[type]!.count >= limit ? packs.removeValue(forKey: type) : nil
+        try PackFormat.scratch.withBuffer { scratch in
+            let length = PackFormat.sealBlob(plaintext, id: id, type: type, key: repo.keys.encryption, into: scratch)
+            let (file, writes, offset) = try open.withLock { packs in
+                if packs[type] == nil { packs[type] = try PackBuilder(file: repo.storage.makeStagingFile(for: .data)) }
+                let offset = packs[type]!.reserve(length: length, id: id, type: type, rawLength: plaintext.count)
+                let pack = packs[type]!
+                if pack.count >= repo.config.packSize { full.withLock { $0.append(packs.removeValue(forKey: type)!) } }
+                return (pack.file, pack.writes, offset)
+            }
+            do { try file.write(UnsafeRawBufferPointer(rebasing: scratch[0..<length]), at: offset) } catch {
+                writes.end(failure: error)
+                throw error
+            }
+            writes.end()
         }
-        if let full { try await upload(full) }
+    }
+
+    /// Starts the upload of every pack that filled up (waiting for an upload slot: backpressure).
+    func uploadFull() async throws {
+        while let next = full.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) { try await upload(next) }
     }
 
     private func upload(_ builder: PackBuilder) async throws {
@@ -51,13 +73,12 @@ public final class BlobWriter: Sendable {
         let task = Task { [repo, slots, failure, stored] in
             defer { slots.release() }
             do {
-                var builder = builder
-                let bytes = builder.finish(key: repo.keys.encryption)
-                let id = try await repo.saveObject(.data, bytes)
-                repo.index.addStored(IndexFile.Pack(id: id, size: Int64(bytes.count), entries: builder.entries))
+                let file = try await builder.finish(key: repo.keys.encryption)
+                let (size, id) = try await repo.saveStagedObject(.data, file)
+                repo.index.addStored(IndexFile.Pack(id: id, size: size, entries: builder.entries))
                 stored.withLock {
                     $0.packs += 1
-                    $0.bytes += Int64(bytes.count)
+                    $0.bytes += size
                 }
             } catch {
                 failure.withLock { if $0 == nil { $0 = error as any Error & Sendable } }
@@ -69,6 +90,7 @@ public final class BlobWriter: Sendable {
     /// Uploads the partly filled packs, waits for every upload, then writes the index for them.
     /// After this returns, every blob saved so far is stored and indexed.
     public func flush() async throws {
+        try await uploadFull()
         let partial = open.withLock { packs -> [PackBuilder] in
             defer { packs = [:] }
             return packs.values.filter { !$0.isEmpty }
@@ -95,6 +117,7 @@ public final class BlobWriter: Sendable {
         }
         for task in pending { await task.value }
         open.withLock { $0 = [:] }
+        full.withLock { $0 = [] }
         repo.index.abandonPending()
         do { try await repo.flushIndex() } catch {
             repo.logger.warning("could not write the index of packs stored before the failure: \(error)")

@@ -91,35 +91,45 @@ public struct Chunker: Sendable {
 }
 
 /// Reads a file descriptor and hands out its chunks, holding at most one maximum-size chunk plus
-/// one read (1 MiB).
+/// one read (1 MiB). With pools, the read buffer and the chunks come from reusable memory (a
+/// backup reads thousands of files: fresh buffers would be mapped and faulted in for each).
 public final class ChunkReader {
     let chunker: Chunker
     let fd: Int32
     let name: String
     private let buffer: UnsafeMutableRawBufferPointer
+    private let pools: ChunkPools?
     private var start = 0
     private var end = 0
     private var eof = false
     public private(set) var bytesRead: Int64 = 0
 
-    public init(chunker: Chunker, fd: Int32, name: String) {
+    public init(chunker: Chunker, fd: Int32, name: String, pools: ChunkPools? = nil) {
         self.chunker = chunker
         self.fd = fd
         self.name = name
-        buffer = .allocate(byteCount: chunker.parameters.maxSize + min(1 << 20, chunker.parameters.maxSize), alignment: 16)
+        self.pools = pools
+        buffer = pools?.reads.take() ?? .allocate(byteCount: ChunkPools.readBufferSize(chunker.parameters), alignment: 64)
     }
 
-    deinit { buffer.deallocate() }
+    deinit {
+        if let pools { pools.reads.give(buffer) } else { buffer.deallocate() }
+    }
 
-    /// The next chunk, or nil at the end of the input.
-    public func next() throws -> Data? {
+    /// The next chunk, or nil at the end of the input: a view into the read buffer, valid until
+    /// the next call.
+    public func next() throws -> UnsafeRawBufferPointer? {
         if end - start < chunker.parameters.maxSize && !eof { try fill() }
         if start == end { return nil }
-        let available = UnsafeRawBufferPointer(rebasing: buffer[start..<end])
-        let length = chunker.cut(available)
-        let chunk = Data(bytes: buffer.baseAddress! + start, count: length)
-        start += length
-        return chunk
+        let length = chunker.cut(UnsafeRawBufferPointer(rebasing: buffer[start..<end]))
+        defer { start += length }
+        return UnsafeRawBufferPointer(rebasing: buffer[start..<(start + length)])
+    }
+
+    /// A copy of a chunk from `next` that outlives it (in pooled memory when there are pools).
+    public func copy(_ chunk: UnsafeRawBufferPointer) -> Data {
+        guard let pools else { return Data(chunk) }
+        return pools.chunks.data(count: chunk.count) { $0.baseAddress!.copyMemory(from: chunk.baseAddress!, byteCount: chunk.count) }
     }
 
     private func fill() throws {
@@ -139,5 +149,19 @@ public final class ChunkReader {
             end += n
             bytesRead += Int64(n)
         }
+    }
+}
+
+/// Reusable buffers for `ChunkReader`s: one read buffer per file being read, and the chunks in
+/// flight (at most a maximum-size chunk each).
+public final class ChunkPools: Sendable {
+    let reads: BufferPool
+    let chunks: BufferPool
+
+    static func readBufferSize(_ p: ChunkerParameters) -> Int { p.maxSize + min(1 << 20, p.maxSize) }
+
+    public init(parameters: ChunkerParameters, readers: Int, chunksInFlight: Int) {
+        reads = BufferPool(capacity: Self.readBufferSize(parameters), keep: readers)
+        chunks = BufferPool(capacity: parameters.maxSize, keep: chunksInFlight)
     }
 }

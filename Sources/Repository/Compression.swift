@@ -27,6 +27,14 @@ enum LZ4 {
         return Int(chb_lz4_compress(input.baseAddress, output.baseAddress, Int32(input.count), Int32(output.count)))
     }
 
+    /// Decompresses into exactly all of `output`; false when the input is not valid LZ4 of that length.
+    static func decompress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Bool {
+        guard output.count < Int(Int32.max), input.count < Int(Int32.max) else { return false }
+        if output.isEmpty { return input.count == 1 && input[0] == 0 }
+        let n = chb_lz4_decompress(input.baseAddress, output.baseAddress, Int32(input.count), Int32(output.count))
+        return n == Int32(output.count)
+    }
+
     /// Decompresses into exactly `length` bytes; nil when the input is not valid LZ4 of that length.
     static func decompress(_ input: UnsafeRawBufferPointer, length: Int) -> Data? {
         guard length >= 0, length < Int(Int32.max), input.count < Int(Int32.max) else { return nil }

@@ -86,18 +86,23 @@ public enum Crypto {
     /// Decrypts and verifies; nil when the data or `aad` was changed or the key is wrong.
     static func open(_ key: SecretKey, _ sealed: UnsafeRawBufferPointer, aad: Data = Data()) -> Data? {
         guard sealed.count >= overhead else { return nil }
+        var out = Data(count: sealed.count - overhead)
+        let ok = out.withUnsafeMutableBytes { open(key, sealed, aad: aad, into: $0.baseAddress) }
+        return ok ? out : nil
+    }
+
+    /// Decrypts into `out` (room for `sealed.count - overhead` bytes); false when authentication fails.
+    static func open(_ key: SecretKey, _ sealed: UnsafeRawBufferPointer, aad: Data, into out: UnsafeMutableRawPointer?) -> Bool {
+        guard sealed.count >= overhead else { return false }
         let length = sealed.count - overhead
-        var out = Data(count: length)
-        let ok = out.withUnsafeMutableBytes { o in
-            key.bytes.withUnsafeBytes { k in
-                aad.withUnsafeBytes { a in
-                    let base = sealed.baseAddress!
-                    return chb_aes256gcm_open(k.baseAddress, base, a.baseAddress, a.count, base + nonceSize, length,
-                                              base + nonceSize + length, o.baseAddress)
-                }
+        let ok = key.bytes.withUnsafeBytes { k in
+            aad.withUnsafeBytes { a in
+                let base = sealed.baseAddress!
+                return chb_aes256gcm_open(k.baseAddress, base, a.baseAddress, a.count, base + nonceSize, length,
+                                          base + nonceSize + length, out)
             }
         }
-        return ok == 1 ? out : nil
+        return ok == 1
     }
 
     static func open(_ key: SecretKey, _ sealed: Data, aad: Data = Data()) -> Data? {

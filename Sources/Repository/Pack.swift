@@ -1,4 +1,5 @@
 import CLZ4
+import Storage
 import Foundation
 
 /// What a blob holds. Values are part of the format.
@@ -39,64 +40,94 @@ enum PackFormat {
         return aad
     }
 
-    /// Compresses (when it helps) and seals one blob's plaintext, in one buffer: LZ4 writes
-    /// straight into it and AES-GCM encrypts it in place.
+    /// Reusable buffers for sealing and opening blobs: room for the largest chunk (64 MiB) and
+    /// its LZ4 worst case. Only the bytes used become resident.
+    static let scratch = BufferPool(capacity: (64 << 20) + (1 << 20), keep: 8)
+
+    /// The most bytes `sealBlob` writes for `n` bytes of plaintext.
+    static func sealedBound(_ n: Int) -> Int {
+        Crypto.nonceSize + 5 + max(n > 0 ? Int(LZ4_compressBound(Int32(n))) : 0, n) + Crypto.tagSize
+    }
+
+    /// Compresses (when it helps) and seals one blob's plaintext into `out` (at least
+    /// `sealedBound` bytes): LZ4 writes straight into it and AES-GCM encrypts it in place.
+    /// Returns the sealed length.
+    static func sealBlob(_ raw: UnsafeRawBufferPointer, id: BlobID, type: BlobType, key: SecretKey,
+                         into o: UnsafeMutableRawBufferPointer) -> Int {
+        let n = raw.count
+        precondition(o.count >= sealedBound(n), "sealing buffer too small")
+        let bound = n > 0 ? Int(LZ4_compressBound(Int32(n))) : 0
+        let body = o.baseAddress! + Crypto.nonceSize
+        let packed = n > 0 ? LZ4.compress(raw, into: UnsafeMutableRawBufferPointer(start: body + 5, count: bound)) : 0
+        let bodyLength: Int
+        if packed > 0 && packed + 5 < n {
+            body.storeBytes(of: Codec.lz4.rawValue, as: UInt8.self)
+            body.storeBytes(of: UInt32(n).littleEndian, toByteOffset: 1, as: UInt32.self)
+            bodyLength = 5 + packed
+        } else {
+            body.storeBytes(of: Codec.raw.rawValue, as: UInt8.self)
+            if n > 0 { (body + 1).copyMemory(from: raw.baseAddress!, byteCount: n) }
+            bodyLength = 1 + n
+        }
+        Crypto.sealInPlace(key, o.baseAddress!, bodyLength: bodyLength, aad: blobAAD(id, type))
+        return Crypto.overhead + bodyLength
+    }
+
+    /// `sealBlob` into a new `Data` (tests, small objects).
     static func sealBlob(_ plaintext: Data, id: BlobID, type: BlobType, key: SecretKey) -> Data {
-        let aad = blobAAD(id, type)
-        return plaintext.withUnsafeBytes { raw -> Data in
-            let n = raw.count
-            let bound = n > 0 ? Int(LZ4_compressBound(Int32(n))) : 0
-            var out = Data(count: Crypto.nonceSize + 5 + max(bound, n) + Crypto.tagSize)
-            let length = out.withUnsafeMutableBytes { o -> Int in
-                let body = o.baseAddress! + Crypto.nonceSize
-                let packed = n > 0 ? LZ4.compress(raw, into: UnsafeMutableRawBufferPointer(start: body + 5, count: bound)) : 0
-                let bodyLength: Int
-                if packed > 0 && packed + 5 < n {
-                    body.storeBytes(of: Codec.lz4.rawValue, as: UInt8.self)
-                    body.storeBytes(of: UInt32(n).littleEndian, toByteOffset: 1, as: UInt32.self)
-                    bodyLength = 5 + packed
-                } else {
-                    body.storeBytes(of: Codec.raw.rawValue, as: UInt8.self)
-                    if n > 0 { (body + 1).copyMemory(from: raw.baseAddress!, byteCount: n) }
-                    bodyLength = 1 + n
-                }
-                Crypto.sealInPlace(key, o.baseAddress!, bodyLength: bodyLength, aad: aad)
-                return Crypto.overhead + bodyLength
-            }
+        plaintext.withUnsafeBytes { raw in
+            var out = Data(count: sealedBound(raw.count))
+            let length = out.withUnsafeMutableBytes { sealBlob(raw, id: id, type: type, key: key, into: $0) }
             out.count = length
             return out
         }
     }
 
-    /// Decrypts, decompresses and checks one sealed blob against its id.
-    static func openBlob(_ sealed: UnsafeRawBufferPointer, entry: PackedBlob, keys: MasterKeys, pack: PackID) throws -> Data {
-        guard let body = Crypto.open(keys.encryption, sealed, aad: blobAAD(entry.id, entry.type)), !body.isEmpty else {
+    /// Decrypts, decompresses and checks one sealed blob against its id, then hands the plaintext
+    /// to `body` (valid only during the call; it lives in pooled scratch buffers).
+    static func withOpenedBlob<T>(_ sealed: UnsafeRawBufferPointer, entry: PackedBlob, keys: MasterKeys, pack: PackID,
+                                  _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
+        guard sealed.count > Crypto.overhead, sealed.count - Crypto.overhead <= scratch.capacity else {
             throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) failed authentication: the pack is corrupted")
         }
-        let plain: Data
-        switch Codec(rawValue: body[body.startIndex]) {
-        case .raw:
-            plain = body.dropFirst()
-        case .lz4:
-            guard body.count >= 5,
-                  let out = body.withUnsafeBytes({ raw -> Data? in
-                      let length = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 1, as: UInt32.self)))
-                      return LZ4.decompress(UnsafeRawBufferPointer(rebasing: raw[5...]), length: length)
-                  }) else {
-                throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) has invalid compressed data")
+        return try scratch.withBuffer { opened in
+            guard Crypto.open(keys.encryption, sealed, aad: blobAAD(entry.id, entry.type), into: opened.baseAddress) else {
+                throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) failed authentication: the pack is corrupted")
             }
-            plain = out
-        case nil:
-            throw RepositoryError(.unsupported, "blob \(entry.id) in pack \(pack) uses an unknown codec")
+            let bodyLength = sealed.count - Crypto.overhead
+            func verified(_ plain: UnsafeRawBufferPointer) throws -> T {
+                guard plain.count == Int(entry.rawLength) else {
+                    throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) has length \(plain.count), index says \(entry.rawLength)")
+                }
+                guard Crypto.hmac(keys.chunkID, plain) == entry.id.digest else {
+                    throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) does not match its id")
+                }
+                return try body(plain)
+            }
+            switch Codec(rawValue: opened[0]) {
+            case .raw:
+                return try verified(UnsafeRawBufferPointer(rebasing: opened[1..<bodyLength]))
+            case .lz4:
+                let length = bodyLength >= 5 ? Int(UInt32(littleEndian: opened.loadUnaligned(fromByteOffset: 1, as: UInt32.self))) : -1
+                guard length >= 0, length == Int(entry.rawLength), length <= scratch.capacity else {
+                    throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) has invalid compressed data")
+                }
+                return try scratch.withBuffer { plain in
+                    guard LZ4.decompress(UnsafeRawBufferPointer(rebasing: opened[5..<bodyLength]),
+                                         into: UnsafeMutableRawBufferPointer(rebasing: plain[0..<length])) else {
+                        throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) has invalid compressed data")
+                    }
+                    return try verified(UnsafeRawBufferPointer(rebasing: plain[0..<length]))
+                }
+            case nil:
+                throw RepositoryError(.unsupported, "blob \(entry.id) in pack \(pack) uses an unknown codec")
+            }
         }
-        guard plain.count == Int(entry.rawLength) else {
-            throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) has length \(plain.count), index says \(entry.rawLength)")
-        }
-        let actual = plain.withUnsafeBytes { Crypto.hmac(keys.chunkID, $0) }
-        guard actual == entry.id.digest else {
-            throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) does not match its id")
-        }
-        return Data(plain)
+    }
+
+    /// `withOpenedBlob`, copied out.
+    static func openBlob(_ sealed: UnsafeRawBufferPointer, entry: PackedBlob, keys: MasterKeys, pack: PackID) throws -> Data {
+        try withOpenedBlob(sealed, entry: entry, keys: keys, pack: pack) { Data($0) }
     }
 
     static func encodeHeader(_ entries: [PackedBlob], key: SecretKey) -> Data {
@@ -143,35 +174,89 @@ enum PackFormat {
     static func tailGuess(packSize: Int64) -> Int64 { min(packSize, 64 << 10) }
 }
 
-/// Accumulates sealed blobs into one pack in memory.
-struct PackBuilder {
-    private(set) var bytes: Data
+/// Writes sealed blobs into one pack, straight into a staged file (never the whole pack in memory).
+/// `reserve` (under the caller's lock) assigns a blob its place; the bytes are written outside the
+/// lock, in parallel, and `finish` waits for every write in flight.
+struct PackBuilder: Sendable {
+    let file: StagedFile
+    let writes = PendingWrites()
+    private(set) var count: Int
     private(set) var entries: [PackedBlob] = []
-    private(set) var rawBytes: Int64 = 0
 
-    /// `capacity`: bytes to reserve up front, so the pack never reallocates while it grows.
-    init(capacity: Int = 0) {
-        bytes = Data(capacity: max(capacity, 64))
-        bytes.append(contentsOf: PackFormat.magic + [PackFormat.version])
+    init(file: StagedFile) throws {
+        self.file = file
+        try file.write(Data(PackFormat.magic + [PackFormat.version]), at: 0)
+        count = PackFormat.prefixSize
     }
 
     var isEmpty: Bool { entries.isEmpty }
-    var count: Int { bytes.count }
 
-    mutating func add(sealed: Data, id: BlobID, type: BlobType, rawLength: Int) {
-        entries.append(PackedBlob(id: id, type: type, offset: UInt32(bytes.count), length: UInt32(sealed.count),
-                                  rawLength: UInt32(rawLength)))
-        bytes.append(sealed)
-        rawBytes += Int64(rawLength)
+    /// Assigns a sealed blob of `length` bytes its offset, and counts its write as pending: the
+    /// caller writes it there, then calls `writes.end`.
+    mutating func reserve(length: Int, id: BlobID, type: BlobType, rawLength: Int) -> Int64 {
+        let offset = count
+        entries.append(PackedBlob(id: id, type: type, offset: UInt32(offset), length: UInt32(length), rawLength: UInt32(rawLength)))
+        count += length
+        writes.begin()
+        return Int64(offset)
     }
 
-    /// Appends header and trailer and hands out the finished pack (without copying it).
-    mutating func finish(key: SecretKey) -> Data {
+    /// Reserves and writes at once (single-threaded callers).
+    mutating func add(sealed: Data, id: BlobID, type: BlobType, rawLength: Int) throws {
+        let offset = reserve(length: sealed.count, id: id, type: type, rawLength: rawLength)
+        do { try file.write(sealed, at: offset) } catch {
+            writes.end(failure: error)
+            throw error
+        }
+        writes.end()
+    }
+
+    /// Waits for the blobs' writes, appends header and trailer; returns the finished file with
+    /// its size and SHA-256 computed.
+    func finish(key: SecretKey) async throws -> StagedFile {
+        try await writes.drained()
         let header = PackFormat.encodeHeader(entries, key: key)
-        bytes.append(header)
-        withUnsafeBytes(of: UInt32(header.count).littleEndian) { bytes.append(contentsOf: $0) }
-        bytes.append(contentsOf: PackFormat.magic)
-        defer { bytes = Data() }
-        return bytes
+        var tail = header
+        withUnsafeBytes(of: UInt32(header.count).littleEndian) { tail.append(contentsOf: $0) }
+        tail.append(contentsOf: PackFormat.magic)
+        try file.write(tail, at: Int64(count))
+        try file.finish()
+        return file
+    }
+}
+
+/// Counts writes in flight into one pack and remembers the first that failed.
+final class PendingWrites: Sendable {
+    private struct State {
+        var pending = 0
+        var failure: (any Error & Sendable)?
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+    private let state = Locked(State())
+
+    func begin() { state.withLock { $0.pending += 1 } }
+
+    func end(failure: (any Error)? = nil) {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            s.pending -= 1
+            if let failure, s.failure == nil { s.failure = failure }
+            guard s.pending == 0 else { return nil }
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Returns when no write is in flight; throws the first failure.
+    func drained() async throws {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.pending == 0 { return true }
+                s.waiter = continuation
+                return false
+            }
+            if now { continuation.resume() }
+        }
+        if let failure = state.value.failure { throw failure }
     }
 }

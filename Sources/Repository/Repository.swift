@@ -132,6 +132,14 @@ public final class Repository: Sendable {
         return id
     }
 
+    /// Stores a finished staged file under the SHA-256 of its bytes; returns its size and id.
+    func saveStagedObject(_ type: FileType, _ file: StagedFile) async throws -> (Int64, ObjectID) {
+        let (size, sha256) = try file.finish()
+        let id = ObjectID(sha256.withUnsafeBytes { Digest32(bytes: $0) })
+        try await storage.save(Handle(type, id.hex), staged: file)
+        return (size, id)
+    }
+
     /// Loads `type/<id>` and checks that its bytes hash to its name.
     func loadObject(_ type: FileType, _ id: ObjectID) async throws -> Data {
         let data: Data

@@ -156,26 +156,26 @@ public final class Restorer: Sendable {
         let (base, data) = try await loadSpan(pack, blobs.map(\.0))
         for (location, targets) in blobs {
             let start = Int(Int64(location.blob.offset) - base)
-            let plain = try data.withUnsafeBytes { raw in
-                try repo.openBlob(UnsafeRawBufferPointer(rebasing: raw[start..<(start + Int(location.blob.length))]), location)
-            }
-            for target in targets {
-                let path = files[target.file].path
-                let fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
-                guard fd >= 0 else { throw RepositoryError(.io, "cannot open \(path): \(FS.errorText())") }
-                defer { close(fd) }
-                try plain.withUnsafeBytes { raw in
-                    var done = 0
-                    while done < raw.count {
-                        let n = pwrite(fd, raw.baseAddress! + done, raw.count - done, off_t(target.offset) + off_t(done))
-                        if n < 0 {
-                            if errno == EINTR { continue }
-                            throw RepositoryError(.io, "cannot write \(path): \(FS.errorText())")
+            try data.withUnsafeBytes { raw in
+                let sealed = UnsafeRawBufferPointer(rebasing: raw[start..<(start + Int(location.blob.length))])
+                try PackFormat.withOpenedBlob(sealed, entry: location.blob, keys: repo.keys, pack: location.pack) { plain in
+                    for target in targets {
+                        let path = files[target.file].path
+                        let fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
+                        guard fd >= 0 else { throw RepositoryError(.io, "cannot open \(path): \(FS.errorText())") }
+                        defer { close(fd) }
+                        var done = 0
+                        while done < plain.count {
+                            let n = pwrite(fd, plain.baseAddress! + done, plain.count - done, off_t(target.offset) + off_t(done))
+                            if n < 0 {
+                                if errno == EINTR { continue }
+                                throw RepositoryError(.io, "cannot write \(path): \(FS.errorText())")
+                            }
+                            done += n
                         }
-                        done += n
+                        progress.add(bytes: Int64(plain.count))
                     }
                 }
-                progress.add(bytes: Int64(plain.count))
             }
         }
     }

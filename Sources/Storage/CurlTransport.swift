@@ -7,6 +7,8 @@ public struct CurlRequest: Sendable {
     public var url: String
     public var headers: [(String, String)] = []
     public var body: Data?
+    /// A staged file to send as the body instead of `body` (read from its descriptor as sent).
+    public var bodyFile: StagedFile?
     /// Send `body` as an upload (PUT over HTTP, file write over SFTP) instead of a request body.
     public var upload = false
     public var range: Range<Int64>?
@@ -86,7 +88,10 @@ public final class CurlTransport: Sendable {
             if keep { idle.withLock { $0.append(box) } } else { curl_easy_cleanup(handle) }
         }
         curl_easy_reset(handle)
-        let transfer = Transfer(upload: request.body ?? Data())
+        let transfer = Transfer(upload: request.body ?? Data(), file: request.bodyFile)
+        if let range = request.range, range.count >= 1 << 20, range.count <= BufferPool.objects.capacity {
+            transfer.receiveInto(BufferPool.objects)
+        }
         var lists: [UnsafeMutablePointer<curl_slist>?] = []
         defer { for l in lists { curl_slist_free_all(l) } }
         func slist(_ items: [String]) -> UnsafeMutablePointer<curl_slist>? {
@@ -109,7 +114,7 @@ public final class CurlTransport: Sendable {
             chb_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errbuf.baseAddress)
             chb_curl_setopt_datacb(handle, CURLOPT_WRITEFUNCTION) { data, size, count, user in
                 let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
-                if let data { t.body.append(UnsafeRawPointer(data).assumingMemoryBound(to: UInt8.self), count: size * count) }
+                if let data { t.received(UnsafeRawBufferPointer(start: data, count: size * count)) }
                 return size * count
             }
             chb_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, opaque)
@@ -141,34 +146,28 @@ public final class CurlTransport: Sendable {
                 chb_curl_setopt_string(handle, CURLOPT_SSH_HOST_PUBLIC_KEY_SHA256, fingerprint)
             }
             var headerLines = request.headers.map { "\($0.0): \($0.1)" }
-            if request.body != nil {
+            if request.body != nil || request.bodyFile != nil {
                 // The body is always handed over by the read callback: a pointer taken out of a
                 // Data's withUnsafeBytes is not valid after the closure (small Data is inline).
                 if request.upload {
                     chb_curl_setopt_long(handle, CURLOPT_UPLOAD, 1)
-                    chb_curl_setopt_offset(handle, CURLOPT_INFILESIZE_LARGE, curl_off_t(transfer.upload.count))
+                    chb_curl_setopt_offset(handle, CURLOPT_INFILESIZE_LARGE, curl_off_t(transfer.uploadSize))
                     if request.method != "PUT" { chb_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, request.method) }
                 } else {
                     chb_curl_setopt_long(handle, CURLOPT_POST, 1)
-                    chb_curl_setopt_offset(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(transfer.upload.count))
+                    chb_curl_setopt_offset(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(transfer.uploadSize))
                     if request.method != "POST" { chb_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, request.method) }
                 }
                 chb_curl_setopt_datacb(handle, CURLOPT_READFUNCTION) { buffer, size, count, user in
                     let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
-                    let n = min(size * count, t.upload.count - t.uploadOffset)
-                    if n > 0, let buffer {
-                        t.upload.withUnsafeBytes { raw in
-                            UnsafeMutableRawPointer(buffer).copyMemory(from: raw.baseAddress! + t.uploadOffset, byteCount: n)
-                        }
-                        t.uploadOffset += n
-                    }
-                    return n
+                    guard let buffer else { return 0 }
+                    return t.read(into: UnsafeMutableRawBufferPointer(start: buffer, count: size * count))
                 }
                 chb_curl_setopt_pointer(handle, CURLOPT_READDATA, opaque)
                 // Lets libcurl rewind the body when it resends on a new connection.
                 chb_curl_setopt_seekcb(handle, CURLOPT_SEEKFUNCTION) { user, offset, origin in
                     let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
-                    guard origin == SEEK_SET, offset >= 0, Int(offset) <= t.upload.count else { return 1 }  // CURL_SEEKFUNC_FAIL
+                    guard origin == SEEK_SET, offset >= 0, Int64(offset) <= t.uploadSize else { return 1 }  // CURL_SEEKFUNC_FAIL
                     t.uploadOffset = Int(offset)
                     return 0  // CURL_SEEKFUNC_OK
                 }
@@ -199,7 +198,7 @@ public final class CurlTransport: Sendable {
         }
         var length: curl_off_t = -1
         chb_curl_getinfo_offset(handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length)
-        return CurlResponse(status: status, headers: transfer.headers, body: transfer.body,
+        return CurlResponse(status: status, headers: transfer.headers, body: transfer.takeBody(),
                             contentLength: length >= 0 ? Int64(length) : nil)
     }
 
@@ -240,9 +239,66 @@ final class HandleBox: @unchecked Sendable {
 
 /// The state one transfer's callbacks share; touched only by the thread running the transfer.
 final class Transfer {
-    var body = Data()
     var headers: [String: String] = [:]
     let upload: Data
+    let file: StagedFile?
+    let uploadSize: Int64
     var uploadOffset = 0
-    init(upload: Data) { self.upload = upload }
+    private var body = Data()
+    /// A pooled buffer the response goes into while it fits (a pack or a range of known size).
+    private var pool: BufferPool?
+    private var pooled: UnsafeMutableRawBufferPointer?
+    private var pooledCount = 0
+
+    init(upload: Data, file: StagedFile?) {
+        self.upload = upload
+        self.file = file
+        uploadSize = file.map { $0.finished?.size ?? fileSize(fd: $0.fd) ?? 0 } ?? Int64(upload.count)
+    }
+
+    deinit {
+        if let pooled { pool?.give(pooled) }
+    }
+
+    /// Sends the next bytes of the body; 0 at its end, CURL_READFUNC_ABORT when the file fails.
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        let n = Int(min(Int64(buffer.count), uploadSize - Int64(uploadOffset)))
+        guard n > 0 else { return 0 }
+        if let file {
+            let got = pread(file.fd, buffer.baseAddress!, n, off_t(uploadOffset))
+            guard got > 0 else { return 0x1000_0000 }  // CURL_READFUNC_ABORT
+            uploadOffset += got
+            return got
+        }
+        upload.withUnsafeBytes { raw in
+            buffer.baseAddress!.copyMemory(from: raw.baseAddress! + uploadOffset, byteCount: n)
+        }
+        uploadOffset += n
+        return n
+    }
+
+    func receiveInto(_ pool: BufferPool) {
+        self.pool = pool
+        pooled = pool.take()
+    }
+
+    func received(_ bytes: UnsafeRawBufferPointer) {
+        if let buffer = pooled {
+            if pooledCount + bytes.count <= buffer.count {
+                if bytes.count > 0 { (buffer.baseAddress! + pooledCount).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+                pooledCount += bytes.count
+                return
+            }
+            body = Data(UnsafeRawBufferPointer(rebasing: buffer[0..<pooledCount]))  // larger than expected: plain memory
+            pool?.give(buffer)
+            pooled = nil
+        }
+        body.append(bytes.bindMemory(to: UInt8.self))
+    }
+
+    func takeBody() -> Data {
+        guard let buffer = pooled, let pool else { return body }
+        pooled = nil
+        return pool.wrap(buffer, count: pooledCount)
+    }
 }

@@ -42,26 +42,32 @@ public struct LocalStorage: Storage {
         }
     }
 
+    public func makeStagingFile(for type: FileType) throws -> StagedFile {
+        let temp = "\(root)/tmp/\(type.rawValue)-\(UUID().uuidString)"
+        let fd = open(temp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw posixError("create", temp) }
+        return StagedFile(fd: fd, path: temp)
+    }
+
     public func save(_ handle: Handle, data: Data) async throws {
+        let staged = try makeStagingFile(for: handle.type)
+        try await pool.run { try staged.write(data, at: 0) }
+        try await save(handle, staged: staged)
+    }
+
+    /// fsync, rename into place, fsync the directory. A file staged elsewhere is copied in.
+    public func save(_ handle: Handle, staged: StagedFile) async throws {
         let target = try path(handle)
-        let root = self.root
+        guard let temp = staged.path, temp.hasPrefix(root + "/tmp/") else {
+            return try await save(handle, data: staged.readAll())
+        }
         try await pool.run {
-            let temp = "\(root)/tmp/\(handle.type.rawValue)-\(UUID().uuidString)"
-            let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw posixError("create", temp) }
-            var renamed = false
-            defer { if !renamed { unlink(temp) } }
-            do {
-                defer { close(fd) }
-                try writeAll(fd, data, path: temp)
-                guard fsync(fd) == 0 else { throw posixError("fsync", temp) }
-            }
+            guard fsync(staged.fd) == 0 else { throw posixError("fsync", temp) }
             let dir = (target as NSString).deletingLastPathComponent
             if handle.type == .data, mkdir(dir, 0o700) != 0, errno != EEXIST {
                 throw posixError("create directory", dir)
             }
-            guard rename(temp, target) == 0 else { throw posixError("rename to", target) }
-            renamed = true
+            try staged.move(to: target)
             let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             if dfd >= 0 {
                 fsync(dfd)
@@ -81,7 +87,8 @@ public struct LocalStorage: Storage {
             guard wanted.lowerBound >= 0, wanted.upperBound <= size else {
                 throw StorageError(.invalidRange, "range \(wanted) outside \(handle) (\(size) bytes)")
             }
-            return try readExactly(fd, offset: wanted.lowerBound, count: Int(wanted.count), path: handle.description)
+            return try readExactly(fd, offset: wanted.lowerBound, count: Int(wanted.count), path: handle.description,
+                                   pool: wanted.count >= 1 << 20 ? .objects : nil)
         }
     }
 
@@ -168,9 +175,9 @@ public func writeAll(_ fd: Int32, _ data: Data, path: String) throws {
 }
 
 /// Reads exactly `count` bytes at `offset`; a short file is an error, not a short result.
-public func readExactly(_ fd: Int32, offset: Int64, count: Int, path: String) throws -> Data {
-    var data = Data(count: count)
-    try data.withUnsafeMutableBytes { raw in
+/// With `pool`, the bytes land in one of its reusable buffers.
+public func readExactly(_ fd: Int32, offset: Int64, count: Int, path: String, pool: BufferPool? = nil) throws -> Data {
+    func fill(_ raw: UnsafeMutableRawBufferPointer) throws {
         guard let base = raw.baseAddress else { return }
         var done = 0
         while done < count {
@@ -183,5 +190,8 @@ public func readExactly(_ fd: Int32, offset: Int64, count: Int, path: String) th
             done += n
         }
     }
+    if let pool { return try pool.data(count: count, fill: fill) }
+    var data = Data(count: count)
+    try data.withUnsafeMutableBytes { try fill($0) }
     return data
 }

@@ -41,9 +41,19 @@ public struct RESTStorage: Storage {
     }
 
     public func save(_ handle: Handle, data: Data) async throws {
+        try await post(handle) { $0.body = data }
+    }
+
+    /// Streams the staged file from disk.
+    public func save(_ handle: Handle, staged: StagedFile) async throws {
+        try staged.finish()
+        try await post(handle) { $0.bodyFile = staged }
+    }
+
+    private func post(_ handle: Handle, body: (inout CurlRequest) -> Void) async throws {
         try handle.validateForRemote()
         var r = request("POST", url(handle))
-        r.body = data
+        body(&r)
         r.headers = [("Content-Type", "application/octet-stream")]
         _ = try checked(try await transport.perform(r), "save \(handle)")
     }

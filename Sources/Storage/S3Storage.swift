@@ -41,12 +41,12 @@ public struct S3Storage: Storage {
 
     /// Sends a signed request. `path` is the object key (or empty for the bucket), `query` unencoded pairs.
     func send(_ method: String, key: String?, query: [(String, String)] = [], body: Data? = nil,
-              range: Range<Int64>? = nil) async throws -> CurlResponse {
+              file: StagedFile? = nil, range: Range<Int64>? = nil) async throws -> CurlResponse {
         var canonicalURI = "/" + S3Signer.encode(remote.bucket)
         if let key { canonicalURI += "/" + key.split(separator: "/", omittingEmptySubsequences: false).map { S3Signer.encode(String($0)) }.joined(separator: "/") }
         let canonicalQuery = query.map { (S3Signer.encode($0.0), S3Signer.encode($0.1, keepSlash: slashQuirk.value)) }
             .sorted { $0 < $1 }.map { "\($0.0)=\($0.1)" }.joined(separator: "&")
-        let payloadHash = S3Signer.hex(S3Signer.sha256(body ?? Data()))
+        let payloadHash = S3Signer.hex(try file?.finish().sha256 ?? S3Signer.sha256(body ?? Data()))
         let now = Date()
         var headers: [(String, String)] = [("host", remote.hostPort.hasSuffix(":443") || remote.hostPort.hasSuffix(":80") ? remote.host : remote.hostPort),
                                            ("x-amz-content-sha256", payloadHash),
@@ -56,8 +56,9 @@ public struct S3Storage: Storage {
                                                    payloadHash: payloadHash, date: now, credentials: credentials)
         var r = CurlRequest(method: method, url: "\(remote.scheme)://\(remote.hostPort)\(canonicalURI)\(canonicalQuery.isEmpty ? "" : "?" + canonicalQuery)")
         r.headers = headers.filter { $0.0 != "host" && $0.0 != "range" } + [("Authorization", authorization)]
-        if let body {
+        if body != nil || file != nil {
             r.body = body
+            r.bodyFile = file
             r.upload = method == "PUT"
             r.headers.append(("Content-Type", "application/octet-stream"))
         }
@@ -87,6 +88,12 @@ public struct S3Storage: Storage {
     public func save(_ handle: Handle, data: Data) async throws {
         try handle.validateForRemote()
         _ = try checked(try await send("PUT", key: key(handle), body: data), "save \(handle)")
+    }
+
+    /// Streams the staged file from disk; its SHA-256 is already known for the signature.
+    public func save(_ handle: Handle, staged: StagedFile) async throws {
+        try handle.validateForRemote()
+        _ = try checked(try await send("PUT", key: key(handle), file: staged), "save \(handle)")
     }
 
     public func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data {

@@ -67,10 +67,21 @@ public struct SFTPStorage: Storage {
     }
 
     public func save(_ handle: Handle, data: Data) async throws {
+        try await upload(handle) { $0.body = data }
+    }
+
+    /// Streams the staged file from disk.
+    public func save(_ handle: Handle, staged: StagedFile) async throws {
+        try staged.finish()
+        try await upload(handle) { $0.bodyFile = staged }
+    }
+
+    /// Uploads to a temporary name in the repository's `tmp/`, then renames into place.
+    private func upload(_ handle: Handle, body: (inout CurlRequest) -> Void) async throws {
         let rel = try relative(handle)
         let temp = "tmp/\(handle.type.rawValue)-\(UUID().uuidString)"
         var r = CurlRequest(method: "PUT", url: urlBase + "/" + temp)
-        r.body = data
+        body(&r)
         r.upload = true
         let targetDir = serverBase + "/" + (rel as NSString).deletingLastPathComponent
         r.postQuote = ["*mkdir \(Self.quoted(targetDir))",

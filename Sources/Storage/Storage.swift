@@ -56,6 +56,12 @@ public protocol Storage: Sendable {
     /// Prepares an empty location (directories, bucket, remote repository).
     func create() async throws
     func save(_ handle: Handle, data: Data) async throws
+    /// A new, empty file to write an object into before `save(_:staged:)`. Default: an unlinked
+    /// temporary file; a local repository makes it inside its own directory, to rename it.
+    func makeStagingFile(for type: FileType) throws -> StagedFile
+    /// Stores a staged file (written and `finish()`ed) as `handle`, with `save`'s guarantees.
+    /// Default: reads it into memory and calls `save(_:data:)`.
+    func save(_ handle: Handle, staged: StagedFile) async throws
     func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data
     func stat(_ handle: Handle) async throws -> FileInfo
     func list(_ type: FileType) async throws -> [FileInfo]
@@ -63,6 +69,12 @@ public protocol Storage: Sendable {
 }
 
 extension Storage {
+    public func makeStagingFile(for type: FileType) throws -> StagedFile { try StagedFile.temporary() }
+
+    public func save(_ handle: Handle, staged: StagedFile) async throws {
+        try await save(handle, data: staged.readAll())
+    }
+
     public func load(_ handle: Handle) async throws -> Data {
         try await load(handle, range: nil)
     }

@@ -44,6 +44,10 @@ public struct RetryingStorage: Storage {
     public func save(_ handle: Handle, data: Data) async throws {
         try await retry("save \(handle)") { try await base.save(handle, data: data) }
     }
+    public func makeStagingFile(for type: FileType) throws -> StagedFile { try base.makeStagingFile(for: type) }
+    public func save(_ handle: Handle, staged: StagedFile) async throws {
+        try await retry("save \(handle)") { try await base.save(handle, staged: staged) }
+    }
     public func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data {
         try await retry("load \(handle)") { try await base.load(handle, range: range) }
     }
@@ -83,6 +87,10 @@ public struct LimitedStorage: Storage {
     public func create() async throws { try await semaphore.withPermit { try await base.create() } }
     public func save(_ handle: Handle, data: Data) async throws {
         try await semaphore.withPermit { try await base.save(handle, data: data) }
+    }
+    public func makeStagingFile(for type: FileType) throws -> StagedFile { try base.makeStagingFile(for: type) }
+    public func save(_ handle: Handle, staged: StagedFile) async throws {
+        try await semaphore.withPermit { try await base.save(handle, staged: staged) }
     }
     public func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data {
         try await semaphore.withPermit { try await base.load(handle, range: range) }

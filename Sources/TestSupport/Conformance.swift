@@ -1,4 +1,5 @@
 import Foundation
+import Repository
 import Storage
 
 /// A violated storage contract, with what was expected.
@@ -37,6 +38,7 @@ public enum StorageConformance {
         ("concurrent uploads", concurrentUploads),
         ("interrupted upload leaves nothing visible", interruptedUpload),
         ("invalid names", invalidNames),
+        ("staged files", stagedFiles),
     ]
 
     static func expect(_ condition: Bool, _ message: @autoclosure () -> String) throws {
@@ -77,6 +79,40 @@ public enum StorageConformance {
         try await storage.save(.config, data: config)
         try expect(try await storage.load(.config) == config, "config round trip failed")
         try await storage.remove(.config)
+    }
+
+    /// Objects written to a staging file (out of order, as parallel writers do) and stored from
+    /// it; a staging file dropped unsaved leaves nothing visible. Large loads go through pooled
+    /// buffers: their bytes must survive later loads that reuse the pool.
+    static let stagedFiles: Case = { storage, _ in
+        var gen = SeededBytes(seed: 9)
+        let before = try await storage.list(.data).count
+        var kept: [(Handle, Data)] = []
+        for size in [0, 5000, 3 << 20] {
+            let data = gen.data(size)
+            let staged = try storage.makeStagingFile(for: .data)
+            let half = size / 2
+            try staged.write(data.subdata(in: half..<size), at: Int64(half))
+            try staged.write(data.subdata(in: 0..<half), at: 0)
+            let (stagedSize, sha256) = try staged.finish()
+            try expect(stagedSize == Int64(size), "a staged file of \(size) bytes reports \(stagedSize)")
+            try expect(Data(sha256) == Crypto.sha256(data).data, "a staged file's SHA-256 is wrong for \(size) bytes")
+            let handle = Handle(.data, name("st"))
+            try await storage.save(handle, staged: staged)
+            kept.append((handle, data))
+        }
+        let loaded = try await kept.asyncMap { try await storage.load($0.0) }
+        let ranged = try await storage.load(kept[2].0, range: 1..<Int64((3 << 20) - 1))
+        for ((handle, data), got) in zip(kept, loaded) {
+            try expect(got == data, "\(handle) stored from a staged file reads back other bytes")
+        }
+        try expect(ranged == kept[2].1.subdata(in: 1..<((3 << 20) - 1)), "a large range reads back other bytes")
+        do {
+            let abandoned = try storage.makeStagingFile(for: .data)
+            try abandoned.write(gen.data(1000), at: 0)
+        }
+        try expect(try await storage.list(.data).count == before + kept.count, "an abandoned staging file is visible")
+        for (handle, _) in kept { try await storage.remove(handle) }
     }
 
     static let ranges: Case = { storage, _ in
@@ -185,3 +221,12 @@ public enum StorageConformance {
         }
     }
 }
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var out: [T] = []
+        for element in self { out.append(try await transform(element)) }
+        return out
+    }
+}
+

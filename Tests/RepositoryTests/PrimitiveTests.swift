@@ -1,5 +1,6 @@
 import Foundation
 @testable import Repository
+import Storage
 import Testing
 import TestSupport
 
@@ -136,20 +137,23 @@ import TestSupport
         #expect(throws: RepositoryError.self) { try Envelope.open(sealed.prefix(10), kind: .snapshot, key: keys.encryption, what: "x") }
     }
 
-    @Test func packRoundTripAndHeaderRebuild() throws {
+    @Test func packRoundTripAndHeaderRebuild() async throws {
         var gen = SeededBytes(seed: 6)
-        var builder = PackBuilder()
+        var builder = try PackBuilder(file: StagedFile.temporary())
         var blobs: [(BlobID, Data)] = []
         for i in 0..<10 {
             let plain = i % 2 == 0 ? gen.text(5000 + i) : gen.data(5000 + i)
             let id = BlobID(Crypto.hmac(keys.chunkID, plain))
-            builder.add(sealed: PackFormat.sealBlob(plain, id: id, type: .data, key: keys.encryption), id: id, type: .data,
-                        rawLength: plain.count)
+            try builder.add(sealed: PackFormat.sealBlob(plain, id: id, type: .data, key: keys.encryption), id: id, type: .data,
+                            rawLength: plain.count)
             blobs.append((id, plain))
         }
-        let pack = builder.finish(key: keys.encryption)
-        #expect(builder.count == 0, "finish hands the bytes out")
+        let file = try await builder.finish(key: keys.encryption)
+        let pack = try file.readAll()
+        #expect(Int64(pack.count) == file.finished?.size && pack.count == builder.count + Int(pack.suffix(8).prefix(4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }) + 8,
+                "the file holds the blobs, the header and the trailer")
         let packID = ObjectID(hashing: pack)
+        #expect(file.finished.map { Data($0.sha256) } == packID.digest.data, "finish computes the pack's name")
         let entries = try PackFormat.decodeHeader(tail: pack, packSize: Int64(pack.count), key: keys.encryption, pack: packID)
         #expect(entries.map(\.id) == blobs.map(\.0))
         for (entry, (_, plain)) in zip(entries, blobs) {

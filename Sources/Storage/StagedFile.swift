@@ -1,0 +1,182 @@
+import COpenSSL
+import Foundation
+
+/// An object written to a local file before it is stored (a pack, as a backup fills it), so its
+/// bytes never have to sit in memory all at once. A backend hands one out with
+/// `makeStagingFile(for:)`: a local repository puts it in its own `tmp/` and renames it into
+/// place; every other backend gets an unlinked temporary file that it uploads from.
+///
+/// Writers call `write(_:at:)` (from any thread, at disjoint offsets), then `finish()`, which
+/// records the size and the SHA-256 of the bytes; then `Storage.save(_:staged:)` stores it. A
+/// staged file that is dropped without being stored leaves nothing behind (its descriptor is
+/// closed, its temporary name removed).
+public final class StagedFile: Sendable {
+    /// The open file, readable and writable.
+    public let fd: Int32
+    /// Its name, when it has one (inside a local repository's `tmp/`); nil for an unlinked file.
+    let path: String?
+    private let state = Locked(State())
+
+    struct State {
+        var finished: (size: Int64, sha256: [UInt8])?
+        var moved = false
+    }
+
+    init(fd: Int32, path: String?) {
+        self.fd = fd
+        self.path = path
+    }
+
+    deinit {
+        close(fd)
+        if let path, !state.value.moved { unlink(path) }
+    }
+
+    /// An unlinked file in the system's temporary directory (`TMPDIR`, else /tmp).
+    public static func temporary() throws -> StagedFile {
+        var dir = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        if dir.isEmpty { dir = "/tmp" }
+        var template = Array((dir + "/chebackup-XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw posixError("create a temporary file in", dir) }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        unlink(String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        return StagedFile(fd: fd, path: nil)
+    }
+
+    /// Writes all of `bytes` at `offset`.
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
+        guard var pointer = bytes.baseAddress else { return }
+        var left = bytes.count
+        var at = off_t(offset)
+        while left > 0 {
+            let n = pwrite(fd, pointer, left, at)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw posixError("write", path ?? "a temporary file")
+            }
+            pointer += n
+            left -= n
+            at += off_t(n)
+        }
+    }
+
+    public func write(_ data: Data, at offset: Int64) throws {
+        try data.withUnsafeBytes { try write($0, at: offset) }
+    }
+
+    /// Ends writing: returns the file's size and the SHA-256 of its bytes (read back from the
+    /// page cache), which `save(_:staged:)` and S3's payload signature use.
+    @discardableResult
+    public func finish() throws -> (size: Int64, sha256: [UInt8]) {
+        if let done = state.value.finished { return done }
+        guard let size = fileSize(fd: fd) else { throw posixError("stat", path ?? "a temporary file") }
+        var digest = [UInt8](repeating: 0, count: 32)
+        if size == 0 {
+            _ = chb_sha256(nil, 0, &digest)
+        } else {
+            guard let map = mmap(nil, Int(size), PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0), map != MAP_FAILED else {
+                throw posixError("map", path ?? "a temporary file")
+            }
+            _ = chb_sha256(map, Int(size), &digest)
+            munmap(map, Int(size))
+        }
+        let done = (size, digest)
+        state.withLock { $0.finished = done }
+        return done
+    }
+
+    /// Size and SHA-256 once `finish()` has run.
+    public var finished: (size: Int64, sha256: [UInt8])? { state.value.finished }
+
+    /// The whole file, for backends that store from memory.
+    public func readAll() throws -> Data {
+        let size = try finish().size
+        return try readExactly(fd, offset: 0, count: Int(size), path: path ?? "a temporary file")
+    }
+
+    /// Renames the file to `target` (same file system); afterwards it is no longer removed on drop.
+    func move(to target: String) throws {
+        guard let path else { throw StorageError(.permanent, "an unnamed staging file cannot be renamed") }
+        guard rename(path, target) == 0 else { throw posixError("rename to", target) }
+        state.withLock { $0.moved = true }
+    }
+}
+
+/// Fixed-capacity buffers kept for reuse, so hot paths (sealing chunks, loading packs) do not map
+/// fresh memory, and fault it in page by page, for every object. Only the pages a caller touches
+/// become resident; at most `keep` free buffers are held.
+public final class BufferPool: Sendable {
+    public let capacity: Int
+    let keep: Int
+    private let free = Locked<[Buffer]>([])
+
+    struct Buffer: @unchecked Sendable {  // owned by one user at a time, guarded by the lock while free
+        let raw: UnsafeMutableRawBufferPointer
+    }
+
+    public init(capacity: Int, keep: Int) {
+        self.capacity = capacity
+        self.keep = keep
+    }
+
+    deinit {
+        for buffer in free.value { buffer.raw.deallocate() }
+    }
+
+    /// A buffer of `capacity` bytes, owned by the caller until it calls `give`.
+    public func take() -> UnsafeMutableRawBufferPointer {
+        free.withLock { $0.popLast() }?.raw ?? .allocate(byteCount: capacity, alignment: 64)
+    }
+
+    /// Returns a buffer from `take` (kept for reuse, or freed when enough are kept).
+    public func give(_ raw: UnsafeMutableRawBufferPointer) {
+        let kept = free.withLock { list -> Bool in
+            guard list.count < keep else { return false }
+            list.append(Buffer(raw: raw))
+            return true
+        }
+        if !kept { raw.deallocate() }
+    }
+
+    /// Runs `body` with a buffer of `capacity` bytes, which goes back to the pool afterwards.
+    public func withBuffer<T>(_ body: (UnsafeMutableRawBufferPointer) throws -> T) rethrows -> T {
+        let raw = take()
+        defer { give(raw) }
+        return try body(raw)
+    }
+
+    /// A `Data` of `count` bytes filled by `fill`, backed by a pooled buffer that returns to the
+    /// pool when the last copy of the `Data` is released. Larger than `capacity`: a plain `Data`.
+    public func data(count: Int, fill: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows -> Data {
+        guard count <= capacity, count > 0 else {
+            var data = Data(count: count)
+            try data.withUnsafeMutableBytes { try fill($0) }
+            return data
+        }
+        let raw = take()
+        do {
+            try fill(UnsafeMutableRawBufferPointer(rebasing: raw[0..<count]))
+        } catch {
+            give(raw)
+            throw error
+        }
+        return wrap(raw, count: count)
+    }
+
+    /// The first `count` bytes of a buffer from `take()` as a `Data` that gives it back when released.
+    func wrap(_ raw: UnsafeMutableRawBufferPointer, count: Int) -> Data {
+        guard count > 0 else {
+            give(raw)
+            return Data()
+        }
+        let capacity = self.capacity
+        return Data(bytesNoCopy: raw.baseAddress!, count: count, deallocator: .custom { [self] pointer, _ in
+            give(UnsafeMutableRawBufferPointer(start: pointer, count: capacity))
+        })
+    }
+
+    /// For whole packs and pack ranges read or downloaded on restore and check: 64 MiB of address
+    /// space each (packs are about 16 MiB; only what is used becomes resident).
+    public static let objects = BufferPool(capacity: 64 << 20, keep: 6)
+}
