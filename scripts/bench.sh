@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Benchmark chebackup against restic on a generated corpus (run by `make bench`).
 #
-#   scripts/bench.sh [--size-mib N] [--flat-mib M | --no-flat] [--no-remote]
+#   scripts/bench.sh [--size-mib N] [--repeat R] [--flat-mib M | --no-flat] [--no-remote]
 #                    [--pgbench-scale S | --no-postgres]
 #
 #   --size-mib N       corpus size in MiB (default $BENCH_SIZE_MIB, else 1024)
+#   --repeat R         runs of each full backup and restore, per tool (default $BENCH_REPEAT,
+#                      else 3); the report gives the median
 #   --flat-mib M       corpus size for the memory-flatness run (default 4 x N)
 #   --no-flat          skip the memory-flatness run
 #   --no-remote        skip the remote steps (REST servers, moto S3)
@@ -12,7 +14,8 @@
 #                      $BENCH_PGBENCH_SCALE, else 70 x N / 1024: about N MiB on disk)
 #   --no-postgres      skip the PostgreSQL agent benchmark (scripts/bench-postgres.sh)
 #
-# Steps (both tools back up the very same corpus, edited once):
+# Steps (both tools back up the very same corpus, edited once; full backups and restores run
+# R times per tool, alternating which tool goes first, each full backup into a fresh repository):
 #   ours full, restic full, ours unchanged, restic unchanged, edit 5% of the files,
 #   ours edited, restic edited, ours restore + verify, restic restore + verify;
 #   remote (fresh repositories, the edited corpus): ours full backup to `chebackup rest-server`
@@ -32,16 +35,19 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
 
 SIZE_MIB=${BENCH_SIZE_MIB:-1024}
+REPEAT=${BENCH_REPEAT:-3}
 FLAT_MIB=""
 FLAT=1
 REMOTE=1
 POSTGRES=1
 PGBENCH_SCALE=${BENCH_PGBENCH_SCALE:-}
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --size-mib) SIZE_MIB=${2:?--size-mib needs a value}; shift 2 ;;
         --size-mib=*) SIZE_MIB=${1#*=}; shift ;;
+        --repeat) REPEAT=${2:?--repeat needs a value}; shift 2 ;;
+        --repeat=*) REPEAT=${1#*=}; shift ;;
         --flat-mib) FLAT_MIB=${2:?--flat-mib needs a value}; shift 2 ;;
         --flat-mib=*) FLAT_MIB=${1#*=}; shift ;;
         --no-flat) FLAT=0; shift ;;
@@ -54,6 +60,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ "$SIZE_MIB" =~ ^[1-9][0-9]*$ ]] || { echo "bench: --size-mib must be a positive integer" >&2; exit 2; }
+[[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "bench: --repeat must be a positive integer" >&2; exit 2; }
 FLAT_MIB=${FLAT_MIB:-$((SIZE_MIB * 4))}
 [[ "$FLAT_MIB" =~ ^[1-9][0-9]*$ ]] || { echo "bench: --flat-mib must be a positive integer" >&2; exit 2; }
 PGBENCH_SCALE=${PGBENCH_SCALE:-$(( SIZE_MIB * 70 / 1024 > 0 ? SIZE_MIB * 70 / 1024 : 1 ))}
@@ -127,7 +134,7 @@ mkdir -p "$LOGS"
 : > "$TSV"
 : > "$W/meta"
 
-need=$((SIZE_MIB * 6 + 512))
+need=$((SIZE_MIB * 9 + 512))
 if (( $(free_mib "$W") < need )); then
     echo "bench: need about $need MiB free in $W for a $SIZE_MIB MiB corpus, have $(free_mib "$W") MiB" >&2
     exit 1
@@ -141,10 +148,24 @@ unset BACKUP_REPOSITORY_URL RESTIC_REPOSITORY RESTIC_PASSWORD_FILE RESTIC_PASSWO
 # --- helpers -----------------------------------------------------------------------------------
 corpus_bytes() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 
-# Read every file once so that both tools start from the page cache, and write back the
-# freshly generated files first so that their writeback is not charged to the next step.
-# (GNU tar skips reading when its output is /dev/null itself, hence the cat.)
-warm() { sync; tar -cf - -C "$1" . | cat > /dev/null; }
+# settle INPUT...: the same starting point for every timed step. Dirty pages are written back
+# (so earlier writes are not charged to this step), the page cache is dropped when we may
+# (root), then the step's input is read back into it, so every tool reads from memory. On this
+# kind of VM, writing into memory freed long ago costs several times more system time than
+# writing into memory freed just now; dropping the cache before each step gives each tool the
+# same start, whatever ran before it. (GNU tar skips reading when its output is /dev/null
+# itself, hence the cat.)
+settle() {
+    sync
+    if [[ -w /proc/sys/vm/drop_caches ]]; then echo 3 > /proc/sys/vm/drop_caches; fi
+    local input
+    for input in "$@"; do
+        if [[ -d "$input" ]]; then tar -cf - -C "$input" . | cat > /dev/null; fi
+    done
+}
+
+# Which tool goes first in run $1: ours in odd runs, restic in even ones.
+order() { if (( $1 % 2 )); then echo "ours restic"; else echo "restic ours"; fi; }
 
 # CPU seconds (user + system) and peak RSS (KiB) of a running process, from /proc.
 proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$1/stat"; }
@@ -229,12 +250,29 @@ python3 "$GEN" "$CORPUS" --size-mib "$SIZE_MIB" --seed "$CORPUS_SEED"
 BYTES=$(corpus_bytes "$CORPUS")
 FILES=$(find "$CORPUS" -type f | wc -l)
 say "warm-up read of the corpus"
-warm "$CORPUS"
+settle "$CORPUS"
 
-# --- repositories ------------------------------------------------------------------------------
-say "init repositories"
-ours repo init -r "local:$W/ours" > "$LOGS/init-ours.log" 2>&1 || { cat "$LOGS/init-ours.log" >&2; exit 1; }
-restic init -r "$W/restic" > "$LOGS/init-restic.log" 2>&1 || { cat "$LOGS/init-restic.log" >&2; exit 1; }
+# --- backups -----------------------------------------------------------------------------------
+# Full backups: $REPEAT runs per tool, each into a fresh repository; the last run's repositories
+# are the ones the next steps use.
+init_ours() { ours repo init -r "$1" > "$LOGS/init-ours.log" 2>&1 || { cat "$LOGS/init-ours.log" >&2; exit 1; }; }
+init_restic() { restic init -r "$1" > "$LOGS/init-restic.log" 2>&1 || { cat "$LOGS/init-restic.log" >&2; exit 1; }; }
+for ((run = 1; run <= REPEAT; run++)); do
+    suffix=$([[ $run -lt $REPEAT ]] && echo "-run$run" || true)
+    for tool in $(order "$run"); do
+        if [[ $tool == ours ]]; then
+            init_ours "local:$W/ours$suffix"
+            settle "$CORPUS"
+            run_step full ours "full backup (run $run of $REPEAT)" "$BYTES" -- \
+                "$OURS_BIN" repo backup -r "local:$W/ours$suffix" --quiet "$CORPUS"
+        else
+            init_restic "$W/restic$suffix"
+            settle "$CORPUS"
+            run_step full restic "full backup (run $run of $REPEAT)" "$BYTES" -- restic -r "$W/restic$suffix" backup -q "$CORPUS"
+        fi
+    done
+    if [[ -n "$suffix" ]]; then rm -rf "$W/ours$suffix" "$W/restic$suffix"; fi
+done
 RESTIC_REPO_VERSION=$(restic -r "$W/restic" cat config 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')
 if [[ "$RESTIC_REPO_VERSION" -ge 2 ]]; then
     RESTIC_COMPRESSION="repository format v$RESTIC_REPO_VERSION, compression ${RESTIC_COMPRESSION:-auto} (zstd)"
@@ -243,29 +281,41 @@ else
 fi
 echo "    ours: LZ4; restic $(restic version | awk '{ print $2 }'): $RESTIC_COMPRESSION"
 
-# --- backups -----------------------------------------------------------------------------------
-run_step full ours "full backup" "$BYTES" -- "$OURS_BIN" repo backup -r "local:$W/ours" --quiet "$CORPUS"
-run_step full restic "full backup" "$BYTES" -- restic -r "$W/restic" backup -q "$CORPUS"
+settle "$CORPUS"
 run_step unchanged ours "unchanged re-backup" "$BYTES" -- "$OURS_BIN" repo backup -r "local:$W/ours" --quiet "$CORPUS"
+settle "$CORPUS"
 run_step unchanged restic "unchanged re-backup" "$BYTES" -- restic -r "$W/restic" backup -q "$CORPUS"
 
 say "edit 5% of the files (seed $EDIT_SEED)"
 python3 "$GEN" "$CORPUS" --edit-percent 5 --seed "$EDIT_SEED"
 BYTES_EDITED=$(corpus_bytes "$CORPUS")
-warm "$CORPUS"
 
+settle "$CORPUS"
 run_step edited ours "backup after 5% edit" "$BYTES_EDITED" -- "$OURS_BIN" repo backup -r "local:$W/ours" --quiet "$CORPUS"
+settle "$CORPUS"
 run_step edited restic "backup after 5% edit" "$BYTES_EDITED" -- restic -r "$W/restic" backup -q "$CORPUS"
 
 OURS_REPO_BYTES=$(du -sb "$W/ours" | cut -f1)
 RESTIC_REPO_BYTES=$(du -sb "$W/restic" | cut -f1)
 
 # --- restores ----------------------------------------------------------------------------------
-run_step restore ours "restore latest" "$BYTES_EDITED" -- "$OURS_BIN" repo restore latest -r "local:$W/ours" --target "$W/restore-ours" --quiet
-verify ours "$W/restore-ours"
-run_step restore restic "restore latest" "$BYTES_EDITED" -- restic -r "$W/restic" restore latest --target "$W/restore-restic" -q
-# restic restores the absolute path of the corpus under the target.
-verify restic "$W/restore-restic$CORPUS"
+# $REPEAT runs per tool, each into a new directory; the first of each is compared with the corpus.
+for ((run = 1; run <= REPEAT; run++)); do
+    for tool in $(order "$run"); do
+        if [[ $tool == ours ]]; then
+            settle "$W/ours"
+            run_step restore ours "restore latest (run $run of $REPEAT)" "$BYTES_EDITED" -- \
+                "$OURS_BIN" repo restore latest -r "local:$W/ours" --target "$W/restore-ours-$run" --quiet
+            if [[ $run -eq 1 ]]; then verify ours "$W/restore-ours-1"; fi
+        else
+            settle "$W/restic" "$RESTIC_CACHE_DIR"
+            run_step restore restic "restore latest (run $run of $REPEAT)" "$BYTES_EDITED" -- \
+                restic -r "$W/restic" restore latest --target "$W/restore-restic-$run" -q
+            # restic restores the absolute path of the corpus under the target.
+            if [[ $run -eq 1 ]]; then verify restic "$W/restore-restic-1$CORPUS"; fi
+        fi
+    done
+done
 
 # --- remote backends ---------------------------------------------------------------------------
 # Fresh repositories, the edited corpus. REST: ours to our own server (chebackup rest-server),
@@ -274,9 +324,11 @@ REMOTE_STATUS=skipped
 RESTIC_S3_STATUS="skipped"
 REST_OURS_BYTES=0; REST_OURS_PACKS=0; REST_RESTIC_BYTES=0; REST_RESTIC_PACKS=0
 if [[ $REMOTE -eq 1 ]]; then
+    # Only the repositories go (a few dozen large files). The restored trees stay until the end:
+    # ext4 scans past recently freed inodes when it allocates new ones, so deleting thousands
+    # of files just before a step that creates thousands would slow that step down by seconds.
     say "free the disk for the remote steps"
-    rm -rf "$W/ours" "$W/restic" "$W/restore-ours" "$W/restore-restic"
-    warm "$CORPUS"
+    rm -rf "$W/ours" "$W/restic"
 
     say "start chebackup rest-server, and rclone serve restic + moto S3 (scripts/test-services.sh)"
     mkdir -p "$W/rest-server"
@@ -302,8 +354,6 @@ if [[ $REMOTE -eq 1 ]]; then
     RESTIC_S3="$CHEBACKUP_TEST_S3_URL/bench-restic"
 
     say "init remote repositories"
-    ours repo init -r "$OURS_REST" > "$LOGS/init-rest-ours.log" 2>&1 || { cat "$LOGS/init-rest-ours.log" >&2; exit 1; }
-    restic init -r "$RESTIC_REST" > "$LOGS/init-rest-restic.log" 2>&1 || { cat "$LOGS/init-rest-restic.log" >&2; exit 1; }
     "${S3_ENV[@]}" "$OURS_BIN" repo init -r "$OURS_S3" > "$LOGS/init-s3-ours.log" 2>&1 || { cat "$LOGS/init-s3-ours.log" >&2; exit 1; }
     # restic 0.14 (minio-go) against moto: try whether moto accepts its signed listings at all
     # (restic retries a refused request for about a minute before it gives up, hence the timeout).
@@ -317,40 +367,67 @@ if [[ $REMOTE -eq 1 ]]; then
     fi
     echo "    restic on moto S3: $RESTIC_S3_STATUS"
 
-    STEP_SERVER=$REST_PID run_step rest-full ours "full backup to chebackup rest-server" "$BYTES_EDITED" -- \
-        "$OURS_BIN" repo backup -r "$OURS_REST" --quiet "$CORPUS"
-    STEP_SERVER=$RCLONE_PID run_step rest-full restic "full backup to rclone serve restic" "$BYTES_EDITED" -- \
-        restic -r "$RESTIC_REST" backup -q "$CORPUS"
-    STEP_SERVER=$REST_PID run_step rest-restore ours "restore from chebackup rest-server" "$BYTES_EDITED" -- \
-        "$OURS_BIN" repo restore latest -r "$OURS_REST" --target "$W/restore-rest-ours" --quiet
-    verify rest-ours "$W/restore-rest-ours"
-    rm -rf "$W/restore-rest-ours"
-    STEP_SERVER=$RCLONE_PID run_step rest-restore restic "restore from rclone serve restic" "$BYTES_EDITED" -- \
-        restic -r "$RESTIC_REST" restore latest --target "$W/restore-rest-restic" -q
-    verify rest-restic "$W/restore-rest-restic$CORPUS"
-    rm -rf "$W/restore-rest-restic"
+    # REST: $REPEAT full backups per tool into fresh repositories on the servers, then $REPEAT
+    # restores per tool from the last ones (the servers' files read back into the page cache
+    # before each restore).
+    OURS_REST_DIR="$W/rest-server/ours"
+    RESTIC_REST_DIR="$SERVICES_DIR/rclone/restic"
+    for ((run = 1; run <= REPEAT; run++)); do
+        suffix=$([[ $run -lt $REPEAT ]] && echo "-run$run" || true)
+        for tool in $(order "$run"); do
+            if [[ $tool == ours ]]; then
+                init_ours "$OURS_REST$suffix"
+                settle "$CORPUS"
+                STEP_SERVER=$REST_PID run_step rest-full ours "full backup to chebackup rest-server (run $run of $REPEAT)" "$BYTES_EDITED" -- \
+                    "$OURS_BIN" repo backup -r "$OURS_REST$suffix" --quiet "$CORPUS"
+            else
+                init_restic "$RESTIC_REST$suffix"
+                settle "$CORPUS"
+                STEP_SERVER=$RCLONE_PID run_step rest-full restic "full backup to rclone serve restic (run $run of $REPEAT)" "$BYTES_EDITED" -- \
+                    restic -r "$RESTIC_REST$suffix" backup -q "$CORPUS"
+            fi
+        done
+        if [[ -n "$suffix" ]]; then rm -rf "$OURS_REST_DIR$suffix" "$RESTIC_REST_DIR$suffix"; fi
+    done
+    for ((run = 1; run <= REPEAT; run++)); do
+        for tool in $(order "$run"); do
+            if [[ $tool == ours ]]; then
+                settle "$OURS_REST_DIR"
+                STEP_SERVER=$REST_PID run_step rest-restore ours "restore from chebackup rest-server (run $run of $REPEAT)" "$BYTES_EDITED" -- \
+                    "$OURS_BIN" repo restore latest -r "$OURS_REST" --target "$W/restore-rest-ours-$run" --quiet
+                if [[ $run -eq 1 ]]; then verify rest-ours "$W/restore-rest-ours-1"; fi
+            else
+                settle "$RESTIC_REST_DIR" "$RESTIC_CACHE_DIR"
+                STEP_SERVER=$RCLONE_PID run_step rest-restore restic "restore from rclone serve restic (run $run of $REPEAT)" "$BYTES_EDITED" -- \
+                    restic -r "$RESTIC_REST" restore latest --target "$W/restore-rest-restic-$run" -q
+                if [[ $run -eq 1 ]]; then verify rest-restic "$W/restore-rest-restic-1$CORPUS"; fi
+            fi
+        done
+    done
 
+    settle "$CORPUS"
     STEP_SERVER=$MOTO_PID run_step s3-full ours "full backup to moto S3" "$BYTES_EDITED" -- \
         "${S3_ENV[@]}" "$OURS_BIN" repo backup -r "$OURS_S3" --quiet "$CORPUS"
     if [[ $RESTIC_S3_STATUS == ok ]]; then
+        settle "$CORPUS"
         STEP_SERVER=$MOTO_PID run_step s3-full restic "full backup to moto S3" "$BYTES_EDITED" -- \
             "${S3_ENV[@]}" restic -r "$RESTIC_S3" backup -q "$CORPUS"
     fi
+    settle
     STEP_SERVER=$MOTO_PID run_step s3-restore ours "restore from moto S3" "$BYTES_EDITED" -- \
         "${S3_ENV[@]}" "$OURS_BIN" repo restore latest -r "$OURS_S3" --target "$W/restore-s3-ours" --quiet
     verify s3-ours "$W/restore-s3-ours"
-    rm -rf "$W/restore-s3-ours"
     if [[ $RESTIC_S3_STATUS == ok ]]; then
+        settle
         STEP_SERVER=$MOTO_PID run_step s3-restore restic "restore from moto S3" "$BYTES_EDITED" -- \
             "${S3_ENV[@]}" restic -r "$RESTIC_S3" restore latest --target "$W/restore-s3-restic" -q
         verify s3-restic "$W/restore-s3-restic$CORPUS"
-        rm -rf "$W/restore-s3-restic"
     fi
 
-    REST_OURS_BYTES=$(du -sb "$W/rest-server/ours" | cut -f1)
-    REST_OURS_PACKS=$(find "$W/rest-server/ours/data" -type f | wc -l)
-    REST_RESTIC_BYTES=$(du -sb "$SERVICES_DIR/rclone/restic" | cut -f1)
-    REST_RESTIC_PACKS=$(find "$SERVICES_DIR/rclone/restic/data" -type f | wc -l)
+    REST_OURS_BYTES=$(du -sb "$OURS_REST_DIR" | cut -f1)
+    REST_OURS_PACKS=$(find "$OURS_REST_DIR/data" -type f | wc -l)
+    REST_RESTIC_BYTES=$(du -sb "$RESTIC_REST_DIR" | cut -f1)
+    REST_RESTIC_PACKS=$(find "$RESTIC_REST_DIR/data" -type f | wc -l)
     say "stop the servers"
     stop_servers
     rm -rf "$W/rest-server"
@@ -363,7 +440,7 @@ FLAT_BYTES=0
 FLAT_REPO_BYTES=0
 if [[ $FLAT -eq 1 ]]; then
     say "free the disk for the memory-flatness run"
-    rm -rf "$W/ours" "$W/restic" "$W/restore-ours" "$W/restore-restic" "$RESTIC_CACHE_DIR" "$CORPUS"
+    rm -rf "$W/ours" "$W/restic" "$W"/restore-* "$RESTIC_CACHE_DIR" "$CORPUS"
     need=$((FLAT_MIB * 5 / 2 + 512))
     if (( $(free_mib "$W") < need )); then
         echo "bench: skipping the memory-flatness run: need about $need MiB free, have $(free_mib "$W") MiB" >&2
@@ -372,7 +449,7 @@ if [[ $FLAT -eq 1 ]]; then
         say "generate a $FLAT_MIB MiB corpus (seed $CORPUS_SEED)"
         python3 "$GEN" "$W/corpus-flat" --size-mib "$FLAT_MIB" --seed "$CORPUS_SEED"
         FLAT_BYTES=$(corpus_bytes "$W/corpus-flat")
-        warm "$W/corpus-flat"
+        settle "$W/corpus-flat"
         ours repo init -r "local:$W/ours-flat" > "$LOGS/init-ours-flat.log" 2>&1 || { cat "$LOGS/init-ours-flat.log" >&2; exit 1; }
         run_step flat ours "full backup of the ${FLAT_MIB} MiB corpus (memory flatness)" "$FLAT_BYTES" -- \
             "$OURS_BIN" repo backup -r "local:$W/ours-flat" --quiet "$W/corpus-flat"
@@ -390,7 +467,7 @@ COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then COMMIT="$COMMIT (with local changes)"; fi
 
 DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" NPROC="$(nproc)" MEM_KIB="$MEM_KIB" CPU_MODEL="${CPU_MODEL:-unknown}" \
-SIZE_MIB="$SIZE_MIB" FILES="$FILES" BYTES="$BYTES" FLAT_MIB="$FLAT_MIB" FLAT_STATUS="$FLAT_STATUS" \
+SIZE_MIB="$SIZE_MIB" REPEAT="$REPEAT" FILES="$FILES" BYTES="$BYTES" FLAT_MIB="$FLAT_MIB" FLAT_STATUS="$FLAT_STATUS" \
 FLAT_BYTES="$FLAT_BYTES" FLAT_REPO_BYTES="$FLAT_REPO_BYTES" \
 REMOTE_STATUS="$REMOTE_STATUS" RESTIC_S3_STATUS="$RESTIC_S3_STATUS" \
 REST_OURS_BYTES="$REST_OURS_BYTES" REST_OURS_PACKS="$REST_OURS_PACKS" \
@@ -404,13 +481,23 @@ import os, sys
 tsv, md_path = sys.argv[1], sys.argv[2]
 env = os.environ
 MIB = 1048576
-rows = {}     # (key, tool) -> (seconds, peak RSS KiB, bytes)
-extra = {}    # (key, tool) -> (user s, sys s, server CPU s or None, server peak RSS KiB or None)
+runs = {}     # (key, tool) -> [(seconds, peak RSS KiB, bytes, user s, sys s, server CPU s, server RSS KiB)]
 for line in open(tsv):
     key, tool, secs, rss, nbytes, user, system, server_cpu, server_hwm = line.rstrip("\n").split("\t")
-    rows[(key, tool)] = (float(secs), int(rss), int(nbytes))
-    extra[(key, tool)] = (float(user), float(system), None if server_cpu == "-" else float(server_cpu),
-                          None if server_hwm == "-" else int(server_hwm))
+    runs.setdefault((key, tool), []).append((float(secs), int(rss), int(nbytes), float(user), float(system),
+                                             None if server_cpu == "-" else float(server_cpu),
+                                             None if server_hwm == "-" else int(server_hwm)))
+# A step that ran several times counts with its median run (by wall time: the middle one, or
+# the faster of the two middle ones), and the highest peak RSS of all its runs.
+rows = {}     # (key, tool) -> (seconds, peak RSS KiB, bytes)
+extra = {}    # (key, tool) -> (user s, sys s, server CPU s or None, server peak RSS KiB or None)
+spread = {}   # (key, tool) -> (fastest s, slowest s, runs)
+for k, rs in runs.items():
+    ordered = sorted(rs)
+    mid = ordered[(len(ordered) - 1) // 2]
+    rows[k] = (mid[0], max(r[1] for r in rs), mid[2])
+    extra[k] = (mid[3], mid[4], mid[5], max((r[6] for r in rs if r[6] is not None), default=None))
+    spread[k] = (ordered[0][0], ordered[-1][0], len(rs))
 
 def rate(r): return r[2] / MIB / max(r[0], 0.01)
 def fmt_s(r): return f"{r[0]:.2f}" if r else "—"
@@ -444,7 +531,7 @@ if remote:
 # remote ones.
 servers = {("rest", "ours"): "chebackup rest-server", ("rest", "restic"): "rclone serve restic",
            ("s3", "ours"): "moto_server", ("s3", "restic"): "moto_server"}
-detail_header = ["step", "client", "server", "wall s", "user s", "sys s", "client RSS MiB",
+detail_header = ["step", "client", "server", "wall s", "runs: fastest–slowest s", "user s", "sys s", "client RSS MiB",
                  "server CPU s", "server peak RSS MiB ³"]
 detail = []
 for key, label in steps + ([("flat", f"full backup, {env['FLAT_MIB']} MiB corpus")] if flat else []):
@@ -454,8 +541,9 @@ for key, label in steps + ([("flat", f"full backup, {env['FLAT_MIB']} MiB corpus
             continue
         user, system, scpu, shwm = extra[(key, tool)]
         server = servers.get((key.split("-")[0], tool), "— (local)")
+        lo, hi, n = spread[(key, tool)]
         detail.append([label.rstrip(" ¹²"), "chebackup" if tool == "ours" else "restic", server,
-                       f"{r[0]:.2f}", f"{user:.2f}", f"{system:.2f}", f"{r[1] / 1024:.1f}",
+                       f"{r[0]:.2f}", f"{n}: {lo:.2f}–{hi:.2f}" if n > 1 else "1", f"{user:.2f}", f"{system:.2f}", f"{r[1] / 1024:.1f}",
                        "—" if scpu is None else f"{scpu:.2f}", "—" if shwm is None else f"{shwm / 1024:.1f}"])
 
 # Targets (informational).
@@ -505,6 +593,9 @@ facts = [
                "(35% text, 25% random, 20% near-duplicates, 10% small files, 10% large files); 5% of the files edited before the third backup"),
     ("repository size after 3 backups (du -sb)", f"ours {gib(env['OURS_REPO_BYTES'])}, restic {gib(env['RESTIC_REPO_BYTES'])}"),
     ("restores verified (diff -r)", f"ours {verify.get('ours', '?')}, restic {verify.get('restic', '?')}"),
+    ("runs", f"full backups and restores {env['REPEAT']} times per tool, alternating which tool goes first; "
+             "the tables give the median run (wall time) and the highest peak RSS of the runs; before every "
+             "timed step the page cache is dropped and the step's input read back into it"),
 ]
 verify_labels = [("rest-ours", "ours from chebackup rest-server"), ("rest-restic", "restic from rclone"),
                  ("s3-ours", "ours from moto"), ("s3-restic", "restic from moto")]

@@ -178,5 +178,5 @@ public final class BufferPool: Sendable {
 
     /// For whole packs and pack ranges read or downloaded on restore and check: 64 MiB of address
     /// space each (packs are about 16 MiB; only what is used becomes resident).
-    public static let objects = BufferPool(capacity: 64 << 20, keep: 6)
+    public static let objects = BufferPool(capacity: 64 << 20, keep: 4)
 }
