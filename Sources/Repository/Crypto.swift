@@ -122,6 +122,28 @@ public enum Crypto {
     }
 }
 
+/// SHA-256 over bytes that arrive in pieces (a pack as it streams in).
+final class SHA256Stream {
+    private let context: UnsafeMutableRawPointer
+
+    init() {
+        guard let c = chb_sha256_new() else { preconditionFailure("OpenSSL could not create a SHA-256 context") }
+        context = c
+    }
+
+    deinit { chb_sha256_free(context) }
+
+    func update(_ bytes: UnsafeRawBufferPointer) {
+        if bytes.count > 0 { _ = chb_sha256_update(context, bytes.baseAddress, bytes.count) }
+    }
+
+    func finish() -> Digest32 {
+        var out = [UInt8](repeating: 0, count: 32)
+        _ = chb_sha256_final(context, &out)
+        return out.withUnsafeBytes { Digest32(bytes: $0) }
+    }
+}
+
 /// General-purpose primitives for other modules (the control protocol's handshake), over the
 /// same OpenSSL calls. Keys are raw bytes here; they never appear in errors.
 public enum Primitives {

@@ -221,6 +221,17 @@ public final class Repository: Sendable {
         }
     }
 
+    /// Streams `range` of a pack to `consume` (see `Storage.stream`), with `loadPackRange`'s errors.
+    func streamPackRange(_ pack: PackID, _ range: Range<Int64>, to consume: @escaping ByteConsumer) async throws {
+        do {
+            try await storage.stream(Handle(.data, pack.hex), range: range, to: consume)
+        } catch let error as StorageError where error.code == .notFound {
+            throw RepositoryError(.missing, "pack \(pack) is missing from the repository")
+        } catch let error as StorageError where error.code == .invalidRange {
+            throw RepositoryError(.corrupted, "pack \(pack) is truncated: \(error.message)")
+        }
+    }
+
     func openBlob(_ sealed: UnsafeRawBufferPointer, _ location: BlobLocation) throws -> Data {
         try PackFormat.openBlob(sealed, entry: location.blob, keys: keys, pack: location.pack)
     }

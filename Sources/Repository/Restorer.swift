@@ -100,12 +100,15 @@ public final class Restorer: Sendable {
         }
     }
 
-    /// Creates every file, then fills them pack by pack. Returns the number of packs read.
+    /// Fills the files pack by pack, several packs at once. A file is created (truncated) when its
+    /// first blob is written and gets its metadata when its last one is, so creating files and
+    /// setting their times overlap with decrypting, instead of running before and after it.
+    /// Returns the number of packs read.
     private func writeFiles(_ files: [FileJob]) async throws -> Int {
         var byPack: [PackID: [(BlobLocation, [Target])]] = [:]
         var slot: [BlobID: (PackID, Int)] = [:]
+        var writes = [Int](repeating: 0, count: files.count)
         for (i, job) in files.enumerated() {
-            try createEmpty(job.path)
             var offset: Int64 = 0
             for id in job.node.content ?? [] {
                 guard let location = repo.index.lookup(id) else {
@@ -119,80 +122,210 @@ public final class Restorer: Sendable {
                     byPack[location.pack, default: []].append((location, [target]))
                 }
                 offset += Int64(location.blob.rawLength)
+                writes[i] += 1
             }
             guard offset == job.node.size else {
                 throw RepositoryError(.corrupted, "\(job.path): its chunks add up to \(offset) bytes, the snapshot says \(job.node.size)")
             }
+            if writes[i] == 0 {
+                try FileWrites.create(job.path)
+                try FS.applyMetadata(job.node, at: job.path)
+            }
         }
+        let state = FileWrites(pending: writes)
         let work = Array(byPack)
         try await withThrowingTaskGroup(of: Void.self) { group in
             var next = 0
             for _ in 0..<min(max(1, options.connections), work.count) {
                 let item = work[next]
                 next += 1
-                group.addTask { try await self.restorePack(item.key, item.value, files: files) }
+                group.addTask { try await self.restorePack(item.key, item.value, files: files, state: state) }
             }
             while try await group.next() != nil {
                 if next < work.count {
                     let item = work[next]
                     next += 1
-                    group.addTask { try await self.restorePack(item.key, item.value, files: files) }
+                    group.addTask { try await self.restorePack(item.key, item.value, files: files, state: state) }
                 }
             }
         }
-        for job in files { try FS.applyMetadata(job.node, at: job.path) }
         return work.count
     }
 
-    private func createEmpty(_ path: String) throws {
-        var st = stat()
-        if lstat(path, &st) == 0, st.st_mode & S_IFMT != S_IFREG { try FS.removeTree(path) }
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw RepositoryError(.io, "cannot create \(path): \(FS.errorText())") }
-        close(fd)
-    }
-
-    private func restorePack(_ pack: PackID, _ blobs: [(BlobLocation, [Target])], files: [FileJob]) async throws {
-        let (base, data) = try await loadSpan(pack, blobs.map(\.0))
-        for (location, targets) in blobs {
-            let start = Int(Int64(location.blob.offset) - base)
-            try data.withUnsafeBytes { raw in
-                let sealed = UnsafeRawBufferPointer(rebasing: raw[start..<(start + Int(location.blob.length))])
-                try PackFormat.withOpenedBlob(sealed, entry: location.blob, keys: repo.keys, pack: location.pack) { plain in
-                    for target in targets {
-                        let path = files[target.file].path
-                        let fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
-                        guard fd >= 0 else { throw RepositoryError(.io, "cannot open \(path): \(FS.errorText())") }
-                        defer { close(fd) }
-                        var done = 0
-                        while done < plain.count {
-                            let n = pwrite(fd, plain.baseAddress! + done, plain.count - done, off_t(target.offset) + off_t(done))
-                            if n < 0 {
-                                if errno == EINTR { continue }
-                                throw RepositoryError(.io, "cannot write \(path): \(FS.errorText())")
-                            }
-                            done += n
+    /// Streams the part of `pack` that holds `blobs` and writes each blob to its files as soon as
+    /// its bytes are in: no pack is held in memory, and writing overlaps with the transfer.
+    private func restorePack(_ pack: PackID, _ blobs: [(BlobLocation, [Target])], files: [FileJob], state: FileWrites) async throws {
+        let sorted = blobs.sorted { $0.0.blob.offset < $1.0.blob.offset }
+        let (range, whole) = span(pack, sorted.map(\.0))
+        let stream = PackStream(pack: pack, blobs: sorted, start: range.lowerBound, verify: whole) { [repo, progress] sealed, location, targets in
+            try PackFormat.withOpenedBlob(sealed, entry: location.blob, keys: repo.keys, pack: location.pack) { plain in
+                for target in targets {
+                    let job = files[target.file]
+                    let fd = try state.open(job.path, file: target.file)
+                    defer { close(fd) }
+                    var done = 0
+                    while done < plain.count {
+                        let n = pwrite(fd, plain.baseAddress! + done, plain.count - done, off_t(target.offset) + off_t(done))
+                        if n < 0 {
+                            if errno == EINTR { continue }
+                            throw RepositoryError(.io, "cannot write \(job.path): \(FS.errorText())")
                         }
-                        progress.add(bytes: Int64(plain.count))
+                        done += n
                     }
+                    progress.add(bytes: Int64(plain.count))
+                    if state.written(file: target.file) { try FS.applyMetadata(job.node, at: job.path) }
                 }
             }
         }
+        try await repo.streamPackRange(pack, range) { try stream.consume($0) }
+        try stream.finish()
     }
 
-    /// Loads the smallest range of `pack` covering `blobs`. A whole-pack load is checked against
-    /// the pack's name (SHA-256); every blob is authenticated by AES-GCM and its id in any case.
-    func loadSpan(_ pack: PackID, _ blobs: [BlobLocation]) async throws -> (Int64, Data) {
+    /// The smallest range of `pack` covering `blobs`, or the whole pack when that is not much
+    /// more (a whole pack is checked against its name, SHA-256; every blob is authenticated by
+    /// AES-GCM and its id in any case). True when whole.
+    func span(_ pack: PackID, _ blobs: [BlobLocation]) -> (Range<Int64>, Bool) {
         let lower = blobs.map { Int64($0.blob.offset) }.min() ?? 0
         let upper = blobs.map { Int64($0.blob.offset) + Int64($0.blob.length) }.max() ?? 0
-        let size = repo.index.packSize(pack)
-        if let size, upper - lower > size * 3 / 4 {
-            let whole = try await repo.loadPackRange(pack, 0..<size)
-            guard ObjectID(hashing: whole) == pack else {
-                throw RepositoryError(.corrupted, "pack \(pack) is corrupted: its content does not match its name")
-            }
-            return (0, whole)
+        if let size = repo.index.packSize(pack), upper - lower > size * 3 / 4 { return (0..<size, true) }
+        return (lower..<upper, false)
+    }
+
+    /// Loads the range `span` chooses; a whole pack is checked against its name.
+    func loadSpan(_ pack: PackID, _ blobs: [BlobLocation]) async throws -> (Int64, Data) {
+        let (range, whole) = span(pack, blobs)
+        let data = try await repo.loadPackRange(pack, range)
+        if whole, ObjectID(hashing: data) != pack {
+            throw RepositoryError(.corrupted, "pack \(pack) is corrupted: its content does not match its name")
         }
-        return (lower, try await repo.loadPackRange(pack, lower..<upper))
+        return (range.lowerBound, data)
+    }
+}
+
+/// Which restored files exist yet and how many blob writes each still waits for. The first
+/// write of a file creates (truncates) it under the lock, so no later write can land before the
+/// truncation; the last one reports the file complete.
+final class FileWrites: Sendable {
+    private struct State {
+        var pending: [Int]
+        var created: [Bool]
+    }
+    private let state: Locked<State>
+
+    init(pending: [Int]) {
+        state = Locked(State(pending: pending, created: [Bool](repeating: false, count: pending.count)))
+    }
+
+    /// Opens file `file` for writing, creating it empty on its first write.
+    func open(_ path: String, file: Int) throws -> Int32 {
+        let first = try state.withLock { s -> Int32? in
+            guard !s.created[file] else { return nil }
+            let fd = try Self.create(path, keepOpen: true)
+            s.created[file] = true
+            return fd
+        }
+        if let first { return first }
+        let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { throw RepositoryError(.io, "cannot open \(path): \(FS.errorText())") }
+        return fd
+    }
+
+    /// Counts one write of `file` done; true when it was the last.
+    func written(file: Int) -> Bool {
+        state.withLock { s in
+            s.pending[file] -= 1
+            return s.pending[file] == 0
+        }
+    }
+
+    /// Creates an empty regular file at `path` (replacing anything else there).
+    @discardableResult
+    static func create(_ path: String, keepOpen: Bool = false) throws -> Int32 {
+        var st = stat()
+        if lstat(path, &st) == 0, st.st_mode & S_IFMT != S_IFREG { try FS.removeTree(path) }
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw RepositoryError(.io, "cannot create \(path): \(FS.errorText())") }
+        if keepOpen { return fd }
+        close(fd)
+        return -1
+    }
+}
+
+/// Takes a pack (or a span of it) as it streams in and hands each wanted blob over as soon as its
+/// bytes are complete: a blob inside one piece is handed over in place, one that spans pieces is
+/// gathered in a scratch buffer first. With `verify`, the whole pack streams by and its SHA-256
+/// must match its name. Used by one transfer at a time (calls never overlap).
+final class PackStream: @unchecked Sendable {
+    typealias Handler = (UnsafeRawBufferPointer, BlobLocation, [Restorer.Target]) throws -> Void
+    let pack: PackID
+    let blobs: [(BlobLocation, [Restorer.Target])]
+    let handler: Handler
+    private var position: Int64
+    private var next = 0
+    private var gathered: UnsafeMutableRawBufferPointer?
+    private var gatheredCount = 0
+    private let hasher: SHA256Stream?
+
+    /// `blobs` sorted by offset; `start`: the pack offset of the first byte that will stream in.
+    init(pack: PackID, blobs: [(BlobLocation, [Restorer.Target])], start: Int64, verify: Bool, handler: @escaping Handler) {
+        self.pack = pack
+        self.blobs = blobs
+        self.handler = handler
+        position = start
+        hasher = verify ? SHA256Stream() : nil
+    }
+
+    deinit {
+        if let gathered { PackFormat.scratch.give(gathered) }
+    }
+
+    func consume(_ bytes: UnsafeRawBufferPointer) throws {
+        hasher?.update(bytes)
+        var piece = bytes
+        var at = position
+        position += Int64(bytes.count)
+        while !piece.isEmpty && next < blobs.count {
+            let (location, targets) = blobs[next]
+            let start = Int64(location.blob.offset)
+            let end = start + Int64(location.blob.length)
+            if at + Int64(piece.count) <= start { return }  // the piece ends before the next blob
+            if at < start {
+                piece = UnsafeRawBufferPointer(rebasing: piece[Int(start - at)...])
+                at = start
+            }
+            let length = Int(end - start)
+            if gatheredCount == 0 && length <= piece.count {
+                try handler(UnsafeRawBufferPointer(rebasing: piece[0..<length]), location, targets)
+            } else {
+                guard length <= PackFormat.scratch.capacity else {
+                    throw RepositoryError(.corrupted, "blob \(location.blob.id) in pack \(pack) is implausibly large")
+                }
+                let buffer = gathered ?? PackFormat.scratch.take()
+                gathered = buffer
+                let take = min(length - gatheredCount, piece.count)
+                (buffer.baseAddress! + gatheredCount).copyMemory(from: piece.baseAddress!, byteCount: take)
+                gatheredCount += take
+                piece = UnsafeRawBufferPointer(rebasing: piece[take...])
+                at += Int64(take)
+                guard gatheredCount == length else { continue }
+                gatheredCount = 0
+                try handler(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), location, targets)
+                next += 1
+                continue
+            }
+            piece = UnsafeRawBufferPointer(rebasing: piece[length...])
+            at = end
+            next += 1
+        }
+    }
+
+    /// After the last byte: every wanted blob was handed over, and a whole pack matched its name.
+    func finish() throws {
+        guard next == blobs.count else {
+            throw RepositoryError(.corrupted, "pack \(pack) is truncated: \(blobs.count - next) of its blobs are missing")
+        }
+        if let hasher, ObjectID(hasher.finish()) != pack {
+            throw RepositoryError(.corrupted, "pack \(pack) is corrupted: its content does not match its name")
+        }
     }
 }

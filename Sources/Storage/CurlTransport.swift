@@ -9,6 +9,9 @@ public struct CurlRequest: Sendable {
     public var body: Data?
     /// A staged file to send as the body instead of `body` (read from its descriptor as sent).
     public var bodyFile: StagedFile?
+    /// Hands a successful response's body to this, piece by piece, instead of collecting it
+    /// (the response's `body` is then empty; `streamed` counts the bytes handed over).
+    public var consume: ByteConsumer?
     /// Send `body` as an upload (PUT over HTTP, file write over SFTP) instead of a request body.
     public var upload = false
     public var range: Range<Int64>?
@@ -35,6 +38,8 @@ public struct CurlResponse: Sendable {
     public let body: Data
     /// The size libcurl learned (Content-Length, or an SFTP file's size); nil when unknown.
     public let contentLength: Int64?
+    /// Bytes handed to the request's `consume`.
+    public var streamed: Int64 = 0
 }
 
 /// Settings fixed per backend: timeouts, TLS, SSH keys and host verification.
@@ -89,7 +94,9 @@ public final class CurlTransport: Sendable {
         }
         curl_easy_reset(handle)
         let transfer = Transfer(upload: request.body ?? Data(), file: request.bodyFile)
-        if let range = request.range, range.count >= 1 << 20, range.count <= BufferPool.objects.capacity {
+        if let consume = request.consume {
+            transfer.stream(to: consume, handle: handle, range: request.range, http: !request.url.hasPrefix("sftp:"))
+        } else if let range = request.range, range.count >= 1 << 20, range.count <= BufferPool.objects.capacity {
             transfer.receiveInto(BufferPool.objects)
         }
         var lists: [UnsafeMutablePointer<curl_slist>?] = []
@@ -118,7 +125,7 @@ public final class CurlTransport: Sendable {
             chb_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errbuf.baseAddress)
             chb_curl_setopt_datacb(handle, CURLOPT_WRITEFUNCTION) { data, size, count, user in
                 let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
-                if let data { t.received(UnsafeRawBufferPointer(start: data, count: size * count)) }
+                if let data, !t.received(UnsafeRawBufferPointer(start: data, count: size * count)) { return 0 }  // aborts
                 return size * count
             }
             chb_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, opaque)
@@ -194,6 +201,10 @@ public final class CurlTransport: Sendable {
         }
         var status = 0
         chb_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        if let error = transfer.consumeError {
+            keep = false
+            throw error
+        }
         if code != CURLE_OK {
             keep = false
             let detail = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -202,8 +213,10 @@ public final class CurlTransport: Sendable {
         }
         var length: curl_off_t = -1
         chb_curl_getinfo_offset(handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length)
-        return CurlResponse(status: status, headers: transfer.headers, body: transfer.takeBody(),
-                            contentLength: length >= 0 ? Int64(length) : nil)
+        var response = CurlResponse(status: status, headers: transfer.headers, body: transfer.takeBody(),
+                                    contentLength: length >= 0 ? Int64(length) : nil)
+        response.streamed = transfer.streamed
+        return response
     }
 
     /// libcurl's failure codes as storage errors: network trouble is transient.
@@ -254,6 +267,17 @@ final class Transfer {
     private var pooled: UnsafeMutableRawBufferPointer?
     private var pooledCount = 0
 
+    /// Streaming: where a successful body goes, and what to skip and keep of it when an HTTP
+    /// server answered a range request with the whole file (200).
+    private var consumer: ByteConsumer?
+    private var curl: UnsafeMutableRawPointer?
+    private var requested: Range<Int64>?
+    private var http = true
+    private var decided: Bool?
+    private var position: Int64 = 0
+    private(set) var streamed: Int64 = 0
+    private(set) var consumeError: (any Error)?
+
     init(upload: Data, file: StagedFile?) {
         self.upload = upload
         self.file = file
@@ -286,7 +310,46 @@ final class Transfer {
         pooled = pool.take()
     }
 
-    func received(_ bytes: UnsafeRawBufferPointer) {
+    func stream(to consumer: @escaping ByteConsumer, handle: UnsafeMutableRawPointer, range: Range<Int64>?, http: Bool) {
+        self.consumer = consumer
+        curl = handle
+        requested = range
+        self.http = http
+    }
+
+    /// Takes a piece of the response; returns false to abort the transfer (the consumer failed).
+    func received(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        if let consumer {
+            if decided == nil {
+                var status = 0
+                chb_curl_getinfo_long(curl, CURLINFO_RESPONSE_CODE, &status)
+                decided = http ? (200..<300).contains(status) : true
+                if http && status == 200 && requested != nil { position = 0 } else { position = requested?.lowerBound ?? 0 }
+            }
+            if decided == true {
+                var piece = bytes
+                if let requested {  // keep only the requested range of a whole-file answer
+                    let lower = max(requested.lowerBound - position, 0)
+                    let upper = min(max(requested.upperBound - position, 0), Int64(bytes.count))
+                    position += Int64(bytes.count)
+                    guard lower < upper else { return true }
+                    piece = UnsafeRawBufferPointer(rebasing: bytes[Int(lower)..<Int(upper)])
+                }
+                do {
+                    try consumer(piece)
+                    streamed += Int64(piece.count)
+                    return true
+                } catch {
+                    consumeError = error
+                    return false
+                }
+            }
+        }
+        receivedIntoBody(bytes)
+        return true
+    }
+
+    private func receivedIntoBody(_ bytes: UnsafeRawBufferPointer) {
         if let buffer = pooled {
             if pooledCount + bytes.count <= buffer.count {
                 if bytes.count > 0 { (buffer.baseAddress! + pooledCount).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }

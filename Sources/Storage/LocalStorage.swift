@@ -92,6 +92,34 @@ public struct LocalStorage: Storage {
         }
     }
 
+    /// Reads the range in 1 MiB pieces into one reused buffer.
+    public func stream(_ handle: Handle, range: Range<Int64>, to consume: @escaping ByteConsumer) async throws {
+        let file = try path(handle)
+        try await pool.run {
+            let fd = open(file, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw posixError("open", handle.description) }
+            defer { close(fd) }
+            guard let size = fileSize(fd: fd) else { throw posixError("stat", handle.description) }
+            guard range.lowerBound >= 0, range.upperBound <= size else {
+                throw StorageError(.invalidRange, "range \(range) outside \(handle) (\(size) bytes)")
+            }
+            try BufferPool.pieces.withBuffer { buffer in
+                var at = range.lowerBound
+                while at < range.upperBound {
+                    let want = Int(min(Int64(buffer.count), range.upperBound - at))
+                    let n = pread(fd, buffer.baseAddress!, want, off_t(at))
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw posixError("read", handle.description)
+                    }
+                    if n == 0 { throw StorageError(.invalidRange, "\(handle) ended at \(at) bytes, before \(range.upperBound)") }
+                    try consume(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                    at += Int64(n)
+                }
+            }
+        }
+    }
+
     public func stat(_ handle: Handle) async throws -> FileInfo {
         let file = try path(handle)
         return try await pool.run {

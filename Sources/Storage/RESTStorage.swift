@@ -77,6 +77,18 @@ public struct RESTStorage: Storage {
         return response.body
     }
 
+    public func stream(_ handle: Handle, range: Range<Int64>, to consume: @escaping ByteConsumer) async throws {
+        try handle.validateForRemote()
+        if range.isEmpty { return try await stream(emptyRange: range, of: handle) }
+        var r = request("GET", url(handle))
+        r.range = range
+        r.consume = consume
+        let response = try checked(try await transport.perform(r), "load \(handle)", ok: [200, 206])
+        guard response.streamed == range.count else {
+            throw StorageError(.invalidRange, "range \(range) outside \(handle): got \(response.streamed) bytes")
+        }
+    }
+
     public func stat(_ handle: Handle) async throws -> FileInfo {
         try handle.validateForRemote()
         let response = try checked(try await transport.perform(request("HEAD", url(handle))), "stat \(handle)")

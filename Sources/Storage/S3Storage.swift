@@ -41,7 +41,7 @@ public struct S3Storage: Storage {
 
     /// Sends a signed request. `path` is the object key (or empty for the bucket), `query` unencoded pairs.
     func send(_ method: String, key: String?, query: [(String, String)] = [], body: Data? = nil,
-              file: StagedFile? = nil, range: Range<Int64>? = nil) async throws -> CurlResponse {
+              file: StagedFile? = nil, range: Range<Int64>? = nil, consume: ByteConsumer? = nil) async throws -> CurlResponse {
         var canonicalURI = "/" + S3Signer.encode(remote.bucket)
         if let key { canonicalURI += "/" + key.split(separator: "/", omittingEmptySubsequences: false).map { S3Signer.encode(String($0)) }.joined(separator: "/") }
         let canonicalQuery = query.map { (S3Signer.encode($0.0), S3Signer.encode($0.1, keepSlash: slashQuirk.value)) }
@@ -63,6 +63,7 @@ public struct S3Storage: Storage {
             r.headers.append(("Content-Type", "application/octet-stream"))
         }
         if let range { r.range = range }
+        r.consume = consume
         return try await transport.perform(r)
     }
 
@@ -105,6 +106,15 @@ public struct S3Storage: Storage {
             throw StorageError(.invalidRange, "range \(range) outside \(handle): got \(response.body.count) bytes")
         }
         return response.body
+    }
+
+    public func stream(_ handle: Handle, range: Range<Int64>, to consume: @escaping ByteConsumer) async throws {
+        try handle.validateForRemote()
+        if range.isEmpty { return try await stream(emptyRange: range, of: handle) }
+        let response = try checked(try await send("GET", key: key(handle), range: range, consume: consume), "load \(handle)", ok: [206])
+        guard response.streamed == range.count else {
+            throw StorageError(.invalidRange, "range \(range) outside \(handle): got \(response.streamed) bytes")
+        }
     }
 
     public func stat(_ handle: Handle) async throws -> FileInfo {

@@ -114,6 +114,22 @@ public struct SFTPStorage: Storage {
         return response.body
     }
 
+    public func stream(_ handle: Handle, range: Range<Int64>, to consume: @escaping ByteConsumer) async throws {
+        let rel = try relative(handle)
+        let size = try await stat(handle).size
+        guard range.lowerBound >= 0, range.upperBound <= size else {
+            throw StorageError(.invalidRange, "range \(range) outside \(handle) (\(size) bytes)")
+        }
+        if range.isEmpty { return }
+        var r = CurlRequest(url: urlBase + "/" + rel)
+        r.range = range
+        r.consume = consume
+        let response = try await transport.perform(r)
+        guard response.streamed == range.count else {
+            throw StorageError(.invalidRange, "range \(range) of \(handle): got \(response.streamed) bytes")
+        }
+    }
+
     public func stat(_ handle: Handle) async throws -> FileInfo {
         var r = CurlRequest(url: urlBase + "/" + (try relative(handle)))
         r.noBody = true

@@ -179,4 +179,7 @@ public final class BufferPool: Sendable {
     /// For whole packs and pack ranges read or downloaded on restore and check: 64 MiB of address
     /// space each (packs are about 16 MiB; only what is used becomes resident).
     public static let objects = BufferPool(capacity: 64 << 20, keep: 4)
+
+    /// For streamed reads: 1 MiB pieces.
+    public static let pieces = BufferPool(capacity: 1 << 20, keep: 8)
 }

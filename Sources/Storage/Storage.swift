@@ -36,6 +36,9 @@ public struct Handle: Hashable, Sendable, CustomStringConvertible {
     public var description: String { type == .config ? "config" : "\(type.rawValue)/\(name)" }
 }
 
+/// Receives a streamed file's bytes, piece by piece (see `Storage.stream`).
+public typealias ByteConsumer = @Sendable (UnsafeRawBufferPointer) throws -> Void
+
 public struct FileInfo: Hashable, Sendable {
     public let name: String
     public let size: Int64
@@ -63,6 +66,11 @@ public protocol Storage: Sendable {
     /// Default: reads it into memory and calls `save(_:data:)`.
     func save(_ handle: Handle, staged: StagedFile) async throws
     func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data
+    /// Hands the bytes of `handle` (or of `range`, which must lie inside it) to `consume` in
+    /// order, piece by piece as they arrive, never holding the whole file. `consume` runs on a
+    /// transfer thread, one call at a time; an error it throws ends the load with that error.
+    /// Default: `load`, then one call.
+    func stream(_ handle: Handle, range: Range<Int64>, to consume: @escaping ByteConsumer) async throws
     func stat(_ handle: Handle) async throws -> FileInfo
     func list(_ type: FileType) async throws -> [FileInfo]
     func remove(_ handle: Handle) async throws
@@ -73,6 +81,11 @@ extension Storage {
 
     public func save(_ handle: Handle, staged: StagedFile) async throws {
         try await save(handle, data: staged.readAll())
+    }
+
+    public func stream(_ handle: Handle, range: Range<Int64>, to consume: @escaping ByteConsumer) async throws {
+        let data = try await load(handle, range: range)
+        try data.withUnsafeBytes { try consume($0) }
     }
 
     public func load(_ handle: Handle) async throws -> Data {
@@ -113,5 +126,10 @@ extension Storage {
             throw StorageError(.invalidRange, "range \(range) outside \(handle)")
         }
         return Data()
+    }
+
+    /// `stream` of an empty range: nothing to hand over, but the same range check.
+    func stream(emptyRange range: Range<Int64>, of handle: Handle) async throws {
+        _ = try await loadEmptyRange(handle, range)
     }
 }

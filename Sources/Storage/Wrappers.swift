@@ -51,6 +51,19 @@ public struct RetryingStorage: Storage {
     public func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data {
         try await retry("load \(handle)") { try await base.load(handle, range: range) }
     }
+    /// A stream that breaks off after some bytes resumes where it stopped: `consume` sees every
+    /// byte once, in order.
+    public func stream(_ handle: Handle, range: Range<Int64>, to consume: @escaping ByteConsumer) async throws {
+        let delivered = Locked<Int64>(0)
+        try await retry("load \(handle)") {
+            let rest = (range.lowerBound + delivered.value)..<range.upperBound
+            if rest.isEmpty && !range.isEmpty { return }
+            try await base.stream(handle, range: rest) { bytes in
+                try consume(bytes)
+                delivered.withLock { $0 += Int64(bytes.count) }
+            }
+        }
+    }
     public func stat(_ handle: Handle) async throws -> FileInfo {
         try await retry("stat \(handle)") { try await base.stat(handle) }
     }
@@ -94,6 +107,9 @@ public struct LimitedStorage: Storage {
     }
     public func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data {
         try await semaphore.withPermit { try await base.load(handle, range: range) }
+    }
+    public func stream(_ handle: Handle, range: Range<Int64>, to consume: @escaping ByteConsumer) async throws {
+        try await semaphore.withPermit { try await base.stream(handle, range: range, to: consume) }
     }
     public func stat(_ handle: Handle) async throws -> FileInfo {
         try await semaphore.withPermit { try await base.stat(handle) }

@@ -39,6 +39,7 @@ public enum StorageConformance {
         ("interrupted upload leaves nothing visible", interruptedUpload),
         ("invalid names", invalidNames),
         ("staged files", stagedFiles),
+        ("streamed loads", streamedLoads),
     ]
 
     static func expect(_ condition: Bool, _ message: @autoclosure () -> String) throws {
@@ -113,6 +114,33 @@ public enum StorageConformance {
         }
         try expect(try await storage.list(.data).count == before + kept.count, "an abandoned staging file is visible")
         for (handle, _) in kept { try await storage.remove(handle) }
+    }
+
+    /// `stream` hands over exactly the range's bytes, in order; a range past the end, a missing
+    /// file and an error thrown by the consumer end it with the right error.
+    static let streamedLoads: Case = { storage, _ in
+        var gen = SeededBytes(seed: 10)
+        let data = gen.data((3 << 20) + 12345)
+        let handle = Handle(.data, name("stream"))
+        try await storage.save(handle, data: data)
+        for r: Range<Int64> in [0..<Int64(data.count), 1..<Int64(data.count - 1), 1_000_000..<2_500_000, 7..<8, 100..<100] {
+            let got = Locked(Data())
+            try await storage.stream(handle, range: r) { piece in got.withLock { $0.append(contentsOf: piece) } }
+            try expect(got.value == data.subdata(in: Int(r.lowerBound)..<Int(r.upperBound)), "streamed range \(r) returned other bytes")
+        }
+        try await expectError(.invalidRange, "streamed range past the end") {
+            try await storage.stream(handle, range: 10..<Int64(data.count + 1)) { _ in }
+        }
+        try await expectError(.notFound, "stream of a missing file") {
+            try await storage.stream(Handle(.data, name("missing")), range: 0..<1) { _ in }
+        }
+        struct Stop: Error {}
+        do {
+            try await storage.stream(handle, range: 0..<Int64(data.count)) { _ in throw Stop() }
+            throw ConformanceFailure("a consumer's error did not end the stream")
+        } catch is Stop {}
+        try expect(try await storage.load(handle) == data, "the backend works after an aborted stream")
+        try await storage.remove(handle)
     }
 
     static let ranges: Case = { storage, _ in

@@ -107,7 +107,7 @@ import TestSupport
     }
 
     /// Damage to any stored object is found: by restore where it reads, by check --read-data always.
-    @Test(arguments: ["flip pack", "truncate pack", "remove pack", "flip index", "flip snapshot", "flip key"])
+    @Test(arguments: ["flip pack", "flip pack header", "truncate pack", "remove pack", "flip index", "flip snapshot", "flip key"])
     func damageIsDetected(_ damage: String) async throws {
         let dir = TempDir()
         defer { dir.remove() }
@@ -123,6 +123,7 @@ import TestSupport
         }
         switch damage {
         case "flip pack": flip(victimPack, at: 0.3)
+        case "flip pack header": flip(victimPack, at: 0.999)  // no blob covers it: only the pack's SHA-256 can tell
         case "truncate pack": memory.tamper(victimPack) { $0 = $0.prefix($0.count / 2) }
         case "remove pack": try await memory.remove(victimPack)
         case "flip index": flip(Handle(.index, try await memory.list(.index)[0].name))

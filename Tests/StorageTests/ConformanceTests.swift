@@ -93,6 +93,32 @@ final class FlakyStorage: Storage {
     func remove(_ handle: Handle) async throws { try await track { try await base.remove(handle) } }
 }
 
+/// Streams at most `breakAfter` bytes per call, then fails with a transient error (a dropped
+/// connection mid-download).
+final class BreakingStreamStorage: Storage {
+    let base = MemoryStorage()
+    let breakAfter: Int
+    let calls = Mutex(0)
+
+    init(breakAfter: Int) { self.breakAfter = breakAfter }
+
+    var location: String { "breaking:" }
+    var defaultConnections: Int { 1 }
+    func create() async throws {}
+    func save(_ handle: Handle, data: Data) async throws { try await base.save(handle, data: data) }
+    func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data { try await base.load(handle, range: range) }
+    func stat(_ handle: Handle) async throws -> FileInfo { try await base.stat(handle) }
+    func list(_ type: FileType) async throws -> [FileInfo] { try await base.list(type) }
+    func remove(_ handle: Handle) async throws { try await base.remove(handle) }
+
+    func stream(_ handle: Handle, range: Range<Int64>, to consume: @escaping ByteConsumer) async throws {
+        calls.withLock { $0 += 1 }
+        let data = try await base.load(handle, range: range)
+        try data.prefix(breakAfter).withUnsafeBytes { try consume($0) }
+        if data.count > breakAfter { throw StorageError(.transient, "connection reset mid-download") }
+    }
+}
+
 @Suite struct WrapperTests {
     let logger = Logger(label: "test")
 
@@ -123,6 +149,20 @@ final class FlakyStorage: Storage {
             #expect(error.message.contains("after 3 attempts"))
             #expect(flaky.calls.withLock { $0 } == 3)
         }
+    }
+
+    /// A stream that breaks off mid-way is resumed where it stopped: the consumer sees every byte
+    /// once, in order.
+    @Test func brokenStreamsResume() async throws {
+        let breaking = BreakingStreamStorage(breakAfter: 100_000)
+        let storage = RetryingStorage(breaking, attempts: 5, initialDelay: .milliseconds(1), logger: logger)
+        var gen = SeededBytes(seed: 3)
+        let data = gen.data(350_000)
+        try await breaking.base.save(Handle(.data, "a"), data: data)
+        let got = Locked(Data())
+        try await storage.stream(Handle(.data, "a"), range: 5..<349_000) { piece in got.withLock { $0.append(contentsOf: piece) } }
+        #expect(got.value == data.subdata(in: 5..<349_000))
+        #expect(breaking.calls.withLock { $0 } == 4, "three breaks, four calls")
     }
 
     @Test func concurrencyIsLimited() async throws {
