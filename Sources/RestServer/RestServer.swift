@@ -38,6 +38,10 @@ public struct RestServer: Sendable {
         self.logger = logger
     }
 
+    /// HTTP/1.1 whose connections read up to 1 MiB per socket read (NIO's default stops at
+    /// 64 KiB): a 16 MiB pack upload then takes 16 times fewer reads, hand-offs and writes.
+    static let http1 = HTTPServerBuilder { responder in LargeReads(base: HTTP1Channel(responder: responder)) }
+
     /// Serves until cancelled; `onListening` gets the bound port (useful with port 0).
     public func run(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let responder = try RestResponder(configuration: configuration, logger: logger)
@@ -45,9 +49,9 @@ public struct RestServer: Sendable {
         if let cert = configuration.tlsCertificate, let key = configuration.tlsKey {
             let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
             let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
-            server = try .tls(.http1(), tlsConfiguration: tls)
+            server = try .tls(Self.http1, tlsConfiguration: tls)
         } else {
-            server = .http1()
+            server = Self.http1
         }
         let app = Application(responder: responder, server: server,
                               configuration: .init(address: .hostname(configuration.host, port: configuration.port),
@@ -55,5 +59,20 @@ public struct RestServer: Sendable {
                               onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
                               logger: logger)
         try await app.runService()
+    }
+}
+
+/// Sets a larger receive buffer on each connection, then sets it up as `base` does.
+struct LargeReads<Base: ServerChildChannel>: ServerChildChannel {
+    let base: Base
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Base.Value> {
+        channel.setOption(ChannelOptions.recvAllocator,
+                          value: AdaptiveRecvByteBufferAllocator(minimum: 64 << 10, initial: 256 << 10, maximum: 1 << 20))
+            .flatMap { base.setup(channel: channel, logger: logger) }
+    }
+
+    func handle(value: Base.Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
     }
 }
