@@ -66,7 +66,7 @@ public final class Archiver: Sendable {
         fileSlots = AsyncSemaphore(permits: max(1, fileConcurrency))
         chunkWindow = max(2, ProcessInfo.processInfo.activeProcessorCount)
         pools = ChunkPools(parameters: repository.chunker.parameters, readers: max(1, fileConcurrency),
-                           chunksInFlight: max(1, fileConcurrency) * (chunkWindow + 1))
+                           chunksInFlight: chunkWindow + 1)  // copies are made only while one input is read
     }
 
     /// Chunks everything `fd` yields and stores new chunks. Returns the content list, the size and
