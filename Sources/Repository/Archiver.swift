@@ -40,8 +40,9 @@ public struct BackupOptions: Sendable {
     public var force = false
     /// Upload slots (packs stored at once).
     public var connections = 4
-    /// Files read at once: twice the cores, so a core is busy while another file waits on I/O.
-    public var fileConcurrency = 2 * ProcessInfo.processInfo.activeProcessorCount
+    /// Files read at once: one more than the cores, so the cores stay busy while a file waits on
+    /// I/O. Each holds a read buffer of the largest chunk plus 1 MiB (5 MiB by default).
+    public var fileConcurrency = ProcessInfo.processInfo.activeProcessorCount + 1
     /// Parts backed up at once (several database dumps in parallel).
     public var partConcurrency = 1
     public init() {}

@@ -186,15 +186,28 @@ public final class Repository: Sendable {
 
     /// Writes the packs stored since the last call into a new index file.
     func flushIndex() async throws {
-        let packs = index.takeUnsaved()
-        guard !packs.isEmpty else { return }
-        do {
-            _ = try await saveEncrypted(.index, kind: .index, IndexFile(packs: packs))
-        } catch {
-            index.returnUnsaved(packs)
-            throw error
+        var packs = index.takeUnsaved()
+        // Several smaller index files rather than one large one: encoding holds a file's whole
+        // JSON in memory several times over, so its size would grow with the backup.
+        while !packs.isEmpty {
+            var count = 0
+            var blobs = 0
+            while count < packs.count && (count == 0 || blobs + packs[count].blobs.count <= Self.blobsPerIndexFile) {
+                blobs += packs[count].blobs.count
+                count += 1
+            }
+            do {
+                _ = try await saveEncrypted(.index, kind: .index, IndexFile(packs: Array(packs.prefix(count))))
+            } catch {
+                index.returnUnsaved(packs)
+                throw error
+            }
+            packs.removeFirst(count)
         }
     }
+
+    /// At most this many blobs per index file (about 450 KiB of JSON), unless one pack has more.
+    static let blobsPerIndexFile = 4096
 
     // MARK: blobs
 

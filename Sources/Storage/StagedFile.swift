@@ -66,21 +66,30 @@ public final class StagedFile: Sendable {
     }
 
     /// Ends writing: returns the file's size and the SHA-256 of its bytes (read back from the
-    /// page cache), which `save(_:staged:)` and S3's payload signature use.
+    /// page cache, 1 MiB at a time), which `save(_:staged:)` and S3's payload signature use.
     @discardableResult
     public func finish() throws -> (size: Int64, sha256: [UInt8]) {
         if let done = state.value.finished { return done }
         guard let size = fileSize(fd: fd) else { throw posixError("stat", path ?? "a temporary file") }
+        // Read back in 1 MiB pieces through one reused buffer: mapping the file instead would
+        // count all of it in our resident memory while it is hashed.
         var digest = [UInt8](repeating: 0, count: 32)
-        if size == 0 {
-            _ = chb_sha256(nil, 0, &digest)
-        } else {
-            guard let map = mmap(nil, Int(size), PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0), map != MAP_FAILED else {
-                throw posixError("map", path ?? "a temporary file")
+        guard let context = chb_sha256_new() else { throw StorageError(.permanent, "OpenSSL could not create a SHA-256 context") }
+        defer { chb_sha256_free(context) }
+        try BufferPool.pieces.withBuffer { buffer in
+            var at: Int64 = 0
+            while at < size {
+                let n = pread(fd, buffer.baseAddress!, Int(min(Int64(buffer.count), size - at)), off_t(at))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw posixError("read", path ?? "a temporary file")
+                }
+                if n == 0 { throw StorageError(.permanent, "\(path ?? "a temporary file") shrank while it was hashed") }
+                _ = chb_sha256_update(context, buffer.baseAddress!, n)
+                at += Int64(n)
             }
-            _ = chb_sha256(map, Int(size), &digest)
-            munmap(map, Int(size))
         }
+        _ = chb_sha256_final(context, &digest)
         let done = (size, digest)
         state.withLock { $0.finished = done }
         return done
