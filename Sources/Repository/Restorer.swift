@@ -163,14 +163,8 @@ public final class Restorer: Sendable {
                     let job = files[target.file]
                     let fd = try state.open(job.path, file: target.file)
                     defer { close(fd) }
-                    var done = 0
-                    while done < plain.count {
-                        let n = pwrite(fd, plain.baseAddress! + done, plain.count - done, off_t(target.offset) + off_t(done))
-                        if n < 0 {
-                            if errno == EINTR { continue }
-                            throw RepositoryError(.io, "cannot write \(job.path): \(FS.errorText())")
-                        }
-                        done += n
+                    guard writeFully(fd, plain, at: target.offset) else {
+                        throw RepositoryError(.io, "cannot write \(job.path): \(FS.errorText())")
                     }
                     progress.add(bytes: Int64(plain.count))
                     if state.written(file: target.file) { try FS.applyMetadata(job.node, at: job.path) }

@@ -77,6 +77,23 @@ public struct LocalStorage: Storage {
     }
 
     public func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data {
+        try await reading(handle, range) { fd, wanted in
+            try readExactly(fd, offset: wanted.lowerBound, count: Int(wanted.count), path: handle.description,
+                            pool: wanted.count >= 1 << 20 ? .objects : nil)
+        }
+    }
+
+    /// Reads the range in 1 MiB pieces into one reused buffer.
+    public func stream(_ handle: Handle, range: Range<Int64>, to consume: @escaping ByteConsumer) async throws {
+        try await reading(handle, range) { fd, wanted in
+            try readInPieces(fd, wanted, what: handle.description, to: consume)
+        }
+    }
+
+    /// Opens `handle` on the pool's threads, checks that `range` (nil: the whole file) lies in
+    /// it, and runs `body` with the descriptor and the range.
+    private func reading<T: Sendable>(_ handle: Handle, _ range: Range<Int64>?,
+                                      _ body: @escaping @Sendable (Int32, Range<Int64>) throws -> T) async throws -> T {
         let file = try path(handle)
         return try await pool.run {
             let fd = open(file, O_RDONLY | O_CLOEXEC)
@@ -87,36 +104,7 @@ public struct LocalStorage: Storage {
             guard wanted.lowerBound >= 0, wanted.upperBound <= size else {
                 throw StorageError(.invalidRange, "range \(wanted) outside \(handle) (\(size) bytes)")
             }
-            return try readExactly(fd, offset: wanted.lowerBound, count: Int(wanted.count), path: handle.description,
-                                   pool: wanted.count >= 1 << 20 ? .objects : nil)
-        }
-    }
-
-    /// Reads the range in 1 MiB pieces into one reused buffer.
-    public func stream(_ handle: Handle, range: Range<Int64>, to consume: @escaping ByteConsumer) async throws {
-        let file = try path(handle)
-        try await pool.run {
-            let fd = open(file, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw posixError("open", handle.description) }
-            defer { close(fd) }
-            guard let size = fileSize(fd: fd) else { throw posixError("stat", handle.description) }
-            guard range.lowerBound >= 0, range.upperBound <= size else {
-                throw StorageError(.invalidRange, "range \(range) outside \(handle) (\(size) bytes)")
-            }
-            try BufferPool.pieces.withBuffer { buffer in
-                var at = range.lowerBound
-                while at < range.upperBound {
-                    let want = Int(min(Int64(buffer.count), range.upperBound - at))
-                    let n = pread(fd, buffer.baseAddress!, want, off_t(at))
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        throw posixError("read", handle.description)
-                    }
-                    if n == 0 { throw StorageError(.invalidRange, "\(handle) ended at \(at) bytes, before \(range.upperBound)") }
-                    try consume(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-                    at += Int64(n)
-                }
-            }
+            return try body(fd, wanted)
         }
     }
 
@@ -198,6 +186,43 @@ public func writeAll(_ fd: Int32, _ data: Data, path: String) throws {
             }
             pointer += n
             left -= n
+        }
+    }
+}
+
+/// Writes all of `bytes` at `offset` (pwrite), retrying short writes and EINTR; false, with
+/// `errno` set, when a write fails.
+public func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64) -> Bool {
+    guard var pointer = bytes.baseAddress else { return true }
+    var left = bytes.count
+    var at = off_t(offset)
+    while left > 0 {
+        let n = pwrite(fd, pointer, left, at)
+        if n < 0 {
+            if errno == EINTR { continue }
+            return false
+        }
+        pointer += n
+        left -= n
+        at += off_t(n)
+    }
+    return true
+}
+
+/// Reads `range` of `fd` in 1 MiB pieces through one pooled buffer, handing each to `body`; a
+/// file that ends before the range does is an `.invalidRange` error.
+func readInPieces(_ fd: Int32, _ range: Range<Int64>, what: String, to body: (UnsafeRawBufferPointer) throws -> Void) throws {
+    try BufferPool.pieces.withBuffer { buffer in
+        var at = range.lowerBound
+        while at < range.upperBound {
+            let n = pread(fd, buffer.baseAddress!, Int(min(Int64(buffer.count), range.upperBound - at)), off_t(at))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw posixError("read", what)
+            }
+            if n == 0 { throw StorageError(.invalidRange, "\(what) ended at \(at) bytes, before \(range.upperBound)") }
+            try body(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            at += Int64(n)
         }
     }
 }

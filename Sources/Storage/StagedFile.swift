@@ -46,19 +46,7 @@ public final class StagedFile: Sendable {
 
     /// Writes all of `bytes` at `offset`.
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
-        guard var pointer = bytes.baseAddress else { return }
-        var left = bytes.count
-        var at = off_t(offset)
-        while left > 0 {
-            let n = pwrite(fd, pointer, left, at)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw posixError("write", path ?? "a temporary file")
-            }
-            pointer += n
-            left -= n
-            at += off_t(n)
-        }
+        guard writeFully(fd, bytes, at: offset) else { throw posixError("write", path ?? "a temporary file") }
     }
 
     public func write(_ data: Data, at offset: Int64) throws {
@@ -76,18 +64,8 @@ public final class StagedFile: Sendable {
         var digest = [UInt8](repeating: 0, count: 32)
         guard let context = chb_sha256_new() else { throw StorageError(.permanent, "OpenSSL could not create a SHA-256 context") }
         defer { chb_sha256_free(context) }
-        try BufferPool.pieces.withBuffer { buffer in
-            var at: Int64 = 0
-            while at < size {
-                let n = pread(fd, buffer.baseAddress!, Int(min(Int64(buffer.count), size - at)), off_t(at))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw posixError("read", path ?? "a temporary file")
-                }
-                if n == 0 { throw StorageError(.permanent, "\(path ?? "a temporary file") shrank while it was hashed") }
-                _ = chb_sha256_update(context, buffer.baseAddress!, n)
-                at += Int64(n)
-            }
+        try readInPieces(fd, 0..<size, what: path ?? "a temporary file") { piece in
+            _ = chb_sha256_update(context, piece.baseAddress, piece.count)
         }
         _ = chb_sha256_final(context, &digest)
         let done = (size, digest)
