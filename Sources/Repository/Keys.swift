@@ -35,13 +35,16 @@ struct MasterKeys: Codable, Sendable {
     }
 }
 
-/// scrypt parameters; stored in each key file so they can be raised later.
+/// scrypt parameters; stored in each key file so they can be raised later. The default, N = 2^14,
+/// r = 8, p = 4, costs an attacker as much as N = 2^15, p = 1 (scrypt's cost grows with N²·r·p)
+/// but needs 16 MiB instead of 32 MiB while it runs (the lanes run one after the other), for
+/// about 0.1 s instead of 0.075 s here.
 public struct KDFParameters: Codable, Sendable, Hashable {
     public var n: UInt64
     public var r: UInt64
     public var p: UInt64
 
-    public init(n: UInt64 = 1 << 15, r: UInt64 = 8, p: UInt64 = 1) {
+    public init(n: UInt64 = 1 << 14, r: UInt64 = 8, p: UInt64 = 4) {
         self.n = n
         self.r = r
         self.p = p
