@@ -42,7 +42,7 @@ public final class BlobWriter: Sendable {
     /// pack's staged file). A pack that reaches the pack size is queued for upload.
     func store(_ plaintext: UnsafeRawBufferPointer, id: BlobID, type: BlobType) throws {
         if let error = failure.withLock({ $0 }) { throw error }
-        try PackFormat.scratch.withBuffer { scratch in
+        try PackFormat.scratch.withBuffer(atLeast: PackFormat.sealedBound(plaintext.count)) { scratch in
             let length = PackFormat.sealBlob(plaintext, id: id, type: type, key: repo.keys.encryption, into: scratch)
             let (file, writes, offset) = try open.withLock { packs in
                 if packs[type] == nil { packs[type] = try PackBuilder(file: repo.storage.makeStagingFile(for: .data)) }

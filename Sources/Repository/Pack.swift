@@ -41,7 +41,8 @@ enum PackFormat {
     }
 
     /// Reusable buffers for sealing and opening blobs: room for the largest chunk (64 MiB) and
-    /// its LZ4 worst case. Only the bytes used become resident.
+    /// its LZ4 worst case. Only the bytes used become resident. A larger blob (only a tree can
+    /// be: a directory of some hundred thousand entries) gets a one-off buffer.
     static let scratch = BufferPool(capacity: (64 << 20) + (1 << 20), keep: 8)
 
     /// The most bytes `sealBlob` writes for `n` bytes of plaintext.
@@ -87,10 +88,10 @@ enum PackFormat {
     /// to `body` (valid only during the call; it lives in pooled scratch buffers).
     static func withOpenedBlob<T>(_ sealed: UnsafeRawBufferPointer, entry: PackedBlob, keys: MasterKeys, pack: PackID,
                                   _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
-        guard sealed.count > Crypto.overhead, sealed.count - Crypto.overhead <= scratch.capacity else {
+        guard sealed.count > Crypto.overhead else {
             throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) failed authentication: the pack is corrupted")
         }
-        return try scratch.withBuffer { opened in
+        return try scratch.withBuffer(atLeast: sealed.count - Crypto.overhead) { opened in
             guard Crypto.open(keys.encryption, sealed, aad: blobAAD(entry.id, entry.type), into: opened.baseAddress) else {
                 throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) failed authentication: the pack is corrupted")
             }
@@ -109,10 +110,11 @@ enum PackFormat {
                 return try verified(UnsafeRawBufferPointer(rebasing: opened[1..<bodyLength]))
             case .lz4:
                 let length = bodyLength >= 5 ? Int(UInt32(littleEndian: opened.loadUnaligned(fromByteOffset: 1, as: UInt32.self))) : -1
-                guard length >= 0, length == Int(entry.rawLength), length <= scratch.capacity else {
+                // The length is authenticated; LZ4 cannot expand more than 255-fold.
+                guard length >= 0, length == Int(entry.rawLength), length <= bodyLength * 255 + 64 else {
                     throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) has invalid compressed data")
                 }
-                return try scratch.withBuffer { plain in
+                return try scratch.withBuffer(atLeast: length) { plain in
                     guard LZ4.decompress(UnsafeRawBufferPointer(rebasing: opened[5..<bodyLength]),
                                          into: UnsafeMutableRawBufferPointer(rebasing: plain[0..<length])) else {
                         throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) has invalid compressed data")

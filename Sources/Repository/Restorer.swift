@@ -291,10 +291,11 @@ final class PackStream: @unchecked Sendable {
             if gatheredCount == 0 && length <= piece.count {
                 try handler(UnsafeRawBufferPointer(rebasing: piece[0..<length]), location, targets)
             } else {
-                guard length <= PackFormat.scratch.capacity else {
-                    throw RepositoryError(.corrupted, "blob \(location.blob.id) in pack \(pack) is implausibly large")
+                if let buffer = gathered, buffer.count < length {  // a blob larger than the pooled buffers
+                    PackFormat.scratch.give(buffer)
+                    gathered = nil
                 }
-                let buffer = gathered ?? PackFormat.scratch.take()
+                let buffer = gathered ?? PackFormat.scratch.take(atLeast: length)
                 gathered = buffer
                 let take = min(length - gatheredCount, piece.count)
                 (buffer.baseAddress! + gatheredCount).copyMemory(from: piece.baseAddress!, byteCount: take)

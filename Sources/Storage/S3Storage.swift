@@ -111,7 +111,7 @@ public struct S3Storage: Storage {
     public func stream(_ handle: Handle, range: Range<Int64>, to consume: @escaping ByteConsumer) async throws {
         try handle.validateForRemote()
         if range.isEmpty { return try await stream(emptyRange: range, of: handle) }
-        let response = try checked(try await send("GET", key: key(handle), range: range, consume: consume), "load \(handle)", ok: [206])
+        let response = try checked(try await send("GET", key: key(handle), range: range, consume: consume), "load \(handle)", ok: [200, 206])
         guard response.streamed == range.count else {
             throw StorageError(.invalidRange, "range \(range) outside \(handle): got \(response.streamed) bytes")
         }

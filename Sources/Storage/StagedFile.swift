@@ -116,8 +116,15 @@ public final class BufferPool: Sendable {
         free.withLock { $0.popLast() }?.raw ?? .allocate(byteCount: capacity, alignment: 64)
     }
 
+    /// A buffer of at least `count` bytes: a pooled one, or for a rare larger need (a huge tree
+    /// blob) a one-off allocation that `give` frees.
+    public func take(atLeast count: Int) -> UnsafeMutableRawBufferPointer {
+        count <= capacity ? take() : .allocate(byteCount: count, alignment: 64)
+    }
+
     /// Returns a buffer from `take` (kept for reuse, or freed when enough are kept).
     public func give(_ raw: UnsafeMutableRawBufferPointer) {
+        guard raw.count == capacity else { return raw.deallocate() }
         let kept = free.withLock { list -> Bool in
             guard list.count < keep else { return false }
             list.append(Buffer(raw: raw))
@@ -126,9 +133,10 @@ public final class BufferPool: Sendable {
         if !kept { raw.deallocate() }
     }
 
-    /// Runs `body` with a buffer of `capacity` bytes, which goes back to the pool afterwards.
-    public func withBuffer<T>(_ body: (UnsafeMutableRawBufferPointer) throws -> T) rethrows -> T {
-        let raw = take()
+    /// Runs `body` with a buffer of `capacity` bytes (or more, when `atLeast` asks for more),
+    /// which goes back to the pool afterwards.
+    public func withBuffer<T>(atLeast count: Int = 0, _ body: (UnsafeMutableRawBufferPointer) throws -> T) rethrows -> T {
+        let raw = take(atLeast: count)
         defer { give(raw) }
         return try body(raw)
     }

@@ -22,20 +22,28 @@ public struct RetryingStorage: Storage {
     public var location: String { base.location }
     public var defaultConnections: Int { base.defaultConnections }
 
-    func retry<T>(_ what: @autoclosure () -> String, _ body: () async throws -> T) async throws -> T {
+    /// `progressed`, asked after a failure: whether the attempt got further than the one before
+    /// (a stream that delivered bytes); if so the count and the delay start over.
+    func retry<T>(_ what: @autoclosure () -> String, progressed: () -> Bool = { false },
+                  _ body: () async throws -> T) async throws -> T {
         var delay = initialDelay
         var attempt = 1
         while true {
             do {
                 return try await body()
-            } catch let error as StorageError where error.isTransient && attempt < attempts {
+            } catch let error as StorageError where error.isTransient {
+                if progressed() {
+                    attempt = 1
+                    delay = initialDelay
+                }
+                guard attempt < attempts else {
+                    throw StorageError(.transient, "\(what()) failed after \(attempts) attempts: \(error.message)")
+                }
                 let jittered = Duration.nanoseconds(Int64.random(in: 0...max(1, delay.nanoseconds)))
                 logger.info("\(what()) failed (attempt \(attempt) of \(attempts)), retrying: \(error.message)")
                 try await Task.sleep(for: jittered)
                 delay = min(delay * 2, maxDelay)
                 attempt += 1
-            } catch let error as StorageError where error.isTransient {
-                throw StorageError(.transient, "\(what()) failed after \(attempts) attempts: \(error.message)")
             }
         }
     }
@@ -52,16 +60,25 @@ public struct RetryingStorage: Storage {
         try await retry("load \(handle)") { try await base.load(handle, range: range) }
     }
     /// A stream that breaks off after some bytes resumes where it stopped: `consume` sees every
-    /// byte once, in order.
+    /// byte once, in order. Each attempt that delivers bytes earns a fresh count of attempts. An error from `consume`
+    /// itself is never retried, even when it is a transient `StorageError`.
     public func stream(_ handle: Handle, range: Range<Int64>, to consume: @escaping ByteConsumer) async throws {
         let delivered = Locked<Int64>(0)
-        try await retry("load \(handle)") {
-            let rest = (range.lowerBound + delivered.value)..<range.upperBound
-            if rest.isEmpty && !range.isEmpty { return }
-            try await base.stream(handle, range: rest) { bytes in
-                try consume(bytes)
-                delivered.withLock { $0 += Int64(bytes.count) }
+        var seen: Int64 = 0
+        do {
+            try await retry("load \(handle)", progressed: {
+                defer { seen = delivered.value }
+                return delivered.value > seen
+            }) {
+                let rest = (range.lowerBound + delivered.value)..<range.upperBound
+                if rest.isEmpty && !range.isEmpty { return }
+                try await base.stream(handle, range: rest) { bytes in
+                    do { try consume(bytes) } catch { throw ConsumerFailure(error: error) }
+                    delivered.withLock { $0 += Int64(bytes.count) }
+                }
             }
+        } catch let failure as ConsumerFailure {
+            throw failure.error
         }
     }
     public func stat(_ handle: Handle) async throws -> FileInfo {
@@ -73,6 +90,11 @@ public struct RetryingStorage: Storage {
     public func remove(_ handle: Handle) async throws {
         try await retry("remove \(handle)") { try await base.remove(handle) }
     }
+}
+
+/// Carries an error thrown by a stream's consumer through the retry loop untouched.
+private struct ConsumerFailure: Error {
+    let error: any Error
 }
 
 extension Duration {

@@ -165,6 +165,35 @@ final class BreakingStreamStorage: Storage {
         #expect(breaking.calls.withLock { $0 } == 4, "three breaks, four calls")
     }
 
+    @Test func aStreamThatKeepsProgressingIsNotCutOffByTheAttemptLimit() async throws {
+        let breaking = BreakingStreamStorage(breakAfter: 50_000)
+        let storage = RetryingStorage(breaking, attempts: 2, initialDelay: .milliseconds(1), logger: logger)
+        var gen = SeededBytes(seed: 4)
+        let data = gen.data(300_000)
+        try await breaking.base.save(Handle(.data, "a"), data: data)
+        let got = Locked(Data())
+        try await storage.stream(Handle(.data, "a"), range: 0..<300_000) { piece in got.withLock { $0.append(contentsOf: piece) } }
+        #expect(got.value == data)
+        #expect(breaking.calls.withLock { $0 } == 6, "five breaks, each after progress, within two attempts")
+        // Without progress the limit holds.
+        let stuck = BreakingStreamStorage(breakAfter: 0)
+        try await stuck.base.save(Handle(.data, "a"), data: data)
+        let limited = RetryingStorage(stuck, attempts: 3, initialDelay: .milliseconds(1), logger: logger)
+        await #expect(throws: StorageError.self) { try await limited.stream(Handle(.data, "a"), range: 0..<10) { _ in } }
+        #expect(stuck.calls.withLock { $0 } == 3)
+    }
+
+    @Test func anErrorFromTheConsumerIsNotRetried() async throws {
+        let breaking = BreakingStreamStorage(breakAfter: 1_000_000)
+        let storage = RetryingStorage(breaking, attempts: 5, initialDelay: .milliseconds(1), logger: logger)
+        try await breaking.base.save(Handle(.data, "a"), data: Data(count: 1000))
+        let error = await #expect(throws: StorageError.self) {
+            try await storage.stream(Handle(.data, "a"), range: 0..<1000) { _ in throw StorageError(.transient, "disk full while writing") }
+        }
+        #expect(error?.message == "disk full while writing", "the consumer's own error, unchanged")
+        #expect(breaking.calls.withLock { $0 } == 1)
+    }
+
     @Test func concurrencyIsLimited() async throws {
         let flaky = FlakyStorage(failures: 0, code: .transient)
         let storage = LimitedStorage(flaky, connections: 3)
