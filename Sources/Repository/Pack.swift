@@ -86,8 +86,10 @@ enum PackFormat {
 
     /// Decrypts, decompresses and checks one sealed blob against its id, then hands the plaintext
     /// to `body` (valid only during the call; it lives in pooled scratch buffers).
+    /// `checkID: false` skips recomputing the keyed id of the plaintext: for a blob whose pack is
+    /// checked against its SHA-256 name as well (the AES-GCM tag binds the id in any case).
     static func withOpenedBlob<T>(_ sealed: UnsafeRawBufferPointer, entry: PackedBlob, keys: MasterKeys, pack: PackID,
-                                  _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
+                                  checkID: Bool = true, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
         guard sealed.count > Crypto.overhead else {
             throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) failed authentication: the pack is corrupted")
         }
@@ -100,7 +102,7 @@ enum PackFormat {
                 guard plain.count == Int(entry.rawLength) else {
                     throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) has length \(plain.count), index says \(entry.rawLength)")
                 }
-                guard Crypto.hmac(keys.chunkID, plain) == entry.id.digest else {
+                guard !checkID || Crypto.hmac(keys.chunkID, plain) == entry.id.digest else {
                     throw RepositoryError(.corrupted, "blob \(entry.id) in pack \(pack) does not match its id")
                 }
                 return try body(plain)

@@ -245,8 +245,8 @@ public final class Repository: Sendable {
         }
     }
 
-    func openBlob(_ sealed: UnsafeRawBufferPointer, _ location: BlobLocation) throws -> Data {
-        try PackFormat.openBlob(sealed, entry: location.blob, keys: keys, pack: location.pack)
+    func openBlob(_ sealed: UnsafeRawBufferPointer, _ location: BlobLocation, checkID: Bool = true) throws -> Data {
+        try PackFormat.withOpenedBlob(sealed, entry: location.blob, keys: keys, pack: location.pack, checkID: checkID) { Data($0) }
     }
 
     public func loadTree(_ id: BlobID) async throws -> Tree {

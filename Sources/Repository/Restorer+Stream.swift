@@ -33,12 +33,13 @@ extension Restorer {
                 let (index, run) = (next, runs[next])
                 next += 1
                 group.addTask {
-                    let (base, data) = try await self.loadSpan(run.0, run.1)
+                    let (base, data, whole) = try await self.loadSpan(run.0, run.1)
                     let plains = try data.withUnsafeBytes { raw in
                         try run.1.map { location in
                             let start = Int(Int64(location.blob.offset) - base)
                             return try self.repo.openBlob(
-                                UnsafeRawBufferPointer(rebasing: raw[start..<(start + Int(location.blob.length))]), location)
+                                UnsafeRawBufferPointer(rebasing: raw[start..<(start + Int(location.blob.length))]), location,
+                                checkID: !whole)
                         }
                     }
                     return (index, plains)

@@ -158,7 +158,7 @@ public final class Restorer: Sendable {
         let sorted = blobs.sorted { $0.0.blob.offset < $1.0.blob.offset }
         let (range, whole) = span(pack, sorted.map(\.0))
         let stream = PackStream(pack: pack, blobs: sorted, start: range.lowerBound, verify: whole) { [repo, progress] sealed, location, targets in
-            try PackFormat.withOpenedBlob(sealed, entry: location.blob, keys: repo.keys, pack: location.pack) { plain in
+            try PackFormat.withOpenedBlob(sealed, entry: location.blob, keys: repo.keys, pack: location.pack, checkID: !whole) { plain in
                 for target in targets {
                     let job = files[target.file]
                     let fd = try state.open(job.path, file: target.file)
@@ -176,8 +176,9 @@ public final class Restorer: Sendable {
     }
 
     /// The smallest range of `pack` covering `blobs`, or the whole pack when that is not much
-    /// more (a whole pack is checked against its name, SHA-256; every blob is authenticated by
-    /// AES-GCM and its id in any case). True when whole.
+    /// more. True when whole. Every restored blob passes two independent checks: its AES-GCM tag
+    /// (which binds its id and type) and, for a whole pack, the pack's SHA-256 name, or, for a
+    /// range, the keyed id recomputed from the plaintext. (`check --read-data` recomputes every id.)
     func span(_ pack: PackID, _ blobs: [BlobLocation]) -> (Range<Int64>, Bool) {
         let lower = blobs.map { Int64($0.blob.offset) }.min() ?? 0
         let upper = blobs.map { Int64($0.blob.offset) + Int64($0.blob.length) }.max() ?? 0
@@ -185,14 +186,15 @@ public final class Restorer: Sendable {
         return (lower..<upper, false)
     }
 
-    /// Loads the range `span` chooses; a whole pack is checked against its name.
-    func loadSpan(_ pack: PackID, _ blobs: [BlobLocation]) async throws -> (Int64, Data) {
+    /// Loads the range `span` chooses; a whole pack is checked against its name. Returns where
+    /// the data starts in the pack and whether it is the whole (checked) pack.
+    func loadSpan(_ pack: PackID, _ blobs: [BlobLocation]) async throws -> (Int64, Data, Bool) {
         let (range, whole) = span(pack, blobs)
         let data = try await repo.loadPackRange(pack, range)
         if whole, ObjectID(hashing: data) != pack {
             throw RepositoryError(.corrupted, "pack \(pack) is corrupted: its content does not match its name")
         }
-        return (range.lowerBound, data)
+        return (range.lowerBound, data, whole)
     }
 }
 

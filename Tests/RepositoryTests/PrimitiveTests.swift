@@ -110,6 +110,40 @@ import TestSupport
         #expect(changed.count <= 3, "\(changed.count) of \(after.count) chunks changed after a 100-byte insertion")
     }
 
+    /// The cut points are FastCDC's with normalized chunking, written out here independently:
+    /// the stricter mask before the average size, the looser one after, min and max bounds.
+    @Test func cutPointsMatchTheByteAtATimeDefinition() {
+        func reference(_ c: Chunker, _ bytes: UnsafeRawBufferPointer) -> Int {
+            let p = c.parameters
+            let n = min(bytes.count, p.maxSize)
+            if n <= p.minSize { return n }
+            var h: UInt64 = 0
+            for i in p.minSize..<n {
+                h = (h << 1) &+ c.gear[Int(bytes[i])]
+                if h & (i < p.averageSize ? c.maskSmall : c.maskLarge) == 0 { return i + 1 }
+            }
+            return n
+        }
+        var gen = SeededBytes(seed: 9)
+        for (p, size) in [(params, 3 << 20), (ChunkerParameters(minSize: 64, averageSize: 256, maxSize: 1001), 200_000),
+                          (ChunkerParameters(minSize: 65, averageSize: 128, maxSize: 130), 20_001)] {
+            let chunker = Chunker(parameters: p, key: .random())
+            let data = gen.data(size) + gen.text(size / 2) + Data(repeating: 7, count: p.maxSize * 3 + 1)
+            var expected: [Int] = []
+            data.withUnsafeBytes { raw in
+                var offset = 0
+                while offset < raw.count {
+                    let len = reference(chunker, UnsafeRawBufferPointer(rebasing: raw[offset...]))
+                    expected.append(len)
+                    offset += len
+                }
+            }
+            let got = chunker.split(data)
+            #expect(got == expected)
+            #expect(Set(got).count > 3 && got.contains { $0 % 2 == 1 } && got.contains { $0 % 2 == 0 }, "cuts at odd and even offsets")
+        }
+    }
+
     @Test func boundariesDependOnTheKey() {
         var gen = SeededBytes(seed: 5)
         let data = gen.data(1 << 20)
@@ -172,6 +206,18 @@ import TestSupport
                                         entry: moved, keys: keys, pack: packID)
             }
         }
+        // A blob sealed by a key holder under an id that is not its plaintext's (a writer's bug)
+        // passes AES-GCM but fails the id check that check --read-data and range restores make.
+        let wrongID = blobs[1].0
+        let mislabeled = PackFormat.sealBlob(blobs[0].1, id: wrongID, type: .data, key: keys.encryption)
+        let entry = PackedBlob(id: wrongID, type: .data, offset: 0, length: UInt32(mislabeled.count), rawLength: UInt32(blobs[0].1.count))
+        #expect(throws: RepositoryError.self) {
+            try mislabeled.withUnsafeBytes { try PackFormat.openBlob($0, entry: entry, keys: keys, pack: packID) }
+        }
+        let trusted = try mislabeled.withUnsafeBytes {
+            try PackFormat.withOpenedBlob($0, entry: entry, keys: keys, pack: packID, checkID: false) { Data($0) }
+        }
+        #expect(trusted == blobs[0].1, "without the id check only the tag is checked (whole-pack restores rely on the pack's name too)")
         // A truncated pack has no readable header.
         #expect(throws: RepositoryError.self) {
             try PackFormat.decodeHeader(tail: pack.prefix(pack.count - 3), packSize: Int64(pack.count - 3), key: keys.encryption, pack: packID)
