@@ -18,25 +18,43 @@ public struct Digest32: Hashable, Sendable, Comparable {
     }
 
     public init?(hex: String) {
-        guard hex.utf8.count == 64, hex.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else {
-            return nil
+        var text = hex
+        guard let d = text.withUTF8({ Digest32(hexUTF8: $0) }) else { return nil }
+        self = d
+    }
+
+    /// 64 lowercase hex digits (metadata holds thousands of ids: no allocation per id).
+    init?(hexUTF8 p: UnsafeBufferPointer<UInt8>) {
+        guard p.count == 64 else { return nil }
+        func word(_ at: Int) -> UInt64? {
+            var value: UInt64 = 0
+            for i in at..<(at + 16) {
+                let c = p[i]
+                let digit: UInt8
+                switch c {
+                case 48...57: digit = c &- 48
+                case 97...102: digit = c &- 87
+                default: return nil
+                }
+                value = value << 4 | UInt64(digit)
+            }
+            return value
         }
-        var words: [UInt64] = []
-        var index = hex.startIndex
-        for _ in 0..<4 {
-            let end = hex.index(index, offsetBy: 16)
-            guard let word = UInt64(hex[index..<end], radix: 16) else { return nil }
-            words.append(word)
-            index = end
-        }
-        (w0, w1, w2, w3) = (words[0], words[1], words[2], words[3])
+        guard let a = word(0), let b = word(16), let c = word(32), let d = word(48) else { return nil }
+        (w0, w1, w2, w3) = (a, b, c, d)
     }
 
     public var hex: String {
-        [w0, w1, w2, w3].map { word in
-            let s = String(word, radix: 16)
-            return String(repeating: "0", count: 16 - s.count) + s
-        }.joined()
+        String(unsafeUninitializedCapacity: 64) { out in
+            let digits: (UInt64) -> UInt8 = { $0 < 10 ? UInt8(48 + $0) : UInt8(87 + $0) }
+            withUnsafeBytes(of: (w0, w1, w2, w3)) { words in
+                for k in 0..<4 {
+                    let word = words.load(fromByteOffset: k * 8, as: UInt64.self)
+                    for j in 0..<16 { out[k * 16 + j] = digits((word >> UInt64(60 - 4 * j)) & 0xF) }
+                }
+            }
+            return 64
+        }
     }
 
     public var data: Data {

@@ -255,6 +255,30 @@ public final class Repository: Sendable {
         return try JSON.decode(Tree.self, data, what: "tree \(id)")
     }
 
+    /// Loads and decodes every tree under `roots`, a level at a time, up to `window` trees at
+    /// once (decoding JSON is most of the work once the trees are preloaded, so both cores help).
+    public func loadTrees(under roots: [BlobID], window: Int) async throws -> [BlobID: Tree] {
+        var trees: [BlobID: Tree] = [:]
+        var level = roots
+        while !level.isEmpty {
+            var wanted = Set<BlobID>()
+            let ids = level.filter { trees[$0] == nil && wanted.insert($0).inserted }
+            try await withThrowingTaskGroup(of: (BlobID, Tree).self) { group in
+                var next = ids.makeIterator()
+                for _ in 0..<window {
+                    guard let id = next.next() else { break }
+                    group.addTask { (id, try await self.loadTree(id)) }
+                }
+                while let (id, tree) = try await group.next() {
+                    trees[id] = tree
+                    if let id = next.next() { group.addTask { (id, try await self.loadTree(id)) } }
+                }
+            }
+            level = ids.flatMap { trees[$0]!.nodes.compactMap(\.subtree) }
+        }
+        return trees
+    }
+
     /// Reads a pack's header from its tail (to rebuild the index from packs alone).
     func readPackHeader(_ pack: PackID, size: Int64) async throws -> [PackedBlob] {
         var tailLength = PackFormat.tailGuess(packSize: size)

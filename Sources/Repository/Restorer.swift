@@ -48,13 +48,14 @@ public final class Restorer: Sendable {
         }
         try FS.makeDirectories(target)
         try await repo.preloadTrees(connections: options.connections)
+        let trees = try await repo.loadTrees(under: part.root.subtree.map { [$0] } ?? [], window: max(2, options.connections))
         var files: [FileJob] = []
         var dirs: [(String, Node)] = []
         var links: [(String, Node)] = []
         if part.root.type == .dir {
-            try await plan(part.root, at: target, files: &files, dirs: &dirs, links: &links)
+            try plan(part.root, at: target, trees: trees, files: &files, dirs: &dirs, links: &links)
         } else {
-            try await plan(Tree(nodes: [part.root]), at: target, files: &files, dirs: &dirs, links: &links)
+            try plan(Tree(nodes: [part.root]), at: target, trees: trees, files: &files, dirs: &dirs, links: &links)
         }
         progress.setTotal(files.reduce(0) { $0 + $1.node.size })
         let packs = try await writeFiles(files)
@@ -64,18 +65,21 @@ public final class Restorer: Sendable {
                             packs: packs)
     }
 
-    private func plan(_ dirNode: Node, at path: String, files: inout [FileJob], dirs: inout [(String, Node)],
-                      links: inout [(String, Node)]) async throws {
+    private func plan(_ dirNode: Node, at path: String, trees: [BlobID: Tree], files: inout [FileJob], dirs: inout [(String, Node)],
+                      links: inout [(String, Node)]) throws {
         guard let subtree = dirNode.subtree else {
             throw RepositoryError(.corrupted, "directory \(path) has no tree in the snapshot")
         }
+        guard let tree = trees[subtree] else {
+            throw RepositoryError(.missing, "tree \(subtree) of \(path) was not loaded")
+        }
         try FS.makeDirectory(path)
         dirs.append((path, dirNode))
-        try await plan(try await repo.loadTree(subtree), at: path, files: &files, dirs: &dirs, links: &links)
+        try plan(tree, at: path, trees: trees, files: &files, dirs: &dirs, links: &links)
     }
 
-    private func plan(_ tree: Tree, at path: String, files: inout [FileJob], dirs: inout [(String, Node)],
-                      links: inout [(String, Node)]) async throws {
+    private func plan(_ tree: Tree, at path: String, trees: [BlobID: Tree], files: inout [FileJob], dirs: inout [(String, Node)],
+                      links: inout [(String, Node)]) throws {
         let wanted = Set(tree.nodes.map(\.name))
         if options.deleteExtraneous {
             for name in try FS.list(path) where !wanted.contains(name) { try FS.removeTree(path + "/" + name) }
@@ -87,7 +91,7 @@ public final class Restorer: Sendable {
             let child = path + "/" + node.name
             switch node.type {
             case .dir:
-                try await plan(node, at: child, files: &files, dirs: &dirs, links: &links)
+                try plan(node, at: child, trees: trees, files: &files, dirs: &dirs, links: &links)
             case .symlink:
                 try FS.removeTree(child)
                 guard symlink(node.linkTarget ?? "", child) == 0 else {

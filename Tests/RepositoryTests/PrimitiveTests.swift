@@ -54,6 +54,16 @@ import TestSupport
         // 64 bytes of UTF-8 but fewer characters: must be refused, not crash.
         #expect(ObjectID(hex: String(repeating: "a", count: 48) + String(repeating: "é", count: 8)) == nil)
         #expect(ObjectID(hex: String(repeating: "g", count: 64)) == nil)
+        #expect(ObjectID(hex: String(good.dropLast()) + "/") == nil && ObjectID(hex: "`" + String(good.dropFirst())) == nil)
+        var gen = SeededBytes(seed: 1)
+        for _ in 0..<50 {
+            let bytes = gen.data(32)
+            let expected = bytes.map { String(format: "%02x", $0) }.joined()
+            let id = ObjectID(hashing: bytes)
+            let fromBytes = ObjectID(Digest32(data: bytes)!)
+            #expect(fromBytes.hex == expected)
+            #expect(ObjectID(hex: expected) == fromBytes && ObjectID(hex: id.hex) == id)
+        }
     }
 }
 
