@@ -80,6 +80,8 @@ public final class BlobWriter: Sendable {
                     $0.packs += 1
                     $0.bytes += size
                 }
+                try await repo.flushFullIndexFiles()
+                releaseFreeHeapPages()
             } catch {
                 failure.withLock { if $0 == nil { $0 = error as any Error & Sendable } }
             }

@@ -20,7 +20,7 @@ public struct ChunkerParameters: Codable, Sendable, Hashable {
         guard minSize >= 64, minSize < averageSize, averageSize < maxSize, maxSize <= 64 << 20,
               averageSize.nonzeroBitCount == 1, averageSize >= 256 else {
             throw RepositoryError(.invalidArgument,
-                                  "invalid chunker sizes min=\(minSize) avg=\(averageSize) max=\(maxSize): need 64 <= min < avg < max <= 64 MiB, avg a power of two")
+                                  "invalid chunker sizes min=\(minSize) avg=\(averageSize) max=\(maxSize): need 64 <= min < avg < max <= 64 MiB, avg a power of two of at least 256")
         }
     }
 }

@@ -33,11 +33,28 @@ struct IndexFile: Codable {
 /// `claim` is how deduplication works across concurrent tasks: the first to claim a new id
 /// stores it; everyone else skips it.
 public final class MasterIndex: Sendable {
+    /// A blob's location without its id (the key) and with its pack as a number: 20 bytes
+    /// instead of 80, which is most of the index's memory (one entry per blob in the repository).
+    private struct Entry {
+        let pack: UInt32
+        let type: BlobType
+        let offset: UInt32
+        let length: UInt32
+        let rawLength: UInt32
+    }
+
     private struct State {
-        var blobs: [BlobID: BlobLocation] = [:]
+        var blobs: [BlobID: Entry] = [:]
+        var packIDs: [PackID] = []
+        var packNumbers: [PackID: UInt32] = [:]
         var packSizes: [PackID: Int64] = [:]
         var pending: Set<BlobID> = []
         var unsaved: [IndexFile.Pack] = []
+
+        func location(_ id: BlobID, _ e: Entry) -> BlobLocation {
+            BlobLocation(pack: packIDs[Int(e.pack)], blob: PackedBlob(id: id, type: e.type, offset: e.offset, length: e.length,
+                                                                      rawLength: e.rawLength))
+        }
     }
 
     private let state = Mutex(State())
@@ -46,11 +63,13 @@ public final class MasterIndex: Sendable {
 
     public var blobCount: Int { state.withLock { $0.blobs.count } }
 
-    public func lookup(_ id: BlobID) -> BlobLocation? { state.withLock { $0.blobs[id] } }
+    public func lookup(_ id: BlobID) -> BlobLocation? {
+        state.withLock { s in s.blobs[id].map { s.location(id, $0) } }
+    }
     public func has(_ id: BlobID) -> Bool { state.withLock { $0.blobs[id] != nil } }
     public func packSize(_ pack: PackID) -> Int64? { state.withLock { $0.packSizes[pack] } }
     public var packs: [PackID: Int64] { state.withLock { $0.packSizes } }
-    public func allLocations() -> [BlobLocation] { state.withLock { Array($0.blobs.values) } }
+    public func allLocations() -> [BlobLocation] { state.withLock { s in s.blobs.map { s.location($0.key, $0.value) } } }
 
     /// True when the caller must store `id`: it is neither stored nor being stored.
     func claim(_ id: BlobID) -> Bool {
@@ -90,6 +109,22 @@ public final class MasterIndex: Sendable {
         }
     }
 
+    /// The oldest unsaved packs when they hold at least `blobs` blobs (a full index file's
+    /// worth), else nothing.
+    func takeUnsaved(atLeast blobs: Int) -> [IndexFile.Pack] {
+        state.withLock { s in
+            var count = 0
+            var total = 0
+            while count < s.unsaved.count && total < blobs {
+                total += s.unsaved[count].blobs.count
+                count += 1
+            }
+            guard total >= blobs else { return [] }
+            defer { s.unsaved.removeFirst(count) }
+            return Array(s.unsaved.prefix(count))
+        }
+    }
+
     /// Puts packs back after a failed index write, so a retry includes them.
     func returnUnsaved(_ packs: [IndexFile.Pack]) {
         state.withLock { $0.unsaved.insert(contentsOf: packs, at: 0) }
@@ -98,9 +133,16 @@ public final class MasterIndex: Sendable {
 
     private static func insert(_ pack: IndexFile.Pack, into s: inout State) {
         s.packSizes[pack.id] = pack.size
+        let number: UInt32
+        if let known = s.packNumbers[pack.id] {
+            number = known
+        } else {
+            number = UInt32(s.packIDs.count)
+            s.packIDs.append(pack.id)
+            s.packNumbers[pack.id] = number
+        }
         for b in pack.blobs {
-            s.blobs[b.id] = BlobLocation(pack: pack.id, blob: PackedBlob(id: b.id, type: b.type, offset: b.offset,
-                                                                        length: b.length, rawLength: b.rawLength))
+            s.blobs[b.id] = Entry(pack: number, type: b.type, offset: b.offset, length: b.length, rawLength: b.rawLength)
         }
     }
 }

@@ -184,9 +184,24 @@ public final class Repository: Sendable {
         }
     }
 
-    /// Writes the packs stored since the last call into a new index file.
+    /// Writes the packs stored since the last call into new index files.
     func flushIndex() async throws {
-        var packs = index.takeUnsaved()
+        try await writeIndexFiles(index.takeUnsaved())
+    }
+
+    /// Writes an index file as soon as stored packs fill one, so a long backup neither keeps its
+    /// whole index unsaved until the end nor encodes it all at once there; packs stored before a
+    /// crash are then mostly indexed already.
+    func flushFullIndexFiles() async throws {
+        while true {
+            let packs = index.takeUnsaved(atLeast: Self.blobsPerIndexFile)
+            if packs.isEmpty { return }
+            try await writeIndexFiles(packs)
+        }
+    }
+
+    private func writeIndexFiles(_ unsaved: [IndexFile.Pack]) async throws {
+        var packs = unsaved
         // Several smaller index files rather than one large one: encoding holds a file's whole
         // JSON in memory several times over, so its size would grow with the backup.
         while !packs.isEmpty {

@@ -142,3 +142,20 @@ public func tuneAllocator() {
         if kv.count == 2, let param = Int32(kv[0]), let value = Int32(kv[1]) { _ = mallopt(param, value) }
     }
 }
+
+/// glibc's `malloc_trim(0)`: hands the whole free pages inside malloc's heaps back to the kernel.
+/// glibc returns only the top of a heap on its own, so pages freed between live allocations stay
+/// resident; a long backup, which frees chunk-sized buffers among long-lived index entries, would
+/// otherwise grow in RSS with its input.
+public func releaseFreeHeapPages() {
+    typealias MallocTrim = @convention(c) (Int) -> Int32
+    guard let symbol = mallocTrimSymbol.value else { return }
+    _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+}
+
+private let mallocTrimSymbol = SendableSymbol(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim"))
+
+private struct SendableSymbol: @unchecked Sendable {  // a function address, immutable
+    let value: UnsafeMutableRawPointer?
+    init(_ value: UnsafeMutableRawPointer?) { self.value = value }
+}

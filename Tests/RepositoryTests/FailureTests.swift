@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 @testable import Repository
 import Storage
 import Testing
@@ -35,6 +36,41 @@ import TestSupport
         #expect(again.packsStored == 0, "the packs of the failed backup are reused")
         _ = try await Restorer(repository: healthy).restoreTree(again.snapshot.parts[0], into: dir.file("out"))
         #expect(try expectSameTree(dir.file("src"), dir.file("out")).isEmpty)
+    }
+
+    /// Index files are written as stored packs fill them, not all at the end: a long backup keeps
+    /// no growing unsaved index, and one that dies late has most of its packs indexed already.
+    @Test func indexFilesAreWrittenDuringALongBackup() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        // Tiny chunks, so one 3 MB stream makes over two index files' worth of blobs.
+        var options = testOptions()
+        options.chunker = ChunkerParameters(minSize: 64, averageSize: 256, maxSize: 512)
+        let memory = MemoryStorage()
+        _ = try await Repository.initialize(storage: memory, password: "pw", options: options, logger: testLogger)
+        var gen = SeededBytes(seed: 21)
+        let stream = gen.data(3_000_000)
+        try stream.write(to: URL(fileURLWithPath: dir.file("dump")))
+        let order = Mutex<[FileType]>([])
+        let recording = FaultyStorage(memory) { handle, _ in
+            order.withLock { $0.append(handle.type) }
+            return nil
+        }
+        let repo = try await Repository.open(storage: recording, password: "pw", logger: testLogger)
+        let fd = open(dir.file("dump"), O_RDONLY)
+        defer { close(fd) }
+        let result = try await repo.backup([.stream(fd: fd, name: "dump")])
+        let saves = order.withLock { $0 }
+        #expect(repo.index.blobCount > 2 * Repository.blobsPerIndexFile)
+        let firstIndex = try #require(saves.firstIndex(of: .index))
+        let lastData = try #require(saves.lastIndex(of: .data))
+        #expect(firstIndex < lastData, "an index file was written while packs were still being stored: \(saves)")
+        #expect(saves[..<lastData].filter { $0 == .index }.count >= 2, "full index files written during the backup: \(saves)")
+        let restored = dir.file("restored")
+        let out = open(restored, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        _ = try await Restorer(repository: repo).restoreStream(result.snapshot.parts[0].root, to: out, name: "dump")
+        close(out)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: restored)) == stream)
     }
 
     @Test func aFailedBackupDoesNotPoisonTheNextInTheSameProcess() async throws {
