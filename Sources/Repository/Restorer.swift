@@ -206,22 +206,30 @@ public final class Restorer: Sendable {
 /// write of a file creates (truncates) it under the lock, so no later write can land before the
 /// truncation; the last one reports the file complete.
 final class FileWrites: Sendable {
-    private struct State {
+    /// The files `i` with `i % stripes.count == k` live in stripe k, at `i / stripes.count`: a
+    /// file is created under its stripe's lock only, so creating thousands of small files from
+    /// several packs at once does not queue every writer behind one lock.
+    private struct Stripe {
         var pending: [Int]
         var created: [Bool]
     }
-    private let state: Locked<State>
+    private let stripes: [Locked<Stripe>]
 
     init(pending: [Int]) {
-        state = Locked(State(pending: pending, created: [Bool](repeating: false, count: pending.count)))
+        let n = max(1, min(64, pending.count))
+        stripes = (0..<n).map { k in
+            let mine = stride(from: k, to: pending.count, by: n).map { pending[$0] }
+            return Locked(Stripe(pending: mine, created: [Bool](repeating: false, count: mine.count)))
+        }
     }
 
     /// Opens file `file` for writing, creating it empty on its first write.
     func open(_ path: String, file: Int) throws -> Int32 {
-        let first = try state.withLock { s -> Int32? in
-            guard !s.created[file] else { return nil }
+        let slot = file / stripes.count
+        let first = try stripes[file % stripes.count].withLock { s -> Int32? in
+            guard !s.created[slot] else { return nil }
             let fd = try Self.create(path, keepOpen: true)
-            s.created[file] = true
+            s.created[slot] = true
             return fd
         }
         if let first { return first }
@@ -232,9 +240,10 @@ final class FileWrites: Sendable {
 
     /// Counts one write of `file` done; true when it was the last.
     func written(file: Int) -> Bool {
-        state.withLock { s in
-            s.pending[file] -= 1
-            return s.pending[file] == 0
+        let slot = file / stripes.count
+        return stripes[file % stripes.count].withLock { s in
+            s.pending[slot] -= 1
+            return s.pending[slot] == 0
         }
     }
 
