@@ -205,7 +205,9 @@ public final class CurlTransport: Sendable {
             keep = false
             throw error
         }
-        if code != CURLE_OK {
+        if code == CURLE_WRITE_ERROR && transfer.rangeDelivered {
+            keep = false  // the rest of the whole-file answer is still on the connection
+        } else if code != CURLE_OK {
             keep = false
             let detail = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
@@ -277,6 +279,10 @@ final class Transfer {
     private var position: Int64 = 0
     private(set) var streamed: Int64 = 0
     private(set) var consumeError: (any Error)?
+    /// The requested range of a whole-file answer has been delivered: the transfer was stopped
+    /// there instead of downloading the rest of the file.
+    private(set) var rangeDelivered = false
+    private var wholeFile = false
 
     init(upload: Data, file: StagedFile?) {
         self.upload = upload
@@ -317,14 +323,16 @@ final class Transfer {
         self.http = http
     }
 
-    /// Takes a piece of the response; returns false to abort the transfer (the consumer failed).
+    /// Takes a piece of the response; returns false to abort the transfer (the consumer failed,
+    /// or a whole-file answer to a range request has delivered the range).
     func received(_ bytes: UnsafeRawBufferPointer) -> Bool {
         if let consumer {
             if decided == nil {
                 var status = 0
                 chb_curl_getinfo_long(curl, CURLINFO_RESPONSE_CODE, &status)
                 decided = http ? (200..<300).contains(status) : true
-                if http && status == 200 && requested != nil { position = 0 } else { position = requested?.lowerBound ?? 0 }
+                wholeFile = http && status == 200 && requested != nil
+                position = wholeFile ? 0 : requested?.lowerBound ?? 0
             }
             if decided == true {
                 var piece = bytes
@@ -338,6 +346,10 @@ final class Transfer {
                 do {
                     try consumer(piece)
                     streamed += Int64(piece.count)
+                    if wholeFile, let requested, position >= requested.upperBound {
+                        rangeDelivered = true  // a server that ignored the range: stop here
+                        return false
+                    }
                     return true
                 } catch {
                     consumeError = error

@@ -161,6 +161,39 @@ func makeRemote(_ kind: RemoteBackend, retries: Int = 1) throws -> (any Storage,
         }
     }
 
+    /// Python's http.server ignores Range and answers 200 with the whole file: ranged loads and
+    /// streams still return exactly the range (the stream stops once it has it), and the
+    /// transport stays usable for the next request.
+    @Test(.enabled(if: which("python3") != nil))
+    func aServerThatIgnoresRangesStillGivesExactRanges() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try FileManager.default.createDirectory(atPath: dir.file("srv/repo/data"), withIntermediateDirectories: true)
+        var gen = SeededBytes(seed: 8)
+        let content = gen.data(3 << 20)
+        let name = String(repeating: "ab", count: 32)
+        try content.write(to: URL(fileURLWithPath: dir.file("srv/repo/data/\(name)")))
+        let port = freeLoopbackPort()
+        let server = try ChildProcess(which("python3")!, ["-m", "http.server", "--bind", "127.0.0.1", "--directory", dir.file("srv"), String(port)],
+                                      log: dir.file("http.log"))
+        defer { server.kill() }
+        #expect(waitForPort(port), "http.server did not start")
+        let url = try RepositoryURL.parse("rest:http://127.0.0.1:\(port)/repo")
+        let storage = RESTStorage(try #require({ if case .rest(let l) = url { return l }; return nil }()),
+                                  transport: CurlTransport(pool: remotePool, redactedLocation: url.description))
+        let handle = Handle(.data, name)
+        for range: Range<Int64> in [0..<1, 5..<70_000, 1_000_000..<2_500_001, Int64(content.count - 10)..<Int64(content.count)] {
+            let expected = content.subdata(in: Int(range.lowerBound)..<Int(range.upperBound))
+            let got = Locked(Data())
+            try await storage.stream(handle, range: range) { piece in got.withLock { $0.append(contentsOf: piece) } }
+            #expect(got.value == expected, "stream \(range)")
+            #expect(try await storage.load(handle, range: range) == expected, "load \(range)")
+        }
+        await #expect(throws: StorageError.self) {
+            try await storage.stream(handle, range: Int64(content.count - 5)..<Int64(content.count + 5)) { _ in }
+        }
+    }
+
     @Test func passwordsAreStrippedFromPrintedURLs() throws {
         let url = try RepositoryURL.parse("rest:https://che:s3cr3t@backup.example.com:8000/che")
         #expect(!url.description.contains("s3cr3t"))
