@@ -19,12 +19,24 @@ public final class FaultyStorage: Storage {
     public func create() async throws { try await base.create() }
 
     public func save(_ handle: Handle, data: Data) async throws {
+        try decide(handle)
+        try await base.save(handle, data: data)
+    }
+
+    /// Staging goes to the base backend (a local repository stages in its own `tmp/`).
+    public func makeStagingFile(for type: FileType) throws -> StagedFile { try base.makeStagingFile(for: type) }
+
+    public func save(_ handle: Handle, staged: StagedFile) async throws {
+        try decide(handle)
+        try await base.save(handle, staged: staged)
+    }
+
+    private func decide(_ handle: Handle) throws {
         let n = counts.withLock { c -> Int in
             defer { c[handle.type, default: 0] += 1 }
             return c[handle.type, default: 0]
         }
         if let error = failSave(handle, n) { throw error }
-        try await base.save(handle, data: data)
     }
 
     public func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data { try await base.load(handle, range: range) }

@@ -134,6 +134,35 @@ import TestSupport
         #expect(try await memory.list(.snapshots).isEmpty)
     }
 
+    /// A local repository stages packs in its `tmp/`: a backup that fails midway leaves no staged
+    /// file there (nor in data/ under a temporary name), and a successful one leaves none either.
+    @Test func aFailedLocalBackupLeavesNothingStaged() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try makeSourceTree(in: dir.file("src"))
+        let pool = BlockingPool(threads: 4)
+        defer { pool.shutdown() }
+        let local = LocalStorage(path: dir.file("repo"), pool: pool)
+        _ = try await makeRepository(local)
+        let failing = FaultyStorage(local) { handle, n in
+            handle.type == .data && n >= 2 ? StorageError(.permanent, "disk full") : nil
+        }
+        let repo = try await Repository.open(storage: failing, password: "pw", logger: testLogger)
+        await #expect(throws: StorageError.self) { _ = try await repo.backup([.path(dir.file("src"), name: "files")]) }
+        func leftovers() throws -> [String] {
+            try FileManager.default.subpathsOfDirectory(atPath: dir.file("repo")).filter {
+                $0.hasPrefix("tmp/") || ($0.hasPrefix("data/") && ($0 as NSString).lastPathComponent.count != 64 && $0.count > 8)
+            }
+        }
+        let afterFailure = try leftovers()
+        #expect(afterFailure.isEmpty, "staged files left behind: \(afterFailure)")
+        #expect(try await local.list(.snapshots).isEmpty)
+        let healthy = try await Repository.open(storage: local, password: "pw", logger: testLogger)
+        _ = try await healthy.backup([.path(dir.file("src"), name: "files")])
+        let afterSuccess = try leftovers()
+        #expect(afterSuccess.isEmpty, "staged files left behind: \(afterSuccess)")
+    }
+
     @Test func unreadableSourceFailsTheBackup() async throws {
         let memory = MemoryStorage()
         let repo = try await makeRepository(memory)
