@@ -170,6 +170,8 @@ struct RepoRestore: AsyncParsableCommand {
     @Flag(help: "Write a stream part to standard output.") var stdout = false
     @Option(help: "Restore only this part.") var part: String?
     @Flag(help: "Remove files in the target that the snapshot does not hold.") var delete = false
+    @Flag(help: "Also recompute every chunk's id from the restored bytes (as check --read-data does; one more SHA-256 pass).")
+    var verifyIds = false
 
     func validate() throws {
         if (target == nil) == !stdout { throw ValidationError("give either --target DIR or --stdout") }
@@ -189,6 +191,7 @@ struct RepoRestore: AsyncParsableCommand {
             var options = RestoreOptions()
             options.connections = repo.connections ?? repository.storage.defaultConnections
             options.deleteExtraneous = delete
+            options.verifyIDs = verifyIds
             let progress = ProgressCounters()
             let restorer = Restorer(repository: repository, options: options, progress: progress)
             if stdout {

@@ -81,6 +81,8 @@ public final class BlobWriter: Sendable {
                     $0.bytes += size
                 }
                 try await repo.flushFullIndexFiles()
+                // Hand freed heap pages back after every pack (about 1 ms; every 4th pack
+                // measured 1.5 MiB more at 4 GiB), so RSS does not grow with the input.
                 releaseFreeHeapPages()
             } catch {
                 failure.withLock { if $0 == nil { $0 = error as any Error & Sendable } }

@@ -109,17 +109,20 @@ public final class MasterIndex: Sendable {
         }
     }
 
-    /// The oldest unsaved packs when they hold at least `blobs` blobs (a full index file's
-    /// worth), else nothing.
-    func takeUnsaved(atLeast blobs: Int) -> [IndexFile.Pack] {
+    /// The oldest unsaved packs that make one full index file: as many as fit in `limit` blobs,
+    /// once the next pack would not fit (or one pack alone reaches the limit); else nothing.
+    func takeUnsaved(fullFileOf limit: Int) -> [IndexFile.Pack] {
         state.withLock { s in
             var count = 0
             var total = 0
-            while count < s.unsaved.count && total < blobs {
-                total += s.unsaved[count].blobs.count
+            while count < s.unsaved.count {
+                let n = s.unsaved[count].blobs.count
+                if count > 0 && total + n > limit { break }
+                total += n
                 count += 1
+                if total >= limit { break }
             }
-            guard total >= blobs else { return [] }
+            guard count > 0, total >= limit || count < s.unsaved.count else { return [] }
             defer { s.unsaved.removeFirst(count) }
             return Array(s.unsaved.prefix(count))
         }

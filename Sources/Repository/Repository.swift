@@ -194,7 +194,7 @@ public final class Repository: Sendable {
     /// crash are then mostly indexed already.
     func flushFullIndexFiles() async throws {
         while true {
-            let packs = index.takeUnsaved(atLeast: Self.blobsPerIndexFile)
+            let packs = index.takeUnsaved(fullFileOf: Self.blobsPerIndexFile)
             if packs.isEmpty { return }
             try await writeIndexFiles(packs)
         }

@@ -7,6 +7,10 @@ public struct RestoreOptions: Sendable {
     public var connections = 4
     /// Remove files and directories in the target that the snapshot does not hold.
     public var deleteExtraneous = false
+    /// Recompute every blob's id from its plaintext, also for blobs of whole packs (which are
+    /// otherwise covered by their AES-GCM tag and the pack's SHA-256): what `check --read-data`
+    /// does, at one more SHA-256 pass over the restored bytes.
+    public var verifyIDs = false
     public init() {}
 }
 
@@ -48,14 +52,16 @@ public final class Restorer: Sendable {
         }
         try FS.makeDirectories(target)
         try await repo.preloadTrees(connections: options.connections)
-        let trees = try await repo.loadTrees(under: part.root.subtree.map { [$0] } ?? [], window: max(2, options.connections))
         var files: [FileJob] = []
         var dirs: [(String, Node)] = []
         var links: [(String, Node)] = []
-        if part.root.type == .dir {
-            try plan(part.root, at: target, trees: trees, files: &files, dirs: &dirs, links: &links)
-        } else {
-            try plan(Tree(nodes: [part.root]), at: target, trees: trees, files: &files, dirs: &dirs, links: &links)
+        do {  // the decoded trees are dropped once planned
+            let trees = try await repo.loadTrees(under: part.root.subtree.map { [$0] } ?? [], window: max(2, options.connections))
+            if part.root.type == .dir {
+                try plan(part.root, at: target, trees: trees, files: &files, dirs: &dirs, links: &links)
+            } else {
+                try plan(Tree(nodes: [part.root]), at: target, trees: trees, files: &files, dirs: &dirs, links: &links)
+            }
         }
         progress.setTotal(files.reduce(0) { $0 + $1.node.size })
         let packs = try await writeFiles(files)
@@ -161,8 +167,9 @@ public final class Restorer: Sendable {
     private func restorePack(_ pack: PackID, _ blobs: [(BlobLocation, [Target])], files: [FileJob], state: FileWrites) async throws {
         let sorted = blobs.sorted { $0.0.blob.offset < $1.0.blob.offset }
         let (range, whole) = span(pack, sorted.map(\.0))
+        let checkID = !whole || options.verifyIDs
         let stream = PackStream(pack: pack, blobs: sorted, start: range.lowerBound, verify: whole) { [repo, progress] sealed, location, targets in
-            try PackFormat.withOpenedBlob(sealed, entry: location.blob, keys: repo.keys, pack: location.pack, checkID: !whole) { plain in
+            try PackFormat.withOpenedBlob(sealed, entry: location.blob, keys: repo.keys, pack: location.pack, checkID: checkID) { plain in
                 for target in targets {
                     let job = files[target.file]
                     let fd = try state.open(job.path, file: target.file)
@@ -180,9 +187,12 @@ public final class Restorer: Sendable {
     }
 
     /// The smallest range of `pack` covering `blobs`, or the whole pack when that is not much
-    /// more. True when whole. Every restored blob passes two independent checks: its AES-GCM tag
-    /// (which binds its id and type) and, for a whole pack, the pack's SHA-256 name, or, for a
-    /// range, the keyed id recomputed from the plaintext. (`check --read-data` recomputes every id.)
+    /// more. True when whole. Every restored blob's stored bytes are authenticated by its AES-GCM
+    /// tag (which binds its id and type); a whole pack must also match its SHA-256 name (checked
+    /// when its last byte has streamed in: a mismatch fails the restore). The plaintext is checked
+    /// against the blob's keyed id for range reads, and for every blob with `verifyIDs` (that
+    /// catches a blob sealed under a wrong id, which the tag cannot); `check --read-data` always
+    /// recomputes every id.
     func span(_ pack: PackID, _ blobs: [BlobLocation]) -> (Range<Int64>, Bool) {
         let lower = blobs.map { Int64($0.blob.offset) }.min() ?? 0
         let upper = blobs.map { Int64($0.blob.offset) + Int64($0.blob.length) }.max() ?? 0

@@ -40,6 +40,9 @@ public struct CurlResponse: Sendable {
     public let contentLength: Int64?
     /// Bytes handed to the request's `consume`.
     public var streamed: Int64 = 0
+    /// Body bytes that arrived over the connection (more than `streamed` when a server answered
+    /// a range request with the whole file).
+    public var downloaded: Int64 = 0
 }
 
 /// Settings fixed per backend: timeouts, TLS, SSH keys and host verification.
@@ -218,6 +221,9 @@ public final class CurlTransport: Sendable {
         var response = CurlResponse(status: status, headers: transfer.headers, body: transfer.takeBody(),
                                     contentLength: length >= 0 ? Int64(length) : nil)
         response.streamed = transfer.streamed
+        var downloaded: curl_off_t = 0
+        chb_curl_getinfo_offset(handle, CURLINFO_SIZE_DOWNLOAD_T, &downloaded)
+        response.downloaded = Int64(downloaded)
         return response
     }
 

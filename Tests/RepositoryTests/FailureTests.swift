@@ -66,6 +66,16 @@ import TestSupport
         let lastData = try #require(saves.lastIndex(of: .data))
         #expect(firstIndex < lastData, "an index file was written while packs were still being stored: \(saves)")
         #expect(saves[..<lastData].filter { $0 == .index }.count >= 2, "full index files written during the backup: \(saves)")
+        // Each index file written during the backup is full: it holds as many packs as fit.
+        var sizes: [Int] = []
+        var packBlobs = 0
+        for info in try await memory.list(.index) {
+            let file = try await repo.loadEncrypted(.index, kind: .index, try #require(ObjectID(hex: info.name)), as: IndexFile.self)
+            sizes.append(file.packs.reduce(0) { $0 + $1.blobs.count })
+            packBlobs = max(packBlobs, file.packs.map(\.blobs.count).max() ?? 0)
+        }
+        #expect(sizes.allSatisfy { $0 <= Repository.blobsPerIndexFile })
+        #expect(sizes.filter { $0 <= Repository.blobsPerIndexFile - packBlobs }.count <= 1, "only the last file is not full: \(sizes)")
         let restored = dir.file("restored")
         let out = open(restored, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         _ = try await Restorer(repository: repo).restoreStream(result.snapshot.parts[0].root, to: out, name: "dump")
@@ -161,6 +171,29 @@ import TestSupport
         _ = try await healthy.backup([.path(dir.file("src"), name: "files")])
         let afterSuccess = try leftovers()
         #expect(afterSuccess.isEmpty, "staged files left behind: \(afterSuccess)")
+    }
+
+    /// A blob sealed under an id that is not its plaintext's (a writer's bug) passes AES-GCM and
+    /// its pack's hash. `verifyIDs` (repo restore --verify-ids) and check --read-data catch it.
+    @Test func aBlobUnderTheWrongIDIsCaughtByVerifyIDsAndCheck() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let repo = try await makeRepository()
+        let plain = Data("what was really stored\n".utf8)
+        let claimed = repo.blobID(Data("what the snapshot expects\n".utf8))
+        let writer = BlobWriter(repository: repo, connections: 1)
+        #expect(try await writer.save(plain, id: claimed, type: .data))
+        try await writer.flush()
+        let node = Node(name: "f", type: .file, mode: 0o600, size: Int64(plain.count), content: [claimed])
+        let part = Part(name: "f", kind: .tree, root: node, source: nil, stats: PartStats())
+        var options = RestoreOptions()
+        options.verifyIDs = true
+        await expectCode(.corrupted) { _ = try await Restorer(repository: repo, options: options).restoreTree(part, into: dir.file("a")) }
+        let fd = open(dir.file("s"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        defer { close(fd) }
+        await expectCode(.corrupted) { _ = try await Restorer(repository: repo, options: options).restoreStream(node, to: fd, name: "s") }
+        let report = try await Checker(repository: repo).check(readData: true)
+        #expect(report.errors.contains { $0.contains("\(claimed)") && $0.contains("does not match its id") }, "\(report.errors)")
     }
 
     @Test func unreadableSourceFailsTheBackup() async throws {

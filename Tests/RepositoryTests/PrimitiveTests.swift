@@ -329,5 +329,26 @@ import TestSupport
         let sealed = try await repo.loadPackRange(location.pack, start..<(start + Int64(location.blob.length)))
         try streamPieces(sealed, sizes: [1 << 20], stream: stream)
         #expect(streamed == random)
+
+        // In one stream: a small blob gathered in a pooled buffer, then the large one (the
+        // gathering buffer is replaced by a larger one), then a small one again.
+        var builder = try PackBuilder(file: StagedFile.temporary())
+        var plains: [Data] = []
+        for plain in [gen.data(5000), random, gen.text(7000)] {
+            let id = repo.blobID(plain)
+            try builder.add(sealed: PackFormat.sealBlob(plain, id: id, type: .data, key: repo.keys.encryption), id: id, type: .data,
+                            rawLength: plain.count)
+            plains.append(plain)
+        }
+        let pack = try await builder.finish(key: repo.keys.encryption).readAll()
+        let packID = ObjectID(hashing: pack)
+        let entries = try PackFormat.decodeHeader(tail: pack, packSize: Int64(pack.count), key: repo.keys.encryption, pack: packID)
+        var got = [Data?](repeating: nil, count: entries.count)
+        let mixed = PackStream(pack: packID, blobs: entries.enumerated().map { (BlobLocation(pack: packID, blob: $1), [Restorer.Target(file: $0, offset: 0)]) },
+                               start: 0, verify: true) { sealed, location, targets in
+            got[targets[0].file] = try PackFormat.openBlob(sealed, entry: location.blob, keys: repo.keys, pack: packID)
+        }
+        try streamPieces(pack, sizes: [3000, 1 << 20], stream: mixed)
+        #expect(got.map { $0 ?? Data() } == plains)
     }
 }

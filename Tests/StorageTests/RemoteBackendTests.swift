@@ -170,7 +170,7 @@ func makeRemote(_ kind: RemoteBackend, retries: Int = 1) throws -> (any Storage,
         defer { dir.remove() }
         try FileManager.default.createDirectory(atPath: dir.file("srv/repo/data"), withIntermediateDirectories: true)
         var gen = SeededBytes(seed: 8)
-        let content = gen.data(3 << 20)
+        let content = gen.data(12 << 20)
         let name = String(repeating: "ab", count: 32)
         try content.write(to: URL(fileURLWithPath: dir.file("srv/repo/data/\(name)")))
         let port = freeLoopbackPort()
@@ -192,6 +192,14 @@ func makeRemote(_ kind: RemoteBackend, retries: Int = 1) throws -> (any Storage,
         await #expect(throws: StorageError.self) {
             try await storage.stream(handle, range: Int64(content.count - 5)..<Int64(content.count + 5)) { _ in }
         }
+        // The whole-file answer is cut off once the range has arrived (1 MiB receive buffers).
+        var request = CurlRequest(url: "http://127.0.0.1:\(port)/repo/data/\(name)")
+        request.range = 100..<200_000
+        let got = Locked(Data())
+        request.consume = { piece in got.withLock { $0.append(contentsOf: piece) } }
+        let response = try await CurlTransport(pool: remotePool, redactedLocation: url.description).perform(request)
+        #expect(response.status == 200 && got.value == content.subdata(in: 100..<200_000))
+        #expect(response.downloaded < 4 << 20, "downloaded \(response.downloaded) of \(content.count) bytes")
     }
 
     @Test func passwordsAreStrippedFromPrintedURLs() throws {
