@@ -27,6 +27,18 @@ struct IndexFile: Codable {
     var version = 1
     var supersedes: [ObjectID] = []
     var packs: [Pack]
+
+    /// How many packs from the front of `packs` make one index file: as many whole packs as fit
+    /// in `limit` blobs, at least one; and how many blobs they hold.
+    static func fileLength(of packs: [Pack], limit: Int) -> (packs: Int, blobs: Int) {
+        var count = 0
+        var blobs = 0
+        while count < packs.count && (count == 0 || blobs + packs[count].blobs.count <= limit) {
+            blobs += packs[count].blobs.count
+            count += 1
+        }
+        return (count, blobs)
+    }
 }
 
 /// The in-memory index of every blob in the repository, shared by all tasks of one process.
@@ -113,15 +125,7 @@ public final class MasterIndex: Sendable {
     /// once the next pack would not fit (or one pack alone reaches the limit); else nothing.
     func takeUnsaved(fullFileOf limit: Int) -> [IndexFile.Pack] {
         state.withLock { s in
-            var count = 0
-            var total = 0
-            while count < s.unsaved.count {
-                let n = s.unsaved[count].blobs.count
-                if count > 0 && total + n > limit { break }
-                total += n
-                count += 1
-                if total >= limit { break }
-            }
+            let (count, total) = IndexFile.fileLength(of: s.unsaved, limit: limit)
             guard count > 0, total >= limit || count < s.unsaved.count else { return [] }
             defer { s.unsaved.removeFirst(count) }
             return Array(s.unsaved.prefix(count))

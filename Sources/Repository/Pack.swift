@@ -130,8 +130,9 @@ enum PackFormat {
     }
 
     /// `withOpenedBlob`, copied out.
-    static func openBlob(_ sealed: UnsafeRawBufferPointer, entry: PackedBlob, keys: MasterKeys, pack: PackID) throws -> Data {
-        try withOpenedBlob(sealed, entry: entry, keys: keys, pack: pack) { Data($0) }
+    static func openBlob(_ sealed: UnsafeRawBufferPointer, entry: PackedBlob, keys: MasterKeys, pack: PackID,
+                         checkID: Bool = true) throws -> Data {
+        try withOpenedBlob(sealed, entry: entry, keys: keys, pack: pack, checkID: checkID) { Data($0) }
     }
 
     static func encodeHeader(_ entries: [PackedBlob], key: SecretKey) -> Data {

@@ -205,12 +205,7 @@ public final class Repository: Sendable {
         // Several smaller index files rather than one large one: encoding holds a file's whole
         // JSON in memory several times over, so its size would grow with the backup.
         while !packs.isEmpty {
-            var count = 0
-            var blobs = 0
-            while count < packs.count && (count == 0 || blobs + packs[count].blobs.count <= Self.blobsPerIndexFile) {
-                blobs += packs[count].blobs.count
-                count += 1
-            }
+            let count = IndexFile.fileLength(of: packs, limit: Self.blobsPerIndexFile).packs
             do {
                 _ = try await saveEncrypted(.index, kind: .index, IndexFile(packs: Array(packs.prefix(count))))
             } catch {
@@ -261,7 +256,7 @@ public final class Repository: Sendable {
     }
 
     func openBlob(_ sealed: UnsafeRawBufferPointer, _ location: BlobLocation, checkID: Bool = true) throws -> Data {
-        try PackFormat.withOpenedBlob(sealed, entry: location.blob, keys: keys, pack: location.pack, checkID: checkID) { Data($0) }
+        try PackFormat.openBlob(sealed, entry: location.blob, keys: keys, pack: location.pack, checkID: checkID)
     }
 
     public func loadTree(_ id: BlobID) async throws -> Tree {

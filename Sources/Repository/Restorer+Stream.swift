@@ -39,7 +39,7 @@ extension Restorer {
                             let start = Int(Int64(location.blob.offset) - base)
                             return try self.repo.openBlob(
                                 UnsafeRawBufferPointer(rebasing: raw[start..<(start + Int(location.blob.length))]), location,
-                                checkID: !whole || self.options.verifyIDs)
+                                checkID: self.checksIDs(whole: whole))
                         }
                     }
                     return (index, plains)

@@ -167,7 +167,7 @@ public final class Restorer: Sendable {
     private func restorePack(_ pack: PackID, _ blobs: [(BlobLocation, [Target])], files: [FileJob], state: FileWrites) async throws {
         let sorted = blobs.sorted { $0.0.blob.offset < $1.0.blob.offset }
         let (range, whole) = span(pack, sorted.map(\.0))
-        let checkID = !whole || options.verifyIDs
+        let checkID = checksIDs(whole: whole)
         let stream = PackStream(pack: pack, blobs: sorted, start: range.lowerBound, verify: whole) { [repo, progress] sealed, location, targets in
             try PackFormat.withOpenedBlob(sealed, entry: location.blob, keys: repo.keys, pack: location.pack, checkID: checkID) { plain in
                 for target in targets {
@@ -199,6 +199,9 @@ public final class Restorer: Sendable {
         if let size = repo.index.packSize(pack), upper - lower > size * 3 / 4 { return (0..<size, true) }
         return (lower..<upper, false)
     }
+
+    /// Whether blobs read from a whole pack (`whole`) or a range of one have their ids recomputed.
+    func checksIDs(whole: Bool) -> Bool { !whole || options.verifyIDs }
 
     /// Loads the range `span` chooses; a whole pack is checked against its name. Returns where
     /// the data starts in the pack and whether it is the whole (checked) pack.

@@ -22,17 +22,19 @@ public struct RetryingStorage: Storage {
     public var location: String { base.location }
     public var defaultConnections: Int { base.defaultConnections }
 
-    /// `progressed`, asked after a failure: whether the attempt got further than the one before
-    /// (a stream that delivered bytes); if so the count and the delay start over.
-    func retry<T>(_ what: @autoclosure () -> String, progressed: () -> Bool = { false },
+    /// `progress`, read after each failure: how far the work has got (a stream's bytes
+    /// delivered); when it moved since the last failure, the count and the delay start over.
+    func retry<T>(_ what: @autoclosure () -> String, progress: () -> Int64 = { 0 },
                   _ body: () async throws -> T) async throws -> T {
         var delay = initialDelay
         var attempt = 1
+        var reached = progress()
         while true {
             do {
                 return try await body()
             } catch let error as StorageError where error.isTransient {
-                if progressed() {
+                if progress() > reached {
+                    reached = progress()
                     attempt = 1
                     delay = initialDelay
                 }
@@ -60,16 +62,12 @@ public struct RetryingStorage: Storage {
         try await retry("load \(handle)") { try await base.load(handle, range: range) }
     }
     /// A stream that breaks off after some bytes resumes where it stopped: `consume` sees every
-    /// byte once, in order. Each attempt that delivers bytes earns a fresh count of attempts. An error from `consume`
-    /// itself is never retried, even when it is a transient `StorageError`.
+    /// byte once, in order. Each attempt that delivers bytes earns a fresh count of attempts. An
+    /// error from `consume` itself is never retried, even when it is a transient `StorageError`.
     public func stream(_ handle: Handle, range: Range<Int64>, to consume: @escaping ByteConsumer) async throws {
         let delivered = Locked<Int64>(0)
-        var seen: Int64 = 0
         do {
-            try await retry("load \(handle)", progressed: {
-                defer { seen = delivered.value }
-                return delivered.value > seen
-            }) {
+            try await retry("load \(handle)", progress: { delivered.value }) {
                 let rest = (range.lowerBound + delivered.value)..<range.upperBound
                 if rest.isEmpty && !range.isEmpty { return }
                 try await base.stream(handle, range: rest) { bytes in

@@ -82,6 +82,9 @@ import TestSupport
         let restore = try chebackup(["repo", "restore", "latest", "-r", repo, "--stdout"])
         #expect(restore.status == 0, "\(restore.stderr)")
         #expect(restore.stdoutData == dump)
+        let verified = try chebackup(["repo", "restore", "latest", "-r", repo, "--stdout", "--verify-ids"])
+        #expect(verified.status == 0, "\(verified.stderr)")
+        #expect(verified.stdoutData == dump)
     }
 
     @Test func treeAndStreamInOneSnapshot() throws {

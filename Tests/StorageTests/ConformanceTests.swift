@@ -151,33 +151,35 @@ final class BreakingStreamStorage: Storage {
         }
     }
 
+    /// Streams `range` of `size` seeded bytes through retries from a backend whose streams break
+    /// after `breakAfter` bytes: the bytes expected, the bytes received, and the backend's calls.
+    func streamThroughBreaks(breakAfter: Int, attempts: Int, size: Int, range: Range<Int64>,
+                             seed: UInt64) async throws -> (expected: Data, got: Data, calls: Int) {
+        let breaking = BreakingStreamStorage(breakAfter: breakAfter)
+        let storage = RetryingStorage(breaking, attempts: attempts, initialDelay: .milliseconds(1), logger: logger)
+        var gen = SeededBytes(seed: seed)
+        let data = gen.data(size)
+        try await breaking.base.save(Handle(.data, "a"), data: data)
+        let got = Locked(Data())
+        try await storage.stream(Handle(.data, "a"), range: range) { piece in got.withLock { $0.append(contentsOf: piece) } }
+        return (data.subdata(in: Int(range.lowerBound)..<Int(range.upperBound)), got.value, breaking.calls.withLock { $0 })
+    }
+
     /// A stream that breaks off mid-way is resumed where it stopped: the consumer sees every byte
     /// once, in order.
     @Test func brokenStreamsResume() async throws {
-        let breaking = BreakingStreamStorage(breakAfter: 100_000)
-        let storage = RetryingStorage(breaking, attempts: 5, initialDelay: .milliseconds(1), logger: logger)
-        var gen = SeededBytes(seed: 3)
-        let data = gen.data(350_000)
-        try await breaking.base.save(Handle(.data, "a"), data: data)
-        let got = Locked(Data())
-        try await storage.stream(Handle(.data, "a"), range: 5..<349_000) { piece in got.withLock { $0.append(contentsOf: piece) } }
-        #expect(got.value == data.subdata(in: 5..<349_000))
-        #expect(breaking.calls.withLock { $0 } == 4, "three breaks, four calls")
+        let run = try await streamThroughBreaks(breakAfter: 100_000, attempts: 5, size: 350_000, range: 5..<349_000, seed: 3)
+        #expect(run.got == run.expected)
+        #expect(run.calls == 4, "three breaks, four calls")
     }
 
     @Test func aStreamThatKeepsProgressingIsNotCutOffByTheAttemptLimit() async throws {
-        let breaking = BreakingStreamStorage(breakAfter: 50_000)
-        let storage = RetryingStorage(breaking, attempts: 2, initialDelay: .milliseconds(1), logger: logger)
-        var gen = SeededBytes(seed: 4)
-        let data = gen.data(300_000)
-        try await breaking.base.save(Handle(.data, "a"), data: data)
-        let got = Locked(Data())
-        try await storage.stream(Handle(.data, "a"), range: 0..<300_000) { piece in got.withLock { $0.append(contentsOf: piece) } }
-        #expect(got.value == data)
-        #expect(breaking.calls.withLock { $0 } == 6, "five breaks, each after progress, within two attempts")
+        let run = try await streamThroughBreaks(breakAfter: 50_000, attempts: 2, size: 300_000, range: 0..<300_000, seed: 4)
+        #expect(run.got == run.expected)
+        #expect(run.calls == 6, "five breaks, each after progress, within two attempts")
         // Without progress the limit holds.
         let stuck = BreakingStreamStorage(breakAfter: 0)
-        try await stuck.base.save(Handle(.data, "a"), data: data)
+        try await stuck.base.save(Handle(.data, "a"), data: run.expected)
         let limited = RetryingStorage(stuck, attempts: 3, initialDelay: .milliseconds(1), logger: logger)
         await #expect(throws: StorageError.self) { try await limited.stream(Handle(.data, "a"), range: 0..<10) { _ in } }
         #expect(stuck.calls.withLock { $0 } == 3)
