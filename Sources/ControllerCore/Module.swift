@@ -1,0 +1,1 @@
+/// ControllerCore: the engine (see Engine.swift).

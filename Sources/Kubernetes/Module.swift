@@ -1,0 +1,1 @@
+/// Kubernetes: the engine's protocols over the Kubernetes API.

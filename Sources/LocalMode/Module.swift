@@ -1,0 +1,1 @@
+/// LocalMode: the engine's protocols over files.
