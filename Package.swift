@@ -67,7 +67,7 @@ let package = Package(
                                          .product(name: "Logging", package: "swift-log")],
                           swiftSettings: strict),
         .target(name: "AgentClient",
-                dependencies: ["LineProtocol", "Repository", .product(name: "NIOCore", package: "swift-nio"),
+                dependencies: ["LineProtocol", "Repository", "Storage", .product(name: "NIOCore", package: "swift-nio"),
                                .product(name: "NIOPosix", package: "swift-nio")],
                 swiftSettings: strict),
         .executableTarget(name: "Agent",

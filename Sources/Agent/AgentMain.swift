@@ -59,11 +59,8 @@ struct AgentCommand: AsyncParsableCommand {
         if let socket {
             endpoint = .unix(path: socket)
         } else {
-            let text = listen!
-            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else {
-                throw ValidationError("--listen must be HOST:PORT")
-            }
-            endpoint = .tcp(host: String(text[..<colon]), port: port)
+            guard let address = try? HostPort(listen!, allowZero: true) else { throw ValidationError("--listen must be HOST:PORT") }
+            endpoint = .tcp(host: address.host, port: address.port)
         }
         let server = AgentServer(role: roleImpl, token: token, installationID: installationId, maxLineLength: maxLineLength, logger: logger)
         do {

@@ -5,6 +5,7 @@ import LineProtocol
 import NIOCore
 import NIOPosix
 import Repository
+import Storage
 import Synchronization
 
 /// An agent's address: `HOST:PORT` or `unix:/path`.
@@ -17,10 +18,10 @@ public enum AgentEndpoint: Sendable, CustomStringConvertible, Hashable {
             self = .unix(path: String(text.dropFirst(5)))
             return
         }
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else {
+        guard let address = try? HostPort(text) else {
             throw AgentError(code: "invalid_address", message: "agent address \"\(text)\" is neither HOST:PORT nor unix:/path")
         }
-        self = .tcp(host: String(text[..<colon]), port: port)
+        self = .tcp(host: address.host, port: address.port)
     }
 
     public var description: String {

@@ -5,6 +5,7 @@ import Repository
 import Storage
 import AgentClient
 import LineProtocol
+import ControllerCore
 
 /// Flags every repository command shares.
 struct RepositoryOptionsGroup: ParsableArguments {
@@ -59,11 +60,7 @@ struct RepositoryOptionsGroup: ParsableArguments {
         throw CLIError("no repository password: use BACKUP_REPOSITORY_PASSWORD, --password-file or -p")
     }
 
-    var logger: Logger {
-        var logger = Logger(label: "chebackup") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = verbose ? .info : .warning
-        return logger
-    }
+    var logger: Logger { makeLogger(verbose ? .info : .warning) }
 
     func storage(pool: BlockingPool) throws -> any Storage {
         try StorageStack.open(try url(), connections: connections, pool: pool, logger: logger)
@@ -92,17 +89,15 @@ func runReportingErrors(_ body: (BlockingPool) async throws -> Void) async throw
     } catch let error as ExitCode {
         throw error
     } catch {
-        let text: String
-        switch error {
-        case let e as RepositoryError: text = e.message
-        case let e as StorageError: text = e.description
-        case let e as CLIError: text = e.description
-        case let e as AgentError: text = e.message
-        case let e as ErrorMessage: text = e.message
-        default: text = "\(error)"
-        }
-        FileHandle.standardError.write(Data("chebackup: error: \(text)\n".utf8))
+        FileHandle.standardError.write(Data("chebackup: error: \(describe(error))\n".utf8))
         throw ExitCode.failure
     }
 }
 
+
+/// The one logger factory of the command line: to stderr, at `level`.
+func makeLogger(_ level: Logger.Level, label: String = "chebackup") -> Logger {
+    var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
+    logger.logLevel = level
+    return logger
+}

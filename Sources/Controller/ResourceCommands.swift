@@ -1,5 +1,9 @@
 import ArgumentParser
+import ControllerCore
 import Foundation
+import Kubernetes
+import KubernetesAPI
+import LocalMode
 import Logging
 import Yams
 
@@ -12,11 +16,9 @@ struct ResourceOptions: ParsableArguments {
         try Installation.load(config ?? ProcessInfo.processInfo.environment["CHEBACKUP_CONFIG"] ?? "chebackup.yaml")
     }
 
-    var logger: Logger {
-        var logger = Logger(label: "chebackup") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = verbose ? .info : .notice
-        return logger
-    }
+    var logger: Logger { makeLogger(verbose ? .info : .notice) }
+
+    func store() throws -> FileResourceStore { FileResourceStore(stateDir: try installation().stateDir, logger: logger) }
 }
 
 struct Apply: AsyncParsableCommand {
@@ -31,7 +33,7 @@ struct Apply: AsyncParsableCommand {
 
     func run() async throws {
         try await runReportingErrors { _ in
-            let store = ResourceStore(stateDir: try options.installation().stateDir)
+            let store = try options.store()
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw CLIError("cannot read \(file)") }
             let nodes: [Node]
             do { nodes = Array(try Yams.compose_all(yaml: text)) } catch { throw CLIError("\(file) is not valid YAML: \(error)") }
@@ -54,15 +56,12 @@ struct Apply: AsyncParsableCommand {
                 }
                 switch kind {
                 case .secret:
-                    try store.save(.secret, name, try decode(Secret.self))
+                    try store.write(try decode(Secret.self))
                     printOut("secret/\(name) configured")
                 case .backupServerConfiguration:
                     let config = try decode(CheBackupServerConfiguration.self)
-                    let count = [config.spec.rest != nil, config.spec.awss3 != nil, config.spec.sftp != nil].filter { $0 }.count
-                    guard count == 1 else {
-                        throw CLIError("CheBackupServerConfiguration \(name): spec must have exactly one of rest, awss3, sftp (it has \(count))")
-                    }
-                    try store.save(kind, name, config)
+                    try config.validate()
+                    try store.write(config)
                     printOut("chebackupserverconfiguration/\(name) configured")
                 case .backup:
                     if store.exists(kind, name) {
@@ -71,10 +70,8 @@ struct Apply: AsyncParsableCommand {
                     }
                     var resource = try decode(CheClusterBackup.self)
                     resource.status = nil
-                    if resource.spec.useInternalBackupServer == true && resource.spec.backupServerConfigRef != nil {
-                        throw CLIError("CheClusterBackup \(name): use either useInternalBackupServer or backupServerConfigRef")
-                    }
-                    try store.save(kind, name, resource)
+                    try resource.validate()
+                    try store.write(resource)
                     printOut("checlusterbackup/\(name) created")
                 case .restore:
                     if store.exists(kind, name) {
@@ -83,7 +80,7 @@ struct Apply: AsyncParsableCommand {
                     }
                     var resource = try decode(CheClusterRestore.self)
                     resource.status = nil
-                    try store.save(kind, name, resource)
+                    try store.write(resource)
                     printOut("checlusterrestore/\(name) created")
                 }
             }
@@ -101,14 +98,14 @@ struct Get: AsyncParsableCommand {
     func run() async throws {
         try await runReportingErrors { _ in
             guard let kind = ResourceKind(loose: kind) else { throw CLIError("unknown kind \(self.kind)") }
-            let store = ResourceStore(stateDir: try options.installation().stateDir)
+            let store = try options.store()
             let names = name.map { [$0] } ?? store.names(kind)
             for n in names where !store.exists(kind, n) { throw CLIError("\(kind.rawValue) \(n) not found") }
             if kind == .secret {
                 // Secrets are never printed: names and keys only.
                 for n in names {
-                    let s = try store.load(.secret, n, as: Secret.self)
-                    printOut("\(n)  keys: \(Set((s.data ?? [:]).keys).union((s.stringData ?? [:]).keys).sorted().joined(separator: ", "))")
+                    let s = try store.load(Secret.self, n)
+                    printOut("\(n)  keys: \(s.keys.joined(separator: ", "))")
                 }
                 return
             }
@@ -125,9 +122,9 @@ struct Get: AsyncParsableCommand {
                 printOut("NAME                                STATE       STAGE                                     SNAPSHOT")
                 for n in names {
                     var status: OperationStatus?
-                    if kind == .backup { status = try store.load(kind, n, as: CheClusterBackup.self).status }
-                    if kind == .restore { status = try store.load(kind, n, as: CheClusterRestore.self).status }
-                    let state = status?.state ?? (kind == .backupServerConfiguration ? "-" : "New")
+                    if kind == .backup { status = try store.load(CheClusterBackup.self, n).status }
+                    if kind == .restore { status = try store.load(CheClusterRestore.self, n).status }
+                    let state = status?.state?.rawValue ?? (kind == .backupServerConfiguration ? "-" : "New")
                     printOut("\(n.padding(toLength: 35, withPad: " ", startingAt: 0)) \(state.padding(toLength: 11, withPad: " ", startingAt: 0)) \((status?.stage ?? "-").prefix(40).padding(toLength: 41, withPad: " ", startingAt: 0)) \(status?.snapshotId ?? "-")")
                     if let message = status?.message, message.hasPrefix("Error") { printOut("    \(message)") }
                 }
@@ -147,27 +144,45 @@ struct Delete: AsyncParsableCommand {
     func run() async throws {
         try await runReportingErrors { _ in
             guard let kind = ResourceKind(loose: kind) else { throw CLIError("unknown kind \(self.kind)") }
-            try ResourceStore(stateDir: try options.installation().stateDir).delete(kind, name)
+            let store = try options.store()
+            guard unlink(store.path(kind, name)) == 0 else { throw CLIError("\(kind.rawValue) \(name) not found") }
             printOut("\(kind.rawValue.lowercased())/\(name) deleted")
         }
     }
 }
 
 struct ControllerDaemon: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "controller", abstract: "Run the reconciler: carry out new CheClusterBackup and CheClusterRestore resources.")
-    @OptionGroup var options: ResourceOptions
+    static let configuration = CommandConfiguration(commandName: "controller",
+        abstract: "Run the controller: carry out new CheClusterBackup and CheClusterRestore resources and keep their status.")
+    @OptionGroup var mode: ModeOptions
+    @Option(name: [.customShort("n"), .customLong("namespace")], help: "Cluster: the namespace to watch (default: the kubeconfig's or the pod's).") var namespace: String?
     @Flag(help: "One pass, then exit.") var once = false
-    @Option(help: "Seconds between passes.") var interval = 2
+    @Option(help: "Local mode: seconds between looks for new resources.") var interval = 2
+    @Option(help: "Cluster: minutes to wait until Che's server is Available after a restore.") var cheReadyTimeout = 10
+    @Option(help: "Cluster: the leader Lease's duration in seconds.") var leaseDuration = 15
+    @Option(help: "Cluster: this replica's identity in the Lease (default: the host name and pid).") var identity: String?
+    @Flag(name: .shortAndLong, help: "Log more.") var verbose = false
 
     func run() async throws {
         try await runReportingErrors { pool in
-            let reconciler = Reconciler(installation: try options.installation(), pool: pool, logger: options.logger)
-            try reconciler.failInterrupted()
-            repeat {
-                try await reconciler.reconcileOnce()
-                if once { break }
-                try await Task.sleep(for: .seconds(interval))
-            } while true
+            let logger = makeLogger(verbose ? .info : .notice)
+            if mode.inCluster {
+                let client = try mode.cluster(namespace: namespace, logger: logger)
+                var settings = OperatorSettings()
+                settings.cheReadyTimeout = .seconds(cheReadyTimeout * 60)
+                settings.leaseDuration = .seconds(leaseDuration)
+                if let identity { settings.identity = identity }
+                try await Operator(client: client, pool: pool, logger: logger, settings: settings).run(once: once)
+                return
+            }
+            let installation = try mode.installation()
+            let engine = Engine(drivers: LocalMode.drivers(installation, logger: logger), pool: pool, logger: logger)
+            try await engine.failInterrupted()
+            if once {
+                try await engine.reconcileOnce()
+                return
+            }
+            try await engine.runForever()
         }
     }
 }

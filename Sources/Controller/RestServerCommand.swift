@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import RestServer
+import Storage
 
 struct RestServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -25,12 +26,8 @@ struct RestServerCommand: AsyncParsableCommand {
     }
 
     func split(_ text: String) -> (String, Int)? {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
-            return nil
-        }
-        var host = String(text[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host.isEmpty ? "0.0.0.0" : host, port)
+        guard let address = try? HostPort(text, allowZero: true) else { return nil }
+        return (address.host.isEmpty ? "0.0.0.0" : address.host, address.port)
     }
 
     func run() async throws {

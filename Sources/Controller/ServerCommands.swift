@@ -1,13 +1,43 @@
 import ArgumentParser
+import ControllerCore
 import Foundation
+import Kubernetes
+import KubernetesAPI
 import LineProtocol
+import LocalMode
 import Logging
 import Repository
 import Storage
 
+/// Where the resources live: a cluster (`--kubernetes`, `--kubeconfig`, or running in a pod) or
+/// the local configuration file.
+struct ModeOptions: ParsableArguments {
+    @Option(help: "The installation's configuration file, local mode (default: $CHEBACKUP_CONFIG or ./chebackup.yaml).") var config: String?
+    @Flag(help: "Work against a Kubernetes cluster (chosen anyway with --kubeconfig or inside a pod).") var kubernetes = false
+    @Option(help: "The kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).") var kubeconfig: String?
+    @Option(help: "The kubeconfig context (default: its current context).") var context: String?
+
+    var inCluster: Bool { kubernetes || kubeconfig != nil || (config == nil && KubeConfig.runningInCluster) }
+
+    func installation(namespace: String? = nil) throws -> Installation {
+        let path = config ?? ProcessInfo.processInfo.environment["CHEBACKUP_CONFIG"] ?? "chebackup.yaml"
+        let installation = try Installation.load(path)
+        if let namespace, namespace != installation.namespace {
+            throw CLIError("namespace \(namespace) is not the configured installation's (\(installation.namespace))")
+        }
+        return installation
+    }
+
+    func cluster(namespace: String?, logger: Logger) throws -> KubeClient {
+        var config = try KubeConfig.automatic(kubeconfig: kubeconfig, context: context, environment: ProcessInfo.processInfo.environment)
+        if let namespace { config.namespace = namespace }
+        return KubeClient(config: config, logger: logger)
+    }
+}
+
 /// chectl's server flags, shared by server:backup, server:restore and snapshots.
 struct ServerOptions: ParsableArguments {
-    @Option(help: "The installation's configuration file (default: $CHEBACKUP_CONFIG or ./chebackup.yaml).") var config: String?
+    @OptionGroup var mode: ModeOptions
     @Option(name: [.customShort("r"), .customLong("repository-url")], help: "Backup server repository URL; becomes the default.") var repositoryURL: String?
     @Option(name: [.customShort("p"), .customLong("repository-password")], help: "Repository password (or BACKUP_REPOSITORY_PASSWORD).") var repositoryPassword: String?
     @Option(help: "REST server user name (or REST_SERVER_USERNAME).") var username: String?
@@ -17,7 +47,8 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "SSH private key (or SSH_KEY).") var sshKey: String?
     @Option(help: "SSH private key file (or SSH_KEY_FILE).") var sshKeyFile: String?
     @Option(help: "A CheBackupServerConfiguration to use (not with -r/-p).") var backupServerConfigName: String?
-    @Option(name: [.customShort("n"), .customLong("chenamespace")], help: "Che's namespace (checked against the configuration).") var chenamespace: String?
+    @Option(name: [.customShort("n"), .customLong("chenamespace")], help: "Che's namespace (local mode: checked against the configuration; cluster: where the resources go).") var chenamespace: String?
+    @Option(help: "Cluster: give up following the operation after this many minutes.") var timeout = 60
     @Flag(name: .shortAndLong, help: "Log more.") var verbose = false
 
     func validate() throws {
@@ -29,76 +60,67 @@ struct ServerOptions: ParsableArguments {
         }
     }
 
-    var logger: Logger {
-        var logger = Logger(label: "chebackup") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = verbose ? .debug : .warning
-        return logger
-    }
+    var logger: Logger { makeLogger(verbose ? .debug : .warning) }
 
-    /// The installation and the engine, with a server given by flags saved as the default.
-    func engine(pool: BlockingPool, say: (String) -> Void) throws -> (Installation, Reconciler) {
-        let installation = try installation()
-        _ = try flagServer(installation, say: say)
-        return (installation, Reconciler(installation: installation, pool: pool, logger: logger))
-    }
-
-    func installation() throws -> Installation {
-        let path = config ?? ProcessInfo.processInfo.environment["CHEBACKUP_CONFIG"] ?? "chebackup.yaml"
-        let installation = try Installation.load(path)
-        if let chenamespace, chenamespace != installation.namespace {
-            throw CLIError("namespace \(chenamespace) is not the configured installation's (\(installation.namespace))")
-        }
-        return installation
-    }
-
-    /// With -r: that server, saved as the default for later commands. Without: nil (the engine
-    /// resolves a configuration, the default or the internal server).
-    func flagServer(_ installation: Installation, say: (String) -> Void) throws -> BackupServer? {
-        let env = ProcessInfo.processInfo.environment
-        if let url = repositoryURL {
-            guard let pw = repositoryPassword ?? env["BACKUP_REPOSITORY_PASSWORD"] else {
-                throw CLIError("a repository password is needed with -r: -p or BACKUP_REPOSITORY_PASSWORD")
-            }
-            let parsed: RepositoryURL
-            do { parsed = try RepositoryURL.parse(url) } catch let e as RepositoryURL.ParseError {
-                throw CLIError("invalid repository URL: \(e.description)")
-            }
-            var secrets = RepositorySecrets(repositoryPassword: pw)
-            var cleanURL = parsed.description
-            if case .rest(var location) = parsed {
-                secrets.restUsername = username ?? location.username ?? env["REST_SERVER_USERNAME"]
-                secrets.restPassword = password ?? location.password ?? env["REST_SERVER_PASSWORD"]
-                location.username = nil
-                location.password = nil
-                cleanURL = RepositoryURL.rest(location).description
-            }
-            if case .s3 = parsed {
-                secrets.awsAccessKeyId = awsAccessKeyId ?? env["AWS_ACCESS_KEY_ID"]
-                secrets.awsSecretAccessKey = awsSecretAccessKey ?? env["AWS_SECRET_ACCESS_KEY"]
-                secrets.awsRegion = env["AWS_DEFAULT_REGION"]
-                guard secrets.awsAccessKeyId != nil, secrets.awsSecretAccessKey != nil else {
-                    throw CLIError("S3 needs --aws-access-key-id and --aws-secret-access-key (or the AWS variables)")
-                }
-            }
-            if case .sftp = parsed {
-                let keyFile = sshKeyFile ?? env["SSH_KEY_FILE"]
-                secrets.sshKey = try sshKey ?? env["SSH_KEY"] ?? keyFile.map {
-                    guard let text = try? String(contentsOfFile: $0, encoding: .utf8) else { throw CLIError("cannot read the SSH key file \($0)") }
-                    return text
-                }
-                secrets.sshHostFingerprint = env["SSH_HOST_FINGERPRINT"]
-                if let known = env["SSH_KNOWN_HOSTS"] { secrets.sshKnownHosts = try? String(contentsOfFile: known, encoding: .utf8) }
-            }
-            let server = BackupServer(url: cleanURL, secrets: secrets, isInternal: false)
-            try server.saveAsDefault(installation)
-            say("Using backup server \(cleanURL) (now the default)")
-            return server
-        }
-        if let name = backupServerConfigName,
-           !ResourceStore(stateDir: installation.stateDir).exists(.backupServerConfiguration, name) {
+    /// Local mode: the installation and the engine, with a server given by flags saved as the default.
+    func localEngine(pool: BlockingPool, say: (String) -> Void) throws -> (Installation, Engine, FileResourceStore) {
+        let installation = try mode.installation(namespace: chenamespace)
+        let drivers = LocalMode.drivers(installation, logger: logger)
+        let store = FileResourceStore(stateDir: installation.stateDir, logger: logger)
+        if let server = try flagServer() {
+            try LocalMode.saveDefaultServer(server, installation)
+            say("Using backup server \(server.url) (now the default)")
+        } else if let name = backupServerConfigName, !store.exists(.backupServerConfiguration, name) {
             throw CLIError("CheBackupServerConfiguration \(name) not found (create it with chebackup apply -f)")
         }
-        return nil
+        return (installation, Engine(drivers: drivers, pool: pool, logger: logger), store)
+    }
+
+    /// With -r: that server and its secrets from the flags and the usual variables. Without: nil.
+    func flagServer() throws -> BackupServer? {
+        let env = ProcessInfo.processInfo.environment
+        guard let url = repositoryURL else { return nil }
+        guard let pw = repositoryPassword ?? env["BACKUP_REPOSITORY_PASSWORD"] else {
+            throw CLIError("a repository password is needed with -r: -p or BACKUP_REPOSITORY_PASSWORD")
+        }
+        let parsed: RepositoryURL
+        do { parsed = try RepositoryURL.parse(url) } catch let e as RepositoryURL.ParseError {
+            throw CLIError("invalid repository URL: \(e.description)")
+        }
+        var secrets = RepositorySecrets(repositoryPassword: pw)
+        var cleanURL = parsed.description
+        switch parsed {
+        case .rest(var location):
+            secrets.restUsername = username ?? location.username ?? env["REST_SERVER_USERNAME"]
+            secrets.restPassword = password ?? location.password ?? env["REST_SERVER_PASSWORD"]
+            location.username = nil
+            location.password = nil
+            cleanURL = RepositoryURL.rest(location).description
+        case .s3:
+            secrets.awsAccessKeyId = awsAccessKeyId ?? env["AWS_ACCESS_KEY_ID"]
+            secrets.awsSecretAccessKey = awsSecretAccessKey ?? env["AWS_SECRET_ACCESS_KEY"]
+            secrets.awsRegion = env["AWS_DEFAULT_REGION"]
+            guard secrets.awsAccessKeyId != nil, secrets.awsSecretAccessKey != nil else {
+                throw CLIError("S3 needs --aws-access-key-id and --aws-secret-access-key (or the AWS variables)")
+            }
+        case .sftp:
+            let keyFile = sshKeyFile ?? env["SSH_KEY_FILE"]
+            secrets.sshKey = try sshKey ?? env["SSH_KEY"] ?? keyFile.map {
+                guard let text = try? String(contentsOfFile: $0, encoding: .utf8) else { throw CLIError("cannot read the SSH key file \($0)") }
+                return text
+            }
+            secrets.sshHostFingerprint = env["SSH_HOST_FINGERPRINT"]
+            if let known = env["SSH_KNOWN_HOSTS"] { secrets.sshKnownHosts = try? String(contentsOfFile: known, encoding: .utf8) }
+        case .local:
+            break
+        }
+        return BackupServer(url: cleanURL, secrets: secrets, isInternal: false)
+    }
+
+    /// Cluster mode: chectl's way, the resources created in the cluster and their status followed.
+    func cluster(say: @escaping @Sendable (String) -> Void) throws -> ClusterOperations {
+        let client = try mode.cluster(namespace: chenamespace, logger: logger)
+        return ClusterOperations(client: client, logger: logger, say: say)
     }
 }
 
@@ -118,13 +140,20 @@ struct ServerBackup: AsyncParsableCommand {
     func run() async throws {
         try await runReportingErrors { pool in
             let say = StagePrinter()
-            let (installation, reconciler) = try server.engine(pool: pool) { say($0) }
+            if server.mode.inCluster {
+                let cluster = try server.cluster { say($0) }
+                let configName = try await cluster.configure(server.flagServer(), configName: server.backupServerConfigName)
+                let status = try await cluster.backup(configName: configName, timeout: .seconds(server.timeout * 60))
+                printOut("Backup snapshot ID: \(status.snapshotId ?? "?")")
+                return
+            }
+            let (installation, engine, store) = try server.localEngine(pool: pool) { say($0) }
             let name = "backup-" + operationSuffix()
-            try reconciler.store.save(.backup, name, CheClusterBackup(
-                metadata: ObjectMeta(name: name, namespace: installation.namespace, creationTimestamp: Reconciler.now()),
+            try store.write(CheClusterBackup(
+                metadata: ObjectMeta(name: name, namespace: installation.namespace, creationTimestamp: Engine.now()),
                 spec: .init(backupServerConfigRef: server.backupServerConfigName)))
-            let status = try await reconciler.runBackup(name) { say($0) }
-            guard status.state == "Succeeded", let id = status.snapshotId else {
+            let status = try await engine.runBackup(name) { say($0) }
+            guard status.state == .succeeded, let id = status.snapshotId else {
                 throw CLIError(String((status.message ?? "backup failed").trimmingPrefix("Error: ")) + " (CheClusterBackup \(name): Failed)")
             }
             say(status.message ?? "")
@@ -143,13 +172,27 @@ struct ServerRestore: AsyncParsableCommand {
     func run() async throws {
         try await runReportingErrors { pool in
             let say = StagePrinter()
-            let (installation, reconciler) = try server.engine(pool: pool) { say($0) }
+            if server.mode.inCluster {
+                if !batch {
+                    printOut("This replaces the installation's databases, data and objects in the cluster. Continue? [y/N] ")
+                    guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
+                        throw CLIError("restore cancelled: nothing was changed")
+                    }
+                }
+                let cluster = try server.cluster { say($0) }
+                let configName = try await cluster.configure(server.flagServer(), configName: server.backupServerConfigName)
+                let status = try await cluster.restore(configName: configName, snapshotId: snapshotId == "latest" ? nil : snapshotId,
+                                                       relocate: relocate, timeout: .seconds(server.timeout * 60))
+                say(status.message ?? "")
+                return
+            }
+            let (installation, engine, store) = try server.localEngine(pool: pool) { say($0) }
             let name = "restore-" + operationSuffix()
-            try reconciler.store.save(.restore, name, CheClusterRestore(
-                metadata: ObjectMeta(name: name, namespace: installation.namespace, creationTimestamp: Reconciler.now()),
+            try store.write(CheClusterRestore(
+                metadata: ObjectMeta(name: name, namespace: installation.namespace, creationTimestamp: Engine.now()),
                 spec: .init(snapshotId: snapshotId, backupServerConfigRef: server.backupServerConfigName, relocate: relocate)))
             let batch = self.batch
-            let status = try await reconciler.runRestore(name, confirm: { snapshot, id in
+            let status = try await engine.runRestore(name, confirm: { snapshot, id in
                 printOut("Snapshot \(id.short) of \(formatTime(snapshot.time)), Che \(snapshot.metadata["cheVersion"] ?? "?"), namespace \(snapshot.metadata["namespace"] ?? "?"):")
                 for part in snapshot.parts { printOut("  \(part.name)  \(Format.bytes(part.stats.bytes))") }
                 if batch { return }
@@ -158,7 +201,7 @@ struct ServerRestore: AsyncParsableCommand {
                     throw CLIError("restore cancelled: nothing was changed")
                 }
             }, onStage: { say($0) })
-            guard status.state == "Succeeded" else {
+            guard status.state == .succeeded else {
                 throw CLIError(String((status.message ?? "restore failed").trimmingPrefix("Error: ")) + " (CheClusterRestore \(name): Failed)")
             }
             say(status.message ?? "")
@@ -191,10 +234,16 @@ struct CheSnapshots: AsyncParsableCommand {
 
     func run() async throws {
         try await runReportingErrors { pool in
-            let (_, reconciler) = try server.engine(pool: pool) { _ in }
-            let backupServer = try reconciler.resolve(configRef: server.backupServerConfigName, useInternal: nil)
-            let all = try await reconciler.withBackupServer(backupServer, stage: { _ in }) { orchestrator in
-                try await orchestrator.openRepository(create: false).listSnapshots()
+            let engine: Engine
+            if server.mode.inCluster {
+                let cluster = try server.cluster { _ in }
+                engine = Engine(drivers: cluster.drivers(), pool: pool, logger: server.logger)
+            } else {
+                engine = try server.localEngine(pool: pool) { _ in }.1
+            }
+            let backupServer = try await engine.resolve(configRef: server.backupServerConfigName, useInternal: nil)
+            let all = try await engine.withJob(backupServer, stage: { _ in }) { job in
+                try await job.openRepository(create: false).listSnapshots()
             }
             if json {
                 printOut(Format.json(all.map { id, s in
@@ -203,9 +252,10 @@ struct CheSnapshots: AsyncParsableCommand {
                 }))
                 return
             }
+            func pad(_ s: String, _ n: Int) -> String { s.padding(toLength: n, withPad: " ", startingAt: 0) }
             printOut("ID        Time                      Size        Che        Namespace       Parts")
             for (id, s) in all {
-                printOut("\(id.short)  \(formatTime(s.time).prefix(24).padding(toLength: 24, withPad: " ", startingAt: 0))  \(Format.bytes(s.totalBytes).padding(toLength: 10, withPad: " ", startingAt: 0))  \((s.metadata["cheVersion"] ?? "-").padding(toLength: 9, withPad: " ", startingAt: 0))  \((s.metadata["namespace"] ?? "-").padding(toLength: 14, withPad: " ", startingAt: 0))  \(s.parts.map(\.name).joined(separator: ", "))")
+                printOut("\(id.short)  \(pad(String(formatTime(s.time).prefix(24)), 24))  \(pad(Format.bytes(s.totalBytes), 10))  \(pad(s.metadata["cheVersion"] ?? "-", 9))  \(pad(s.metadata["namespace"] ?? "-", 14))  \(s.parts.map(\.name).joined(separator: ", "))")
             }
             printOut("\(all.count) snapshots")
         }

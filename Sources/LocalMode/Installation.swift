@@ -1,40 +1,41 @@
+import ControllerCore
 import Foundation
 import Yams
 
 /// The one configuration file that describes a Che installation to the controller (local mode):
 /// where its agents listen, the token they share, where its objects and the controller's state
 /// live, and its namespace and domain. See README "Configuration".
-struct Installation: Codable, Sendable {
-    struct Agent: Codable, Sendable {
-        var role: String
-        var address: String
+public struct Installation: Codable, Sendable {
+    public struct Agent: Codable, Sendable {
+        public var role: String
+        public var address: String
     }
 
-    struct InternalServer: Codable, Sendable {
+    public struct InternalServer: Codable, Sendable {
         /// HOST:PORT the internal REST backup server listens on (agents must reach it).
-        var listen: String = "127.0.0.1:8000"
+        public var listen: String = "127.0.0.1:8000"
         /// Its storage; default `<stateDir>/backup-server`. Persistent: backups survive restarts.
-        var path: String?
+        public var path: String?
     }
 
-    var id: String = "che"
-    var namespace: String = "eclipse-che"
-    var domain: String = "che.example.com"
-    var cheVersion: String = "unknown"
+    public var id: String = "che"
+    public var namespace: String = "eclipse-che"
+    public var domain: String = "che.example.com"
+    public var cheVersion: String = "unknown"
     /// The installation's objects (CheCluster, Che's secrets and configmaps) as YAML files.
-    var objectsDir: String
-    var agents: [Agent]
+    public var objectsDir: String
+    public var agents: [Agent]
     /// The shared token file (a mounted Kubernetes Secret in a cluster).
-    var tokenFile: String
+    public var tokenFile: String
     /// The controller's state: default server, its secrets, the internal server's data.
-    var stateDir: String
-    var internalServer: InternalServer = InternalServer()
+    public var stateDir: String
+    public var internalServer: InternalServer = InternalServer()
 
     enum CodingKeys: String, CodingKey {
         case id, namespace, domain, cheVersion, objectsDir, agents, tokenFile, stateDir, internalServer
     }
 
-    init(from decoder: any Decoder) throws {
+    public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         id = try c.decodeIfPresent(String.self, forKey: .id) ?? "che"
         namespace = try c.decodeIfPresent(String.self, forKey: .namespace) ?? "eclipse-che"
@@ -47,23 +48,23 @@ struct Installation: Codable, Sendable {
         internalServer = try c.decodeIfPresent(InternalServer.self, forKey: .internalServer) ?? InternalServer()
     }
 
-    static func load(_ path: String) throws -> Installation {
+    public static func load(_ path: String) throws -> Installation {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw CLIError("cannot read the installation configuration \(path) (use --config or CHEBACKUP_CONFIG)")
+            throw ControllerError(.notFound, "cannot read the installation configuration \(path) (use --config or CHEBACKUP_CONFIG)")
         }
         let installation: Installation
         do {
             installation = try YAMLDecoder().decode(Installation.self, from: text)
         } catch {
-            throw CLIError("invalid installation configuration \(path): \(Self.describe(error))")
+            throw ControllerError(.invalidResource, "invalid installation configuration \(path): \(Self.describe(error))")
         }
         for agent in installation.agents where !["postgres", "files"].contains(agent.role) {
-            throw CLIError("invalid installation configuration \(path): unknown agent role \"\(agent.role)\"")
+            throw ControllerError(.invalidResource, "invalid installation configuration \(path): unknown agent role \"\(agent.role)\"")
         }
         return installation
     }
 
-    static func describe(_ error: any Error) -> String {
+    public static func describe(_ error: any Error) -> String {
         switch error {
         case DecodingError.keyNotFound(let key, _): return "missing \"\(key.stringValue)\""
         case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
@@ -72,5 +73,9 @@ struct Installation: Codable, Sendable {
         }
     }
 
-    var internalServerPath: String { internalServer.path ?? stateDir + "/backup-server" }
+    public var internalServerPath: String { internalServer.path ?? stateDir + "/backup-server" }
+}
+
+extension Installation {
+    public var info: InstallationInfo { InstallationInfo(id: id, namespace: namespace, domain: domain, cheVersion: cheVersion) }
 }

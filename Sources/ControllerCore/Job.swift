@@ -1,0 +1,131 @@
+import AgentClient
+import Foundation
+import LineProtocol
+import Logging
+import Repository
+import Storage
+
+/// One backup or restore on one server: it talks to the agents, backs up and restores the
+/// installation's objects through the mode, and writes the snapshot last (all parts or none).
+/// Progress goes to `stage`.
+public struct Job: Sendable {
+    public let drivers: Drivers
+    public let server: BackupServer
+    public let pool: BlockingPool
+    public let logger: Logger
+    public let stage: @Sendable (String) -> Void
+    /// Where the backend's known-hosts and CA files live while the job runs (libcurl reads them
+    /// at each connection).
+    let files: PrivateDirectory
+
+    public static let objectsPart = "che/objects"
+
+    /// Opens the server's repository, creating it on first use.
+    public func openRepository(create: Bool) async throws -> Repository {
+        stage("Connecting to the backup repository \(server.url)")
+        let url = try server.storageURL()
+        let credentials = try server.secrets.backendCredentials(filesIn: files.path)
+        let storage = try StorageStack.open(url, credentials: credentials, pool: pool, logger: logger)
+        do {
+            return try await Repository.open(storage: storage, password: server.secrets.repositoryPassword, logger: logger)
+        } catch let error as RepositoryError where error.code == .notARepository && create {
+            stage("Initializing a new repository at \(storage.location)")
+            return try await Repository.initialize(storage: storage, password: server.secrets.repositoryPassword, logger: logger)
+        }
+    }
+
+    func connect<T: Sendable>(_ agent: AgentRef, _ body: @escaping @Sendable (AgentSession) async throws -> T) async throws -> T {
+        let token = try await drivers.token.token()
+        return try await AgentClient.withSession(agent.endpoint, token: token, expectedRole: agent.role, body)
+    }
+
+    public func backup() async throws -> (SnapshotID, Snapshot) {
+        let repo = try await openRepository(create: true)
+        stage("Collecting Che installation data")
+        let info = try await drivers.objects.info()
+        let agents = try await drivers.agents.agents()
+        var options = BackupOptions()
+        options.connections = repo.storage.defaultConnections
+        let objects = try await drivers.objects.backup(into: repo, part: Self.objectsPart, options: options)
+        let (server, logger, stage) = (self.server, self.logger, self.stage)
+        let agentParts = try await withThrowingTaskGroup(of: [Part].self) { group in
+            for agent in agents {
+                group.addTask {
+                    try await connect(agent) { session in
+                        stage("Backing up \(agent.role) data through the agent at \(agent.endpoint)")
+                        return try await session.backup(url: server.url, secrets: server.secrets) { event in
+                            logger.debug("\(agent.role): \(event.stage) \(event.bytes) bytes")
+                        }
+                    }
+                }
+            }
+            var all: [Part] = []
+            for try await parts in group { all += parts }
+            return all.sorted { $0.name < $1.name }
+        }
+        stage("Sending the snapshot")
+        options.metadata = [
+            "backupFormat": "1", "cheVersion": info.cheVersion, "namespace": info.namespace,
+            "domain": info.domain, "installationId": info.id,
+        ]
+        options.tags = ["che"]
+        return try await repo.commitSnapshot(parts: objects.parts + agentParts, options: options, parent: objects.parent)
+    }
+
+    /// The Che operator's order: check the snapshot, stop Che, restore the databases and files
+    /// through the agents, replace the objects, start Che and wait until it is ready.
+    public func restore(snapshot: String, relocate: Bool = false, confirm: @Sendable (Snapshot, SnapshotID) throws -> Void) async throws
+        -> (SnapshotID, Snapshot) {
+        let repo = try await openRepository(create: false)
+        stage("Downloading the snapshot record")
+        let (id, snap) = try await repo.resolveSnapshot(snapshot)
+        let info = try await drivers.objects.info()
+        let relocation = try Relocation(snapshot: snap, installation: info, allowed: relocate)
+        let agents = try await drivers.agents.agents().filter { agent in snap.parts.contains { $0.name.hasPrefix(agent.role + "/") } }
+        try confirm(snap, id)
+        let cheState = try await drivers.che.stop(stage: stage)
+        do {
+            stage("Restoring databases and data")
+            let (server, stage) = (self.server, self.stage)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for agent in agents {
+                    group.addTask {
+                        try await connect(agent) { session in
+                            stage("Restoring \(agent.role) data through the agent at \(agent.endpoint)")
+                            _ = try await session.restore(url: server.url, secrets: server.secrets, snapshot: id, rewrite: relocation.rewrites)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            if let objects = snap.parts.first(where: { $0.name == Self.objectsPart }) {
+                stage("Cleaning up the existing installation and restoring cluster objects")
+                try await drivers.objects.restore(objects, from: repo, relocation: relocation, stage: stage)
+            }
+        } catch {
+            // Che is started again even so: a failed restore must not also leave Che down.
+            do { try await drivers.che.start(cheState, stage: { _ in }) } catch {
+                logger.warning("cannot start Che again after the failed restore: \(describe(error))")
+            }
+            throw error
+        }
+        try await drivers.che.start(cheState, stage: stage)
+        return (id, snap)
+    }
+}
+
+/// A directory only this process's user can enter, made new (never one that already existed),
+/// removed when the last reference goes.
+public final class PrivateDirectory: Sendable {
+    public let path: String
+
+    public init(prefix: String = "chebackup") throws {
+        var template = Array((NSTemporaryDirectory() + "/\(prefix)-XXXXXX").utf8CString)
+        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw ControllerError(.store, "cannot create a private temporary directory: \(String(cString: strerror(errno)))")
+        }
+        path = String(cString: made)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}

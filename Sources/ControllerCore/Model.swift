@@ -1,0 +1,247 @@
+import Foundation
+
+/// The part of Kubernetes' ObjectMeta the resources use. Fields a server sets (uid,
+/// resourceVersion, generation) are carried when the mode has them.
+public struct ObjectMeta: Codable, Sendable, Equatable {
+    public var name: String
+    public var namespace: String?
+    public var creationTimestamp: String?
+    public var labels: [String: String]?
+    public var annotations: [String: String]?
+    public var uid: String?
+    public var resourceVersion: String?
+    public var generation: Int64?
+
+    public init(name: String, namespace: String? = nil, creationTimestamp: String? = nil,
+                labels: [String: String]? = nil, annotations: [String: String]? = nil) {
+        self.name = name
+        self.namespace = namespace
+        self.creationTimestamp = creationTimestamp
+        self.labels = labels
+        self.annotations = annotations
+    }
+}
+
+public struct RestServerSpec: Codable, Sendable, Equatable {
+    public var `protocol`: String?
+    public var hostname: String
+    public var port: Int?
+    public var repositoryPath: String
+    public var repositoryPasswordSecretRef: String
+    public var credentialsSecretRef: String?
+
+    public init(protocol: String? = nil, hostname: String, port: Int? = nil, repositoryPath: String,
+                repositoryPasswordSecretRef: String, credentialsSecretRef: String? = nil) {
+        self.protocol = `protocol`
+        self.hostname = hostname
+        self.port = port
+        self.repositoryPath = repositoryPath
+        self.repositoryPasswordSecretRef = repositoryPasswordSecretRef
+        self.credentialsSecretRef = credentialsSecretRef
+    }
+}
+
+public struct AwsS3ServerSpec: Codable, Sendable, Equatable {
+    public var `protocol`: String?
+    public var hostname: String?
+    public var port: Int?
+    public var repositoryPath: String
+    public var repositoryPasswordSecretRef: String
+    public var awsAccessKeySecretRef: String
+    /// The bucket's region (che-backup's addition; default `AWS_DEFAULT_REGION`, then us-east-1).
+    public var region: String?
+
+    public init(protocol: String? = nil, hostname: String? = nil, port: Int? = nil, repositoryPath: String,
+                repositoryPasswordSecretRef: String, awsAccessKeySecretRef: String, region: String? = nil) {
+        self.protocol = `protocol`
+        self.hostname = hostname
+        self.port = port
+        self.repositoryPath = repositoryPath
+        self.repositoryPasswordSecretRef = repositoryPasswordSecretRef
+        self.awsAccessKeySecretRef = awsAccessKeySecretRef
+        self.region = region
+    }
+}
+
+public struct SftpServerSpec: Codable, Sendable, Equatable {
+    public var username: String
+    public var hostname: String
+    public var port: Int?
+    public var repositoryPath: String
+    public var repositoryPasswordSecretRef: String
+    public var sshKeySecretRef: String
+
+    public init(username: String, hostname: String, port: Int? = nil, repositoryPath: String,
+                repositoryPasswordSecretRef: String, sshKeySecretRef: String) {
+        self.username = username
+        self.hostname = hostname
+        self.port = port
+        self.repositoryPath = repositoryPath
+        self.repositoryPasswordSecretRef = repositoryPasswordSecretRef
+        self.sshKeySecretRef = sshKeySecretRef
+    }
+}
+
+/// A resource of one of Che's backup kinds.
+public protocol CheResource: Codable, Sendable {
+    static var kind: ResourceKind { get }
+    var metadata: ObjectMeta { get set }
+}
+
+public struct CheBackupServerConfiguration: CheResource, Equatable {
+    public static let kind = ResourceKind.backupServerConfiguration
+    public struct Spec: Codable, Sendable, Equatable {
+        public var rest: RestServerSpec?
+        public var awss3: AwsS3ServerSpec?
+        public var sftp: SftpServerSpec?
+        public init(rest: RestServerSpec? = nil, awss3: AwsS3ServerSpec? = nil, sftp: SftpServerSpec? = nil) {
+            self.rest = rest
+            self.awss3 = awss3
+            self.sftp = sftp
+        }
+    }
+    public var apiVersion = "org.eclipse.che/v1"
+    public var kind = "CheBackupServerConfiguration"
+    public var metadata: ObjectMeta
+    public var spec: Spec
+
+    public init(metadata: ObjectMeta, spec: Spec) {
+        self.metadata = metadata
+        self.spec = spec
+    }
+
+    /// Exactly one backend: the check `apply`, the engine and the modes share.
+    public func validate() throws {
+        let count = [spec.rest != nil, spec.awss3 != nil, spec.sftp != nil].filter { $0 }.count
+        guard count == 1 else {
+            throw ControllerError(.invalidResource, "CheBackupServerConfiguration \(metadata.name) must have exactly one of rest, awss3, sftp (it has \(count))")
+        }
+    }
+}
+
+/// An operation's state, as the Che operator wrote it.
+public enum OperationState: String, Codable, Sendable {
+    case inProgress = "InProgress"
+    case succeeded = "Succeeded"
+    case failed = "Failed"
+}
+
+/// state; stage: the step in progress; message: times or `Error: …`.
+public struct OperationStatus: Codable, Sendable, Equatable {
+    public var state: OperationState?
+    public var stage: String?
+    public var message: String?
+    public var snapshotId: String?
+    public var cheVersion: String?
+    /// The resource's `metadata.generation` this status describes (Kubernetes mode).
+    public var observedGeneration: Int64?
+
+    public init(state: OperationState? = nil, stage: String? = nil, message: String? = nil, snapshotId: String? = nil,
+                cheVersion: String? = nil) {
+        self.state = state
+        self.stage = stage
+        self.message = message
+        self.snapshotId = snapshotId
+        self.cheVersion = cheVersion
+    }
+}
+
+/// A resource that carries out an operation and reports it in its status.
+public protocol OperationResource: CheResource {
+    var status: OperationStatus? { get set }
+}
+
+public struct CheClusterBackup: OperationResource {
+    public static let kind = ResourceKind.backup
+    public struct Spec: Codable, Sendable {
+        public var useInternalBackupServer: Bool?
+        public var backupServerConfigRef: String?
+        public init(useInternalBackupServer: Bool? = nil, backupServerConfigRef: String? = nil) {
+            self.useInternalBackupServer = useInternalBackupServer
+            self.backupServerConfigRef = backupServerConfigRef
+        }
+    }
+    public var apiVersion = "org.eclipse.che/v1"
+    public var kind = "CheClusterBackup"
+    public var metadata: ObjectMeta
+    public var spec: Spec
+    public var status: OperationStatus?
+
+    public init(metadata: ObjectMeta, spec: Spec) {
+        self.metadata = metadata
+        self.spec = spec
+    }
+
+    public func validate() throws {
+        if spec.useInternalBackupServer == true && spec.backupServerConfigRef != nil {
+            throw ControllerError(.invalidResource, "CheClusterBackup \(metadata.name): use either useInternalBackupServer or backupServerConfigRef")
+        }
+    }
+}
+
+public struct CheClusterRestore: OperationResource {
+    public static let kind = ResourceKind.restore
+    public struct Spec: Codable, Sendable {
+        public var snapshotId: String?
+        public var backupServerConfigRef: String?
+        /// Restore a snapshot of another namespace or domain, rewriting them (che-backup's addition).
+        public var relocate: Bool?
+        public init(snapshotId: String? = nil, backupServerConfigRef: String? = nil, relocate: Bool? = nil) {
+            self.snapshotId = snapshotId
+            self.backupServerConfigRef = backupServerConfigRef
+            self.relocate = relocate
+        }
+    }
+    public var apiVersion = "org.eclipse.che/v1"
+    public var kind = "CheClusterRestore"
+    public var metadata: ObjectMeta
+    public var spec: Spec
+    public var status: OperationStatus?
+
+    public init(metadata: ObjectMeta, spec: Spec) {
+        self.metadata = metadata
+        self.spec = spec
+    }
+}
+
+/// A Kubernetes Secret: values in `stringData` or base64 `data`.
+public struct Secret: CheResource {
+    public static let kind = ResourceKind.secret
+    public var apiVersion = "v1"
+    public var kind = "Secret"
+    public var metadata: ObjectMeta
+    public var data: [String: String]?
+    public var stringData: [String: String]?
+
+    public init(metadata: ObjectMeta, data: [String: String]? = nil, stringData: [String: String]? = nil) {
+        self.metadata = metadata
+        self.data = data
+        self.stringData = stringData
+    }
+
+    /// The value of `key`, from stringData or base64 data.
+    public func value(_ key: String) -> String? {
+        if let s = stringData?[key] { return s }
+        return data?[key].flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    public var keys: [String] { Set((data ?? [:]).keys).union((stringData ?? [:]).keys).sorted() }
+}
+
+public enum ResourceKind: String, CaseIterable, Sendable {
+    case backupServerConfiguration = "CheBackupServerConfiguration"
+    case backup = "CheClusterBackup"
+    case restore = "CheClusterRestore"
+    case secret = "Secret"
+
+    /// Accepts the kind, its plural and short forms, case-insensitively (as kubectl does).
+    public init?(loose: String) {
+        switch loose.lowercased() {
+        case "chebackupserverconfiguration", "chebackupserverconfigurations", "backupserverconfiguration": self = .backupServerConfiguration
+        case "checlusterbackup", "checlusterbackups", "backup", "backups": self = .backup
+        case "checlusterrestore", "checlusterrestores", "restore", "restores": self = .restore
+        case "secret", "secrets": self = .secret
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import ControllerCore
+import Foundation
+import KubernetesAPI
+import Logging
+import Storage
+
+/// The settings of Kubernetes mode.
+public struct OperatorSettings: Sendable {
+    /// How long a restore waits for Che's Deployment to be Available again.
+    public var cheReadyTimeout: Duration = .seconds(600)
+    public var cheReadyPoll: Duration = .seconds(1)
+    /// The leader Lease.
+    public var leaseName = "che-backup-controller"
+    public var leaseDuration: Duration = .seconds(15)
+    public var renewDeadline: Duration?
+    public var retryPeriod: Duration?
+    /// This replica's name in the Lease.
+    public var identity = "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+    public init() {}
+}
+
+public enum KubernetesMode {
+    /// The engine's drivers over the API server, in `client`'s namespace.
+    public static func drivers(client: KubeClient, settings: OperatorSettings = .init(), logger: Logger) -> Drivers {
+        let namespace = client.namespace
+        let store = KubeResourceStore(client: client, namespace: namespace, logger: logger)
+        return Drivers(resources: store, secrets: store, agents: PodAgents(client: client, namespace: namespace),
+                       token: SecretToken(secrets: store), objects: ClusterObjects(client: client, namespace: namespace, logger: logger),
+                       internalServer: ClusterInternalServer(namespace: namespace),
+                       che: CheDeployment(client: client, namespace: namespace, readyTimeout: settings.cheReadyTimeout,
+                                          pollInterval: settings.cheReadyPoll))
+    }
+}
+
+/// The internal backup server in a cluster is made by the controller as a Deployment, Service
+/// and PersistentVolumeClaim (the sidecar-injection issue); until then an operation must name a
+/// CheBackupServerConfiguration, or there must be exactly one.
+struct ClusterInternalServer: InternalServerHost {
+    let namespace: String
+    func ensureConfiguration() async throws -> String {
+        throw ControllerError(.notFound, "no CheBackupServerConfiguration to use in namespace \(namespace), and the internal backup server is not available in a cluster yet: create a CheBackupServerConfiguration (see manifests/examples)")
+    }
+    func withRunning<T: Sendable>(stage: @escaping @Sendable (String) -> Void, _ body: () async throws -> T) async throws -> T {
+        try await body()
+    }
+}
+
+/// `chebackup controller --kubernetes`: one replica leads (the Lease `che-backup-controller`);
+/// the leader marks what a dead leader left InProgress as Failed, then runs each new
+/// CheClusterBackup and CheClusterRestore once, as the watch delivers them.
+public struct Operator: Sendable {
+    let client: KubeClient
+    let pool: BlockingPool
+    let logger: Logger
+    let settings: OperatorSettings
+
+    public init(client: KubeClient, pool: BlockingPool, logger: Logger, settings: OperatorSettings) {
+        self.client = client
+        self.pool = pool
+        self.logger = logger
+        self.settings = settings
+    }
+
+    public func run(once: Bool = false) async throws {
+        let engine = Engine(drivers: KubernetesMode.drivers(client: client, settings: settings, logger: logger), pool: pool, logger: logger)
+        let lease = settings.leaseDuration
+        let election = LeaderElection(client: client, name: settings.leaseName, namespace: client.namespace, identity: settings.identity,
+                                      leaseDuration: lease, renewDeadline: settings.renewDeadline ?? lease * 2 / 3,
+                                      retryPeriod: settings.retryPeriod ?? lease / 7, logger: logger)
+        logger.notice("controller \(settings.identity) waiting to lead in namespace \(client.namespace) (Lease \(settings.leaseName))")
+        try await election.run {
+            logger.notice("controller \(settings.identity) is the leader")
+            try await engine.failInterrupted()
+            if once {
+                try await engine.reconcileOnce()
+            } else {
+                try await engine.runForever()
+            }
+        }
+    }
+}
