@@ -28,3 +28,28 @@ if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import boto3, crypt
 fi
 
 command -v swift >/dev/null 2>&1 || { echo "install-deps: swift is not on the PATH (Swift 6 toolchain needed)" >&2; exit 1; }
+
+# The Kubernetes API stand-in for tests (tests/kube/apiserver.py) runs on PyPI kmock in a venv:
+#   "$VENV/bin/python" tests/kube/apiserver.py ...   and tests/kube/test_apiserver.sh needs kubectl.
+VENV=${CHEBACKUP_VENV:-/opt/chebackup-venv}
+in_venv_dir() { if [ -w "$(dirname "$VENV")" ] || [ -w "$VENV" ]; then "$@"; else as_root "$@"; fi; }
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -c 'import ensurepip' 2>/dev/null ||
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  echo "install-deps: python venv at $VENV"
+  in_venv_dir python3 -m venv --system-site-packages "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import kmock' 2>/dev/null; then
+  echo "install-deps: pip packages in $VENV: kmock==0.8 aiohttp"
+  in_venv_dir "$VENV/bin/python" -m pip install -q kmock==0.8 aiohttp
+fi
+if ! command -v kubectl >/dev/null 2>&1; then
+  kubectl_policy=$(apt-cache policy kubectl 2>/dev/null || true)
+  if grep -q 'Candidate: [0-9]' <<<"$kubectl_policy"; then
+    echo "install-deps: apt package: kubectl"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubectl >/dev/null
+  else
+    echo "install-deps: kubectl is missing and no apt source offers it; install kubectl 1.32 by hand" \
+         "(tests/kube/test_apiserver.sh and the Kubernetes tests need it)" >&2
+  fi
+fi
