@@ -83,7 +83,7 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["TestSupport", .product(name: "HummingbirdBcrypt", package: "hummingbird-auth")],
                     swiftSettings: strict),
-        .testTarget(name: "AgentTests", dependencies: ["AgentClient", "LineProtocol", "Repository", "Storage", "TestSupport"],
+        .testTarget(name: "AgentTests", dependencies: ["AgentClient", "LineProtocol", "Repository", "Storage", "TestSupport", "KubernetesAPI"],
                     swiftSettings: strict),
         .testTarget(name: "LineProtocolTests", dependencies: ["LineProtocol", "Repository", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "KubernetesAPITests", dependencies: ["KubernetesAPI", "Storage", "TestSupport"],

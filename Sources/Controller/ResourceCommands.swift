@@ -158,8 +158,8 @@ struct ControllerDaemon: AsyncParsableCommand {
     @Option(name: [.customShort("n"), .customLong("namespace")], help: "Cluster: the namespace to watch (default: the kubeconfig's or the pod's).") var namespace: String?
     @Flag(help: "One pass, then exit.") var once = false
     @Option(help: "Local mode: seconds between looks for new resources.") var interval = 2
-    @Option(help: "Cluster: minutes to wait until Che's server is Available after a restore.") var cheReadyTimeout = 10
-    @Option(help: "Cluster: the leader Lease's duration in seconds.") var leaseDuration = 15
+    @Option(help: "Cluster: how long to wait until Che's server is Available after a restore (10m, 90s, 1h).") var cheReadyTimeout = "10m"
+    @Option(help: "Cluster: the leader Lease's duration (15s).") var leaseDuration = "15s"
     @Option(help: "Cluster: this replica's identity in the Lease (default: the host name and pid).") var identity: String?
     @Flag(name: .shortAndLong, help: "Log more.") var verbose = false
 
@@ -169,8 +169,8 @@ struct ControllerDaemon: AsyncParsableCommand {
             if mode.inCluster {
                 let client = try mode.cluster(namespace: namespace, logger: logger)
                 var settings = OperatorSettings()
-                settings.cheReadyTimeout = .seconds(cheReadyTimeout * 60)
-                settings.leaseDuration = .seconds(leaseDuration)
+                settings.cheReadyTimeout = try parseDuration(cheReadyTimeout, option: "--che-ready-timeout")
+                settings.leaseDuration = try parseDuration(leaseDuration, option: "--lease-duration")
                 if let identity { settings.identity = identity }
                 try await Operator(client: client, pool: pool, logger: logger, settings: settings).run(once: once)
                 return
@@ -185,4 +185,17 @@ struct ControllerDaemon: AsyncParsableCommand {
             try await engine.runForever()
         }
     }
+}
+
+/// `90s`, `10m`, `1h` or a number of seconds.
+func parseDuration(_ text: String, option: String) throws -> Duration {
+    let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600]
+    var digits = Substring(text)
+    var unit = 1
+    if let last = text.last, let u = units[last] {
+        unit = u
+        digits = text.dropLast()
+    }
+    guard let n = Int(digits), n > 0 else { throw ValidationError("\(option) takes a duration such as 90s, 10m or 1h (not \"\(text)\")") }
+    return .seconds(n * unit)
 }

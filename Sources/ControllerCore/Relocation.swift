@@ -13,10 +13,12 @@ public struct Relocation: Sendable, Equatable {
         a.from == b.from && a.to == b.to
     }
 
-    /// Compares the snapshot's record with the installation; throws unless `allowed` when they differ.
+    /// Compares the snapshot's record with the installation; throws unless `allowed` when they
+    /// differ. An installation whose domain is unknown (its CheCluster was deleted) keeps the
+    /// snapshot's.
     public init(snapshot: Snapshot, installation: InstallationInfo, allowed: Bool) throws {
         from = (snapshot.metadata["namespace"] ?? installation.namespace, snapshot.metadata["domain"] ?? installation.domain)
-        to = (installation.namespace, installation.domain)
+        to = (installation.namespace, installation.domain.isEmpty ? from.domain : installation.domain)
         if !isEmpty && !allowed {
             throw ControllerError(.refused, "the snapshot was made for namespace \(from.namespace), domain \(from.domain); this installation is namespace \(to.namespace), domain \(to.domain): restore with --relocate to rewrite them")
         }

@@ -113,8 +113,9 @@ public struct FileResourceStore: ResourceStore, SecretStore {
         }
     }
 
+    /// Local mode keeps no event history: the note goes to the log (the result is logged anyway).
     public func record<R: CheResource>(_ resource: R, reason: String, message: String, warning: Bool) async {
-        logger.log(level: warning ? .warning : .info, "\(R.kind.rawValue) \(resource.metadata.name): \(reason): \(message)")
+        logger.info("\(R.kind.rawValue) \(resource.metadata.name): \(reason): \(message)")
     }
 
     // MARK: SecretStore

@@ -1,0 +1,208 @@
+import Foundation
+import KubernetesAPI
+import Logging
+import Storage
+import Testing
+import TestSupport
+
+/// A Che installation "in a cluster" for Kubernetes-mode tests: the API server stand-in, real
+/// PostgreSQL and files agents (their Pods in the API carry the loopback address and port), a
+/// real backup server (`chebackup rest-server`), Che's objects and server Deployment, and the
+/// test playing the Deployment controller (it sets `availableReplicas` a moment after a scale).
+final class ClusterFixture: @unchecked Sendable {
+    let api: KubeAPIServer
+    let dir = TempDir("chebackup-cluster")
+    let pg: PostgresCluster
+    let postgresAgent: AgentProcess
+    let filesAgent: AgentProcess
+    let backupServer: ChildProcess
+    let backupServerPort = freeLoopbackPort()
+    let client: KubeClient
+    let namespace = "eclipse-che"
+    var controllers: [String: ChildProcess] = [:]
+    /// The replica counts the Deployment controller saw, in order.
+    let replicasSeen = Locked<[Int]>([])
+    let playDeployments = Locked(true)
+    private var deploymentTask: Task<Void, Never>?
+    var data: String { dir.file("che-data") }
+
+    init(filesPreHook: String? = nil) async throws {
+        api = try KubeAPIServer()
+        pg = try PostgresCluster(seed: true)
+        postgresAgent = try AgentProcess(role: "postgres", arguments: ["--database", "dbche", "--database", "keycloak"], environment: pg.env)
+        var gen = SeededBytes(seed: 77)
+        try FileManager.default.createDirectory(atPath: dir.file("che-data/sub"), withIntermediateDirectories: true)
+        try gen.data(400_000).write(to: URL(fileURLWithPath: dir.file("che-data/sub/blob")))
+        try gen.text(100_000).write(to: URL(fileURLWithPath: dir.file("che-data/settings.json")))
+        var filesArgs = ["--dir", "che-data=\(dir.file("che-data"))"]
+        if let filesPreHook { filesArgs += ["--pre-hook", filesPreHook] }
+        filesAgent = try AgentProcess(role: "files", arguments: filesArgs)
+        try FileManager.default.createDirectory(atPath: dir.file("backup-server"), withIntermediateDirectories: true)
+        backupServer = try ChildProcess(builtProduct("chebackup"), ["rest-server", "--path", dir.file("backup-server"),
+                                                                   "--listen", "127.0.0.1:\(backupServerPort)"], log: dir.file("rest-server.log"))
+        guard waitForPort(backupServerPort) else { throw ConformanceFailure("rest-server did not start") }
+        var config = try KubeConfig.load(path: api.kubeconfig, context: nil, environment: [:])
+        config.namespace = namespace
+        var logger = Logger(label: "cluster-fixture")
+        logger.logLevel = .error
+        client = KubeClient(config: config, logger: logger)
+        try seed()
+        deploymentTask = Task { [weak self] in await self?.playDeploymentController() }
+    }
+
+    func agentPort(_ agent: AgentProcess) -> Int {
+        guard case .tcp(_, let port) = agent.endpoint else { return 0 }
+        return port
+    }
+
+    /// Che's objects, its Deployment, the agents' Pods, the token and a backup server configuration.
+    func seed() throws {
+        try api.apply("""
+            apiVersion: v1
+            kind: Secret
+            metadata: {name: che-backup-agent-token, labels: {app.kubernetes.io/part-of: che-backup}}
+            stringData: {token: \(tokenText)}
+            ---
+            apiVersion: v1
+            kind: Secret
+            metadata: {name: rest-repo-password}
+            stringData: {repo-password: cluster-repo-pw}
+            ---
+            apiVersion: org.eclipse.che/v1
+            kind: CheBackupServerConfiguration
+            metadata: {name: rest-server}
+            spec:
+              rest: {protocol: http, hostname: 127.0.0.1, port: \(backupServerPort), repositoryPath: che, repositoryPasswordSecretRef: rest-repo-password}
+            ---
+            apiVersion: org.eclipse.che/v2
+            kind: CheCluster
+            metadata: {name: eclipse-che}
+            spec: {networking: {domain: che.cluster.test}, components: {cheServer: {debug: false}}}
+            ---
+            apiVersion: v1
+            kind: Secret
+            metadata: {name: che-db, labels: {app.kubernetes.io/part-of: che.eclipse.org}}
+            data: {password: Y2hlLXBhc3N3b3Jk}
+            ---
+            apiVersion: v1
+            kind: ConfigMap
+            metadata: {name: che, labels: {app.kubernetes.io/part-of: che.eclipse.org, app.kubernetes.io/component: che}}
+            data: {CHE_HOST: che.cluster.test, CHE_API: "http://che-host.eclipse-che.svc:8080/api"}
+            ---
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: {name: che, labels: {app.kubernetes.io/part-of: che.eclipse.org, app.kubernetes.io/component: che}}
+            spec:
+              replicas: 1
+              selector: {matchLabels: {app: che}}
+              template:
+                metadata: {labels: {app: che}}
+                spec: {containers: [{name: che, image: quay.io/eclipse/che-server:7.99.0}]}
+            """)
+        try setStatus("checlusters", "eclipse-che", ["cheVersion": "7.99.0", "cheURL": "https://che.cluster.test"])
+        try addAgentPod("postgres", port: agentPort(postgresAgent))
+        try addAgentPod("files", port: agentPort(filesAgent))
+    }
+
+    func addAgentPod(_ role: String, port: Int, ready: Bool = true, name: String? = nil) throws {
+        let name = name ?? "\(role)-agent"
+        try api.apply("""
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: \(name), labels: {chebackup.eclipse.org/agent: \(role)}}
+            spec:
+              containers:
+                - {name: main, image: example/\(role)}
+                - {name: chebackup-agent, image: example/chebackup-agent, ports: [{name: chebackup-agent, containerPort: \(port)}]}
+            """)
+        try setStatus("pods", name, ["phase": "Running", "podIP": "127.0.0.1",
+                                     "conditions": [["type": "Ready", "status": ready ? "True" : "False"]]])
+    }
+
+    func setStatus(_ plural: String, _ name: String, _ status: [String: Any]) throws {
+        let patch = try JSONSerialization.data(withJSONObject: ["status": status])
+        let r = try api.kubectl(["patch", plural, name, "--subresource=status", "--type=merge", "-p", String(decoding: patch, as: UTF8.self)])
+        guard r.status == 0 else { throw ConformanceFailure("status patch of \(plural)/\(name) failed: \(r.stderr)") }
+    }
+
+    /// Plays the Deployment controller for `che`: a moment after its replicas change, its status
+    /// says they are available.
+    func playDeploymentController() async {
+        var last: Int?
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(200))
+            guard playDeployments.value,
+                  let deployment = try? await client.getIfPresent(.deployments, "che"),
+                  let replicas = deployment[path: "spec", "replicas"]?.int.map(Int.init) else { continue }
+            if replicas != last {
+                replicasSeen.withLock { $0.append(replicas) }
+                last = replicas
+            }
+            if deployment[path: "status", "availableReplicas"]?.int.map(Int.init) != replicas {
+                try? await Task.sleep(for: .milliseconds(300))
+                _ = try? await client.updateStatus(.deployments, "che") { object in
+                    object["status"] = ["replicas": .int(Int64(replicas)), "availableReplicas": .int(Int64(replicas)),
+                                        "conditions": [["type": "Available", "status": "True"]]]
+                }
+            }
+        }
+    }
+
+    /// `chebackup controller --kubeconfig …` as a child process.
+    func startController(_ identity: String, extra: [String] = []) throws {
+        let log = dir.file("controller-\(identity).log")
+        controllers[identity] = try ChildProcess(builtProduct("chebackup"),
+            ["controller", "--kubeconfig", api.kubeconfig, "-n", namespace, "--identity", identity, "--lease-duration", "3s",
+             "--che-ready-timeout", "60s", "-v"] + extra, log: log)
+    }
+
+    func controllerLog(_ identity: String) -> String {
+        (try? String(contentsOfFile: dir.file("controller-\(identity).log"), encoding: .utf8)) ?? ""
+    }
+
+    /// Waits until the resource's status.state is one of `states`; returns its status.
+    func waitForState(_ kind: String, _ name: String, _ states: Set<String> = ["Succeeded", "Failed"], seconds: Double = 120) async throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let object = try api.get([kind, name]), let status = object["status"] as? [String: Any],
+               let state = status["state"] as? String, states.contains(state) {
+                return status
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        throw ConformanceFailure("\(kind) \(name) did not reach \(states) in \(seconds) s; controllers:\n" +
+                                 controllers.keys.sorted().map { "--- \($0)\n" + controllerLog($0) }.joined(separator: "\n"))
+    }
+
+    func backupYAML(_ name: String, config: String? = "rest-server") -> String {
+        "apiVersion: org.eclipse.che/v1\nkind: CheClusterBackup\nmetadata: {name: \(name)}\nspec: {\(config.map { "backupServerConfigRef: \($0)" } ?? "")}\n"
+    }
+
+    func restoreYAML(_ name: String, snapshot: String? = nil, config: String? = nil) -> String {
+        var spec: [String] = []
+        if let snapshot { spec.append("snapshotId: \"\(snapshot)\"") }
+        if let config { spec.append("backupServerConfigRef: \(config)") }
+        return "apiVersion: org.eclipse.che/v1\nkind: CheClusterRestore\nmetadata: {name: \(name)}\nspec: {\(spec.joined(separator: ", "))}\n"
+    }
+
+    /// The snapshots in the backup server's repository (as `chebackup snapshots --json` sees them).
+    func snapshotCount() throws -> Int {
+        let r = try run(builtProduct("chebackup"), ["snapshots", "--kubeconfig", api.kubeconfig, "-n", namespace, "--json",
+                                                    "--backup-server-config-name", "rest-server"])
+        guard r.status == 0 else { throw ConformanceFailure("snapshots failed: \(r.stderr)") }
+        return (try JSONSerialization.jsonObject(with: r.stdoutData) as? [Any])?.count ?? -1
+    }
+
+    /// Events recorded on a resource, by reason.
+    func eventReasons(_ name: String) throws -> [String] {
+        let list = try api.get(["events"])?["items"] as? [[String: Any]] ?? []
+        return list.filter { ($0["involvedObject"] as? [String: Any])?["name"] as? String == name }.compactMap { $0["reason"] as? String }.sorted()
+    }
+
+    deinit {
+        deploymentTask?.cancel()
+        for (_, c) in controllers { c.kill() }
+        backupServer.kill()
+        dir.remove()
+    }
+}
