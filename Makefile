@@ -4,7 +4,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 RELEASE_DIR := .build-release
 
-.PHONY: deps build release test demo demo-repo bench clean
+.PHONY: deps build release test demo demo-kubernetes demo-repo bench clean
 
 deps:
 	@scripts/install-deps.sh
@@ -21,6 +21,9 @@ test: deps
 
 demo: release
 	CHEBACKUP=$(RELEASE_DIR)/release/chebackup scripts/demo.sh
+
+demo-kubernetes: release
+	CHEBACKUP=$(RELEASE_DIR)/release/chebackup scripts/demo-kubernetes.sh
 
 demo-repo: release
 	CHEBACKUP=$(RELEASE_DIR)/release/chebackup scripts/demo-repo.sh

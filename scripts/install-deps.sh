@@ -8,7 +8,7 @@ APT_PACKAGES=(
   postgresql openssh-server rclone restic                  # real services and peers for tests
   time lz4 procps bc pgbackrest openssl util-linux         # benchmarks, demo, TLS test certificates, runuser
 )
-PIP_PACKAGES=("moto[server]" boto3 cryptography jsonschema pyyaml)
+PIP_PACKAGES=("moto[server]" boto3 cryptography jsonschema pyyaml kubernetes-validate)   # kubernetes-validate: tests/manifests/validate.py
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -22,7 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import boto3, cryptography, jsonschema, yaml" 2>/dev/null; then
+if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import boto3, cryptography, jsonschema, yaml, kubernetes_validate" 2>/dev/null; then
   echo "install-deps: pip packages: ${PIP_PACKAGES[*]}"
   python3 -m pip install -q "${PIP_PACKAGES[@]}"
 fi
