@@ -24,6 +24,17 @@ public struct CurlRequest: Sendable {
     public var createMissingDirs = false
     /// Send the path exactly as given ("/a/../b" not squashed): for tests of servers.
     public var pathAsIs = false
+    /// Overrides the settings' low-speed abort for this transfer (seconds below 1 KiB/s); 0 never
+    /// aborts a slow transfer: for long-lived streams that are quiet for minutes (watches).
+    public var lowSpeedSeconds: Int?
+    /// Aborts the whole transfer after this many seconds; nil: no limit.
+    public var timeoutSeconds: Int?
+    /// Polled while the transfer runs (about once a second even when nothing arrives, and on each
+    /// piece of data): true aborts it, and `perform` throws `CancellationError`.
+    public var isCancelled: (@Sendable () -> Bool)?
+    /// Throw `CurlFailure` (which says what kind of failure it was) instead of a `StorageError`
+    /// when libcurl itself fails (no connection, TLS, timeout).
+    public var typedFailures = false
 
     public init(method: String = "GET", url: String) {
         self.method = method
@@ -55,7 +66,60 @@ public struct CurlSettings: Sendable {
     public var sshPublicKeyFile: String?
     public var sshKnownHosts: String?
     public var sshHostKeySHA256: String?
+    /// Trusted CA certificates (PEM) from memory, instead of the system's (`caFile` is ignored then).
+    public var caPEM: Data?
+    /// A TLS client certificate and its key (PEM) from memory.
+    public var clientCertPEM: Data?
+    public var clientKeyPEM: Data?
+    /// Skip verifying the server's certificate and name. Only when a configuration says so
+    /// explicitly (a kubeconfig's insecure-skip-tls-verify).
+    public var insecureSkipVerify = false
+    /// Send TCP keepalive probes after this many idle seconds (notices a dead peer on quiet streams).
+    public var tcpKeepAliveSeconds: Int?
     public init() {}
+}
+
+/// A libcurl failure, as thrown for requests with `typedFailures`: what kind it was, libcurl's text.
+public struct CurlFailure: Error, Sendable, CustomStringConvertible {
+    public struct Kind: Hashable, Sendable, CustomStringConvertible {
+        private let raw: String
+        private init(_ raw: String) { self.raw = raw }
+        public var description: String { raw }
+
+        /// The host name did not resolve.
+        public static let resolve = Kind("resolve")
+        /// Nothing accepted the connection (refused, unreachable, connect timeout).
+        public static let connect = Kind("connect")
+        /// The connection broke or the transfer took too long.
+        public static let network = Kind("network")
+        /// The TLS handshake failed: the server's certificate was not trusted, or our certificate was refused.
+        public static let tls = Kind("tls")
+        /// Anything else.
+        public static let other = Kind("other")
+    }
+
+    public let kind: Kind
+    /// libcurl's own description of the failure.
+    public let detail: String
+    public let curlCode: Int
+
+    public var description: String { "\(detail) (curl error \(curlCode))" }
+
+    static func kind(of code: CURLcode) -> Kind {
+        switch code {
+        case CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY: return .resolve
+        case CURLE_COULDNT_CONNECT: return .connect
+        case CURLE_OPERATION_TIMEDOUT, CURLE_SEND_ERROR, CURLE_RECV_ERROR, CURLE_GOT_NOTHING, CURLE_PARTIAL_FILE,
+             CURLE_SEND_FAIL_REWIND, CURLE_HTTP2, CURLE_HTTP2_STREAM:
+            return .network
+        case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER,
+             CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS,
+             CURLE_SSL_CRL_BADFILE, CURLE_SSL_SHUTDOWN_FAILED, CURLE_SSL_ENGINE_NOTFOUND, CURLE_SSL_ENGINE_SETFAILED,
+             CURLE_SSL_ENGINE_INITFAILED, CURLE_USE_SSL_FAILED:
+            return .tls
+        default: return .other
+        }
+    }
 }
 
 private let curlGlobalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
@@ -120,7 +184,21 @@ public final class CurlTransport: Sendable {
             chb_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
             chb_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT, settings.connectTimeout)
             chb_curl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1024)
-            chb_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, settings.lowSpeedSeconds)
+            chb_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, request.lowSpeedSeconds ?? settings.lowSpeedSeconds)
+            if let seconds = request.timeoutSeconds { chb_curl_setopt_long(handle, CURLOPT_TIMEOUT, seconds) }
+            if let idle = settings.tcpKeepAliveSeconds {
+                chb_curl_setopt_long(handle, CURLOPT_TCP_KEEPALIVE, 1)
+                chb_curl_setopt_long(handle, CURLOPT_TCP_KEEPIDLE, idle)
+                chb_curl_setopt_long(handle, CURLOPT_TCP_KEEPINTVL, idle)
+            }
+            if let isCancelled = request.isCancelled {
+                transfer.isCancelled = isCancelled
+                chb_curl_setopt_long(handle, CURLOPT_NOPROGRESS, 0)
+                chb_curl_setopt_xferinfocb(handle, CURLOPT_XFERINFOFUNCTION) { user, _, _, _, _ in
+                    Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue().cancelled ? 1 : 0
+                }
+                chb_curl_setopt_pointer(handle, CURLOPT_XFERINFODATA, opaque)
+            }
             // Packs are megabytes: move them in 1 MiB pieces, not libcurl's default 16/64 KiB
             // (16 times fewer callbacks, reads and socket calls).
             chb_curl_setopt_long(handle, CURLOPT_BUFFERSIZE, 1 << 20)
@@ -146,6 +224,20 @@ public final class CurlTransport: Sendable {
             }
             chb_curl_setopt_pointer(handle, CURLOPT_HEADERDATA, opaque)
             if let caFile = settings.caFile { chb_curl_setopt_string(handle, CURLOPT_CAINFO, caFile) }
+            if let pem = settings.caPEM {
+                pem.withUnsafeBytes { _ = chb_curl_setopt_blob(handle, CURLOPT_CAINFO_BLOB, $0.baseAddress, $0.count) }
+                chb_curl_setopt_pointer(handle, CURLOPT_CAPATH, nil)  // only these CAs, not the system's
+            }
+            if let pem = settings.clientCertPEM {
+                pem.withUnsafeBytes { _ = chb_curl_setopt_blob(handle, CURLOPT_SSLCERT_BLOB, $0.baseAddress, $0.count) }
+            }
+            if let pem = settings.clientKeyPEM {
+                pem.withUnsafeBytes { _ = chb_curl_setopt_blob(handle, CURLOPT_SSLKEY_BLOB, $0.baseAddress, $0.count) }
+            }
+            if settings.insecureSkipVerify {
+                chb_curl_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 0)
+                chb_curl_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 0)
+            }
             if let user = request.username {
                 chb_curl_setopt_string(handle, CURLOPT_USERNAME, user)
                 if let password = request.password { chb_curl_setopt_string(handle, CURLOPT_PASSWORD, password) }
@@ -208,12 +300,19 @@ public final class CurlTransport: Sendable {
             keep = false
             throw error
         }
+        if code != CURLE_OK, transfer.cancelled {
+            keep = false
+            throw CancellationError()
+        }
         if code == CURLE_WRITE_ERROR && transfer.rangeDelivered {
             keep = false  // the rest of the whole-file answer is still on the connection
         } else if code != CURLE_OK {
             keep = false
             let detail = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+            if request.typedFailures {
+                throw CurlFailure(kind: CurlFailure.kind(of: code), detail: text, curlCode: Int(code.rawValue))
+            }
             throw CurlTransport.error(code, "\(request.method) \(redactedLocation): \(text) (curl error \(code.rawValue))")
         }
         var length: curl_off_t = -1
@@ -285,6 +384,13 @@ final class Transfer {
     private var position: Int64 = 0
     private(set) var streamed: Int64 = 0
     private(set) var consumeError: (any Error)?
+    /// The request's cancellation check; once it said yes, the answer stays yes.
+    var isCancelled: (@Sendable () -> Bool)?
+    private var sawCancel = false
+    var cancelled: Bool {
+        if !sawCancel, let isCancelled, isCancelled() { sawCancel = true }
+        return sawCancel
+    }
     /// The requested range of a whole-file answer has been delivered: the transfer was stopped
     /// there instead of downloading the rest of the file.
     private(set) var rangeDelivered = false
@@ -332,6 +438,7 @@ final class Transfer {
     /// Takes a piece of the response; returns false to abort the transfer (the consumer failed,
     /// or a whole-file answer to a range request has delivered the range).
     func received(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        if cancelled { return false }
         if let consumer {
             if decided == nil {
                 var status = 0
