@@ -17,8 +17,10 @@ public final class KubeClient: Sendable {
     let tokens: TokenCache
     /// Seconds a single request may take (watches excepted).
     let requestTimeout: Int
+    /// Objects per page of a list (`limit`); further pages follow the server's `continue` token.
+    let listPageSize: Int
 
-    public init(config: KubeConfig, logger: Logger, threads: Int = 6, requestTimeoutSeconds: Int = 60) {
+    public init(config: KubeConfig, logger: Logger, threads: Int = 6, requestTimeoutSeconds: Int = 60, listPageSize: Int = 500) {
         self.config = config
         namespace = config.namespace
         self.logger = logger
@@ -34,6 +36,7 @@ public final class KubeClient: Sendable {
         transport = CurlTransport(pool: pool, settings: settings, redactedLocation: config.server)
         tokens = TokenCache(config.token)
         requestTimeout = requestTimeoutSeconds
+        self.listPageSize = max(1, listPageSize)
     }
 
     deinit { pool.shutdown() }
@@ -70,7 +73,7 @@ public final class KubeClient: Sendable {
     public func list(_ r: KubeResource, namespace: String? = nil, labelSelector: String? = nil,
                      fieldSelector: String? = nil) async throws -> KubeList {
         let ns = scope(r, namespace)
-        var query: [(String, String)] = [("limit", "500")]
+        var query: [(String, String)] = [("limit", "\(listPageSize)")]
         if let labelSelector { query.append(("labelSelector", labelSelector)) }
         if let fieldSelector { query.append(("fieldSelector", fieldSelector)) }
         var items: [JSON] = []

@@ -83,6 +83,18 @@ struct KubeClientTests {
         #expect(deletes.allSatisfy { $0.hasSuffix("?propagationPolicy=Background") })
     }
 
+    @Test func listsFollowPages() async throws {
+        let server = try KubeAPIServer()
+        let kube = KubeClient(config: try server.config(), logger: quietLogger, listPageSize: 2)
+        for i in 0..<5 { _ = try await kube.create(.configMaps, ["metadata": ["name": .string("cm\(i)")]]) }
+        let list = try await kube.list(.configMaps)
+        #expect(list.items.compactMap(\.name) == ["cm0", "cm1", "cm2", "cm3", "cm4"])
+        #expect(!list.resourceVersion.isEmpty)
+        let pages = try await logged(server, "/api/v1/namespaces/eclipse-che/configmaps?").compactMap { $0["path"]?.string }
+        #expect(pages.count == 3)
+        #expect(pages.filter { $0.contains("continue=") }.count == 2)
+    }
+
     @Test func namespacesAndBadRequests() async throws {
         let server = try KubeAPIServer()
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
