@@ -12,30 +12,35 @@
 # What this cannot prove (it is not a real cluster): the real watch cache's timing, CRD
 # validation and pruning, admission webhooks, RBAC enforcement, garbage collection, rollouts.
 # Prints the snapshot id and the timings; leaves nothing running.
+# shellcheck disable=SC2317  # the functions run through step() and trap look unreachable to it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${CHEBACKUP:-.build-release/release/chebackup}
 AGENT=${CHEBACKUP_AGENT:-$(dirname "$BIN")/chebackup-agent}
 VENV=${CHEBACKUP_VENV:-/opt/chebackup-venv}
 PY=$VENV/bin/python
-SIZE=${DEMO_SIZE_MIB:-64}
+SIZE=${DEMO_SIZE_MIB:-128}
 NS=eclipse-che
-[ -x "$BIN" ] && [ -x "$AGENT" ] || { echo "demo-kubernetes: $BIN or $AGENT is missing: run 'make demo-kubernetes'" >&2; exit 1; }
-[ -x "$PY" ] && "$PY" -c 'import kmock' 2>/dev/null || { echo "demo-kubernetes: no kmock in $VENV: run scripts/install-deps.sh" >&2; exit 1; }
-command -v kubectl >/dev/null || { echo "demo-kubernetes: kubectl is not on PATH: run scripts/install-deps.sh" >&2; exit 1; }
-command -v jq >/dev/null || { echo "demo-kubernetes: jq is not on PATH" >&2; exit 1; }
+die() { echo "demo-kubernetes: $*" >&2; exit 1; }
+if [ ! -x "$BIN" ] || [ ! -x "$AGENT" ]; then die "$BIN or $AGENT is missing: run 'make demo-kubernetes'"; fi
+if [ ! -x "$PY" ] || ! "$PY" -c 'import kmock' 2>/dev/null; then die "no kmock in $VENV: run scripts/install-deps.sh"; fi
+for tool in kubectl jq curl bc; do command -v "$tool" >/dev/null || die "$tool is not on PATH: run scripts/install-deps.sh"; done
 
 W=$(mktemp -d /tmp/chebackup-demo-kubernetes.XXXXXX)
 chmod 755 "$W"
-PIDS=()            # agents, backup server, controllers: killed at exit
+PIDS=()            # agents, backup server, controllers: stopped at exit
 API_PID=
 DEPLOY_PID=
+WAITER=            # a running `kubectl wait`
+stop_pid() { # SIGTERM, then SIGKILL after 5 s; reaps it
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 cleanup() {
-  local rc=$?
-  if [ -n "$DEPLOY_PID" ]; then kill "$DEPLOY_PID" 2>/dev/null || true; wait "$DEPLOY_PID" 2>/dev/null || true; fi
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ -n "$API_PID" ]; then kill "$API_PID" 2>/dev/null || true; wait "$API_PID" 2>/dev/null || true; fi
+  local rc=$? pid
+  for pid in ${WAITER:+"$WAITER"} ${DEPLOY_PID:+"$DEPLOY_PID"} "${PIDS[@]}" ${API_PID:+"$API_PID"}; do stop_pid "$pid"; done
   scripts/pg-cluster.sh stop "$W/pg" >/dev/null 2>&1 || true
   if [ "$rc" -ne 0 ] && [ -z "${KEEP:-}" ]; then echo "demo-kubernetes: FAILED (set KEEP=1 to keep $W)" >&2; fi
   if [ -z "${KEEP:-}" ]; then rm -rf "$W"; fi
@@ -222,17 +227,18 @@ step "two controllers, leader election" lead
 # Waits until a CheClusterBackup/Restore is Succeeded (kubectl wait); stops at once if it Failed.
 wait_succeeded() { # wait_succeeded KIND NAME
   kubectl wait --for=jsonpath='{.status.state}'=Succeeded "$1/$2" --timeout=300s &
-  local waiter=$! state
+  WAITER=$!
+  local waiter=$WAITER state
   while kill -0 "$waiter" 2>/dev/null; do
     state=$(kubectl get "$1" "$2" -o 'jsonpath={.status.state}' 2>/dev/null || true)
     if [ "$state" = Failed ]; then
-      kill "$waiter" 2>/dev/null || true; wait "$waiter" 2>/dev/null || true
       echo "demo-kubernetes: $1 $2 Failed:" >&2
       kubectl get "$1" "$2" -o yaml >&2
       show_logs; exit 1
     fi
     sleep 1
   done
+  WAITER=
   if ! wait "$waiter"; then
     echo "demo-kubernetes: $1 $2 did not succeed within 300 s:" >&2
     kubectl get "$1" "$2" -o yaml >&2 || true
