@@ -77,7 +77,7 @@ let package = Package(
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")],
                           swiftSettings: strict),
-        .target(name: "TestSupport", dependencies: ["Storage", "Repository", "Subprocess"], swiftSettings: strict),
+        .target(name: "TestSupport", dependencies: ["Storage", "Repository", "Subprocess", "KubernetesAPI"], swiftSettings: strict),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "RepositoryTests", dependencies: ["Repository", "Storage", "TestSupport"],
                     swiftSettings: strict),

@@ -4,7 +4,9 @@ import KubernetesAPI
 import Logging
 
 /// Che's server: the Deployments labelled `app.kubernetes.io/component=che`, scaled to 0 while
-/// a restore runs, then back to their replicas; the restore waits until they are Available.
+/// a restore runs, then back to their replicas; the restore waits until they are Available. One
+/// whose pods carry an agent (label `chebackup.eclipse.org/agent` on its pod template) is left
+/// running: the agent inside must restore its files.
 struct CheDeployment: CheServer {
     static let selector = "app.kubernetes.io/component=che"
     let client: KubeClient
@@ -16,6 +18,10 @@ struct CheDeployment: CheServer {
         var state = CheServerState()
         for deployment in try await client.list(.deployments, namespace: namespace, labelSelector: Self.selector).items {
             guard let name = deployment.name else { continue }
+            if let role = deployment[path: "spec", "template", "metadata", "labels", PodAgents.label]?.string {
+                stage("The Che server Deployment \(name) carries the \(role) agent: left running while its data is restored")
+                continue
+            }
             let replicas = Int(deployment[path: "spec", "replicas"]?.int ?? 1)
             state.replicas[name] = replicas
             stage("Scaling the Che server Deployment \(name) to 0 (from \(replicas))")

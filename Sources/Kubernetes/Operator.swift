@@ -67,14 +67,27 @@ public struct Operator: Sendable {
         let election = LeaderElection(client: client, name: settings.leaseName, namespace: client.namespace, identity: settings.identity,
                                       leaseDuration: lease, renewDeadline: settings.renewDeadline ?? lease * 2 / 3,
                                       retryPeriod: settings.retryPeriod ?? lease / 7, logger: logger)
-        logger.notice("controller \(settings.identity) waiting to lead in namespace \(client.namespace) (Lease \(settings.leaseName))")
-        try await election.run {
-            logger.notice("controller \(settings.identity) is the leader")
-            try await engine.failInterrupted()
-            if once {
-                try await engine.reconcileOnce()
-            } else {
-                try await engine.runForever()
+        // Credentials, TLS and the CRDs are checked once, up front: such a failure is permanent
+        // and must end the command with its reason, not wait for a lease forever.
+        _ = try await client.list(.clusterBackups, namespace: client.namespace)
+        // A replica that loses the lease (the API server unreachable past the renew deadline,
+        // another holder seen) stops its work and waits to lead again, as a new replica would.
+        while true {
+            logger.notice("controller \(settings.identity) waiting to lead in namespace \(client.namespace) (Lease \(settings.leaseName))")
+            do {
+                try await election.run {
+                    logger.notice("controller \(settings.identity) is the leader")
+                    try await engine.failInterrupted()
+                    if once {
+                        try await engine.reconcileOnce()
+                    } else {
+                        try await engine.runForever()
+                    }
+                }
+                return
+            } catch let error as KubeError where error.code == .leadershipLost {
+                logger.warning("\(error.message); waiting to lead again")
+                try await Task.sleep(for: settings.leaseDuration / 3)
             }
         }
     }

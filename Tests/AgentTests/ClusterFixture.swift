@@ -27,7 +27,7 @@ final class ClusterFixture: @unchecked Sendable {
     var data: String { dir.file("che-data") }
 
     init(filesPreHook: String? = nil) async throws {
-        api = try KubeAPIServer()
+        api = try KubeAPIServer(state: true)
         pg = try PostgresCluster(seed: true)
         postgresAgent = try AgentProcess(role: "postgres", arguments: ["--database", "dbche", "--database", "keycloak"], environment: pg.env)
         var gen = SeededBytes(seed: 77)
@@ -41,7 +41,7 @@ final class ClusterFixture: @unchecked Sendable {
         backupServer = try ChildProcess(builtProduct("chebackup"), ["rest-server", "--path", dir.file("backup-server"),
                                                                    "--listen", "127.0.0.1:\(backupServerPort)"], log: dir.file("rest-server.log"))
         guard waitForPort(backupServerPort) else { throw ConformanceFailure("rest-server did not start") }
-        var config = try KubeConfig.load(path: api.kubeconfig, context: nil, environment: [:])
+        var config = try api.config()
         config.namespace = namespace
         var logger = Logger(label: "cluster-fixture")
         logger.logLevel = .error
@@ -152,7 +152,7 @@ final class ClusterFixture: @unchecked Sendable {
     func startController(_ identity: String, extra: [String] = []) throws {
         let log = dir.file("controller-\(identity).log")
         controllers[identity] = try ChildProcess(builtProduct("chebackup"),
-            ["controller", "--kubeconfig", api.kubeconfig, "-n", namespace, "--identity", identity, "--lease-duration", "3s",
+            ["controller", "--kubeconfig", api.kubeconfigPath, "-n", namespace, "--identity", identity, "--lease-duration", "3s",
              "--che-ready-timeout", "60s", "-v"] + extra, log: log)
     }
 
@@ -187,7 +187,7 @@ final class ClusterFixture: @unchecked Sendable {
 
     /// The snapshots in the backup server's repository (as `chebackup snapshots --json` sees them).
     func snapshotCount() throws -> Int {
-        let r = try run(builtProduct("chebackup"), ["snapshots", "--kubeconfig", api.kubeconfig, "-n", namespace, "--json",
+        let r = try run(builtProduct("chebackup"), ["snapshots", "--kubeconfig", api.kubeconfigPath, "-n", namespace, "--json",
                                                     "--backup-server-config-name", "rest-server"])
         guard r.status == 0 else { throw ConformanceFailure("snapshots failed: \(r.stderr)") }
         return (try JSONSerialization.jsonObject(with: r.stdoutData) as? [Any])?.count ?? -1

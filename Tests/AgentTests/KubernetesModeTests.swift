@@ -1,4 +1,5 @@
 import Foundation
+import KubernetesAPI
 import Testing
 import TestSupport
 
@@ -22,8 +23,8 @@ import TestSupport
         // kubectl wait sees it too, and the status went through /status with a resourceVersion.
         let wait = try c.api.kubectl(["wait", "--for=jsonpath={.status.state}=Succeeded", "checlusterbackup/nightly", "--timeout=10s"])
         #expect(wait.status == 0, "\(wait.stderr)")
-        let writes = try c.api.requests().filter { ($0["path"] as? String ?? "").contains("checlusterbackups/nightly") && $0["method"] as? String != "GET" }
-        #expect(!writes.isEmpty && writes.allSatisfy { ($0["path"] as? String ?? "").contains("/status") }, "\(writes)")
+        let writes = try await c.api.requests().filter { ($0["path"]?.string ?? "").contains("checlusterbackups/nightly") && $0["method"]?.string != "GET" }
+        #expect(!writes.isEmpty && writes.allSatisfy { ($0["path"]?.string ?? "").contains("/status") }, "\(writes)")
         #expect(try c.eventReasons("nightly") == ["BackupStarted", "BackupSucceeded"])
 
         // Delete everything: the objects, the databases, the files.
@@ -51,14 +52,14 @@ import TestSupport
         #expect(try c.eventReasons("back") == ["RestoreStarted", "RestoreSucceeded"])
 
         // chectl's way from outside the cluster: the flags' server becomes chectl's configuration.
-        let cli = try run(builtProduct("chebackup"), ["server:backup", "--kubeconfig", c.api.kubeconfig, "-n", c.namespace,
+        let cli = try run(builtProduct("chebackup"), ["server:backup", "--kubeconfig", c.api.kubeconfigPath, "-n", c.namespace,
                                                       "-r", "rest:http://127.0.0.1:\(c.backupServerPort)/che", "-p", "cluster-repo-pw"])
         #expect(cli.status == 0, "\(cli.stdout)\(cli.stderr)")
         #expect(cli.stdout.contains("Backing up") && cli.stdout.contains("Backup snapshot ID: "), "\(cli.stdout)")
         #expect(!cli.stdout.contains("cluster-repo-pw") && !cli.stderr.contains("cluster-repo-pw"))
         let chectlConfig = try #require(try c.api.get(["chebackupserverconfiguration", "eclipse-che-backup-server-config"]))
         #expect(((chectlConfig["spec"] as? [String: Any])?["rest"] as? [String: Any])?["repositoryPasswordSecretRef"] as? String == "chectl-backup-repo-password")
-        let again = try run(builtProduct("chebackup"), ["server:backup", "--kubeconfig", c.api.kubeconfig, "-n", c.namespace,
+        let again = try run(builtProduct("chebackup"), ["server:backup", "--kubeconfig", c.api.kubeconfigPath, "-n", c.namespace,
                                                         "--backup-server-config-name", "rest-server"])
         #expect(again.status == 0 && again.stdout.contains("Deleted the previous CheClusterBackup eclipse-che-backup"), "\(again.stdout)\(again.stderr)")
         #expect(try c.snapshotCount() == 3)
@@ -69,14 +70,14 @@ import TestSupport
         try c.startController("a")
         try c.api.apply(c.backupYAML("first"))
         _ = try await c.waitForState("checlusterbackup", "first", ["InProgress"])
-        try c.api.fault("break-watches")
-        try c.api.fault("conflict?plural=checlusterbackups&count=2")
+        try await c.api.hook("/_fault/break-watches")
+        try await c.api.hook("/_fault/conflict?plural=checlusterbackups&count=2")
         let first = try await c.waitForState("checlusterbackup", "first")
         #expect(first["state"] as? String == "Succeeded", "\(first)\n\(c.controllerLog("a"))")
 
         // History gone (410) and the API server restarted while the controller watches.
-        try c.api.fault("compact")
-        try c.api.fault("break-watches")
+        try await c.api.hook("/_fault/compact")
+        try await c.api.hook("/_fault/break-watches")
         try c.api.restart()
         try c.api.apply(c.backupYAML("second"))
         let second = try await c.waitForState("checlusterbackup", "second")
@@ -141,8 +142,8 @@ import TestSupport
             kind: CheBackupServerConfiguration
             metadata: {name: two}
             spec:
-              rest: {hostname: a, repositoryPath: x, repositoryPasswordSecretRef: s}
-              sftp: {username: u, hostname: b, repositoryPath: y, repositoryPasswordSecretRef: s, sshKeySecretRef: k}
+              rest: {hostname: a, repositoryPath: "x", repositoryPasswordSecretRef: s}
+              sftp: {username: u, hostname: b, repositoryPath: "y", repositoryPasswordSecretRef: s, sshKeySecretRef: k}
             ---
             \(c.backupYAML("to-two", config: "two"))
             """, "checlusterbackup", "to-two")
@@ -187,7 +188,7 @@ import TestSupport
         #expect(try c.snapshotCount() == 1, "nothing stored was lost, nothing partial was added")
 
         // A kubeconfig with a wrong token: one clear line, non-zero exit.
-        let text = try String(contentsOfFile: c.api.kubeconfig, encoding: .utf8)
+        let text = try String(contentsOfFile: c.api.kubeconfigPath, encoding: .utf8)
         try text.replacingOccurrences(of: c.api.token!, with: "wrong-token").write(toFile: c.dir.file("wrong-token.kubeconfig"), atomically: true, encoding: .utf8)
         let refused = try run(builtProduct("chebackup"), ["controller", "--kubeconfig", c.dir.file("wrong-token.kubeconfig"), "--once"])
         #expect(refused.status != 0 && refused.stderr.contains("401"), "\(refused.stderr)")
@@ -197,11 +198,11 @@ import TestSupport
     @Test func aKubeconfigWithAWrongCAIsRefused() async throws {
         let api = try KubeAPIServer(tls: true)
         let other = try KubeAPIServer(tls: true)
-        let good = try run(builtProduct("chebackup"), ["snapshots", "--kubeconfig", api.kubeconfig, "--backup-server-config-name", "x"])
+        let good = try run(builtProduct("chebackup"), ["snapshots", "--kubeconfig", api.kubeconfigPath, "--backup-server-config-name", "x"])
         #expect(good.stderr.contains("CheBackupServerConfiguration x not found"), "TLS verified against the right CA: \(good.stderr)")
         // The other server's CA does not vouch for this server's certificate.
-        let text = try String(contentsOfFile: api.kubeconfig, encoding: .utf8)
-        let otherText = try String(contentsOfFile: other.kubeconfig, encoding: .utf8)
+        let text = try String(contentsOfFile: api.kubeconfigPath, encoding: .utf8)
+        let otherText = try String(contentsOfFile: other.kubeconfigPath, encoding: .utf8)
         func ca(_ t: String) -> String? {
             t.split(separator: "\n").first { $0.contains("certificate-authority") }.map(String.init)
         }
