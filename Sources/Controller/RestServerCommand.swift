@@ -31,8 +31,7 @@ struct RestServerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var logger = Logger(label: "chebackup-rest-server") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = verbose ? .info : .notice
+        let logger = makeLogger(verbose ? .info : .notice, label: "chebackup-rest-server")
         var config = RestServerConfiguration(path: path)
         (config.host, config.port) = split(listen)!
         config.htpasswdFile = htpasswd
