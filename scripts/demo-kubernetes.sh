@@ -170,24 +170,24 @@ spec:
 YAML
 set_status() { kubectl patch "$1" "$2" --subresource=status --type=merge -p "{\"status\": $3}" >/dev/null; }
 set_status checlusters eclipse-che '{"cheVersion": "7.99.0", "cheURL": "https://che.example.com"}'
-set_status deployments che '{"replicas": 1, "availableReplicas": 1, "readyReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}'
+set_status deployments che "{\"observedGeneration\": $(kubectl get deployment che -o 'jsonpath={.metadata.generation}'), \"replicas\": 1, \"availableReplicas\": 1, \"readyReplicas\": 1, \"conditions\": [{\"type\": \"Available\", \"status\": \"True\"}]}"
 for pod in postgres-agent files-agent; do
   set_status pods "$pod" '{"phase": "Running", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}'
 done
 kubectl get pods -l chebackup.eclipse.org/agent \
   -o 'custom-columns=POD:.metadata.name,ROLE:.metadata.labels.chebackup\.eclipse\.org/agent,IP:.status.podIP,PORT:.spec.containers[1].ports[0].containerPort,READY:.status.conditions[0].status'
 
-# --- 5. the Deployment controller's part: status follows spec.replicas ----------------------------
+# --- 5. the Deployment controller's part: status follows spec (observedGeneration, replicas) -----
 play_deployment_controller() {
   trap 'exit 0' TERM
-  local want have
+  local want gen seen
   while true; do
     sleep 0.5
-    want=$(kubectl get deployment che -o 'jsonpath={.spec.replicas}' 2>/dev/null) || continue
-    have=$(kubectl get deployment che -o 'jsonpath={.status.availableReplicas}' 2>/dev/null) || continue
-    if [ -n "$want" ] && [ "$want" != "$have" ]; then
-      echo "deployment controller: che has $want replicas (was ${have:-none} available)"
-      set_status deployments che "{\"replicas\": $want, \"availableReplicas\": $want, \"readyReplicas\": $want, \"conditions\": [{\"type\": \"Available\", \"status\": \"True\"}]}" || true
+    read -r want gen seen < <(kubectl get deployment che \
+      -o 'jsonpath={.spec.replicas} {.metadata.generation} {.status.observedGeneration}' 2>/dev/null) || continue
+    if [ -n "$gen" ] && [ "$gen" != "${seen:-}" ]; then
+      echo "deployment controller: che generation $gen has $want replicas"
+      set_status deployments che "{\"observedGeneration\": $gen, \"replicas\": $want, \"availableReplicas\": $want, \"readyReplicas\": $want, \"conditions\": [{\"type\": \"Available\", \"status\": \"True\"}]}" || true
     fi
   done
 }

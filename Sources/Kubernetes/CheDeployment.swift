@@ -53,6 +53,8 @@ struct CheDeployment: CheServer {
 
     func isAvailable(_ name: String, replicas: Int) async throws -> Bool {
         guard let deployment = try await client.getIfPresent(.deployments, name, namespace: namespace) else { return false }
+        // The status must describe the scaled spec (observedGeneration), not the one before it.
+        guard (deployment[path: "status", "observedGeneration"]?.int ?? 0) >= (deployment.generation ?? 0) else { return false }
         let available = (deployment[path: "status", "conditions"]?.array ?? []).contains {
             $0["type"]?.string == "Available" && $0["status"]?.string == "True"
         }

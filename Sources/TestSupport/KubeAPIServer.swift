@@ -39,7 +39,7 @@ public final class KubeAPIServer: @unchecked Sendable {
     private var starts = 0
     private let pool = BlockingPool(threads: 1, name: "kube-fixture")
 
-    public init(token: String? = "fixture-token-" + String(UInt64.random(in: 0...UInt64.max), radix: 16), tls: Bool = true, state: Bool = false, namespace: String = "eclipse-che",
+    public init(token: String? = "fixture-token", tls: Bool = true, state: Bool = false, namespace: String = "eclipse-che",
          arguments: [String] = []) throws {
         guard Self.available else { throw Failure(description: "the API stand-in \(Self.script) or python3 is missing") }
         port = freeLoopbackPort()

@@ -138,11 +138,12 @@ final class ClusterFixture: @unchecked Sendable {
                 replicasSeen.withLock { $0.append(replicas) }
                 last = replicas
             }
-            if deployment[path: "status", "availableReplicas"]?.int.map(Int.init) != replicas {
+            let generation = deployment.generation ?? 1
+            if deployment[path: "status", "observedGeneration"]?.int != generation {
                 try? await Task.sleep(for: .milliseconds(300))
                 _ = try? await client.updateStatus(.deployments, "che") { object in
-                    object["status"] = ["replicas": .int(Int64(replicas)), "availableReplicas": .int(Int64(replicas)),
-                                        "conditions": [["type": "Available", "status": "True"]]]
+                    object["status"] = ["observedGeneration": .int(generation), "replicas": .int(Int64(replicas)),
+                                        "availableReplicas": .int(Int64(replicas)), "conditions": [["type": "Available", "status": "True"]]]
                 }
             }
         }
@@ -152,7 +153,7 @@ final class ClusterFixture: @unchecked Sendable {
     func startController(_ identity: String, extra: [String] = []) throws {
         let log = dir.file("controller-\(identity).log")
         controllers[identity] = try ChildProcess(builtProduct("chebackup"),
-            ["controller", "--kubeconfig", api.kubeconfigPath, "-n", namespace, "--identity", identity, "--lease-duration", "3s",
+            ["controller", "--kubeconfig", api.kubeconfigPath, "-n", namespace, "--identity", identity, "--lease-duration", "5s",
              "--che-ready-timeout", "60s", "-v"] + extra, log: log)
     }
 
