@@ -180,11 +180,11 @@ kubectl get pods -l chebackup.eclipse.org/agent \
 # --- 5. the Deployment controller's part: status follows spec (observedGeneration, replicas) -----
 play_deployment_controller() {
   trap 'exit 0' TERM
-  local want gen seen
+  local want gen seen out
   while true; do
     sleep 0.5
-    read -r want gen seen < <(kubectl get deployment che \
-      -o 'jsonpath={.spec.replicas} {.metadata.generation} {.status.observedGeneration}' 2>/dev/null) || continue
+    out=$(kubectl get deployment che -o 'jsonpath={.spec.replicas} {.metadata.generation} {.status.observedGeneration}' 2>/dev/null) || continue
+    read -r want gen seen <<< "$out"
     if [ -n "$gen" ] && [ "$gen" != "${seen:-}" ]; then
       echo "deployment controller: che generation $gen has $want replicas"
       set_status deployments che "{\"observedGeneration\": $gen, \"replicas\": $want, \"availableReplicas\": $want, \"readyReplicas\": $want, \"conditions\": [{\"type\": \"Available\", \"status\": \"True\"}]}" || true

@@ -113,6 +113,7 @@ public struct Engine: Sendable {
         }
         final.observedGeneration = resource.metadata.generation
         try await writer.write(final)
+        logger.notice("\(R.kind.rawValue) \(name): \(final.state?.rawValue ?? "") \(final.message ?? "")")
         let succeeded = final.state == .succeeded
         await drivers.resources.record(resource, reason: succeeded ? "\(what)Succeeded" : "\(what)Failed",
                                        message: final.message ?? "", warning: !succeeded)
@@ -139,10 +140,10 @@ public struct Engine: Sendable {
     /// One pass: runs every new backup and restore.
     public func reconcileOnce() async throws {
         for r in try await drivers.resources.list(CheClusterBackup.self) where r.status?.state == nil {
-            log(CheClusterBackup.self, r.metadata.name, try await runBackup(r.metadata.name))
+            _ = try await runBackup(r.metadata.name)
         }
         for r in try await drivers.resources.list(CheClusterRestore.self) where r.status?.state == nil {
-            log(CheClusterRestore.self, r.metadata.name, try await runRestore(r.metadata.name))
+            _ = try await runRestore(r.metadata.name)
         }
     }
 
@@ -163,9 +164,8 @@ public struct Engine: Sendable {
             group.addTask {
                 for await (kind, name) in queue {
                     do {
-                        // Re-read: a resource seen twice before it ran is run once.
-                        if kind == .backup { log(CheClusterBackup.self, name, try await runBackup(name)) }
-                        else { log(CheClusterRestore.self, name, try await runRestore(name)) }
+                        // `run` re-reads the resource: one seen twice before it ran runs once.
+                        if kind == .backup { _ = try await runBackup(name) } else { _ = try await runRestore(name) }
                     } catch {
                         logger.error("\(kind.rawValue) \(name): \(describe(error))")
                     }
@@ -174,10 +174,6 @@ public struct Engine: Sendable {
             try await group.next()
             group.cancelAll()
         }
-    }
-
-    private func log<R: CheResource>(_ type: R.Type, _ name: String, _ s: OperationStatus) {
-        logger.notice("\(R.kind.rawValue) \(name): \(s.state?.rawValue ?? "") \(s.message ?? "")")
     }
 }
 

@@ -60,13 +60,18 @@ public struct ClusterOperations: Sendable {
 
     func runAndFollow<R: OperationResource>(_ resource: R, timeout: Duration) async throws -> OperationStatus {
         let name = resource.metadata.name
+        let deadline = ContinuousClock.now + timeout
         if try await store.delete(R.self, name) {
             say("Deleted the previous \(R.kind.rawValue) \(name)")
-            while try await store.get(R.self, name) != nil { try await Task.sleep(for: .milliseconds(200)) }
+            while try await store.get(R.self, name) != nil {
+                guard ContinuousClock.now < deadline else {
+                    throw ControllerError(.store, "the previous \(R.kind.rawValue) \(name) was deleted but is still there (a finalizer?)")
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
         }
         try await store.create(resource, replace: false)
         say("Created \(R.kind.rawValue) \(name) in namespace \(client.namespace); waiting for the controller")
-        let deadline = ContinuousClock.now + timeout
         var lastStage: String?
         while true {
             guard let current = try await store.get(R.self, name) else {
