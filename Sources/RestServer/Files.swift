@@ -4,10 +4,12 @@ import NIOCore
 
 extension RestResponder {
     /// Streams a file (or the requested range of it) without reading it whole.
-    func serveFile(_ path: String, request: Request) throws -> Response {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+    func serveFile(_ location: Location, request: Request) throws -> Response {
+        let (fd, code) = try rootDirectory.withDirectory(location.directory) { dir in
+            (openat(dir, location.name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), errno)
+        }
         guard fd >= 0 else {
-            throw errno == ENOENT ? HTTPFailure(.notFound, "not found") : HTTPFailure(.internalServerError, "cannot open: \(errorText())")
+            throw code == ENOENT || code == ELOOP ? HTTPFailure(.notFound, "not found") : HTTPFailure(.internalServerError, "cannot open: \(errorText(code))")
         }
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
@@ -69,27 +71,35 @@ extension RestResponder {
         return (lower, min(upper, size - 1))
     }
 
-    /// Streams the request body into a temporary file next to the target, fsyncs it, renames it
-    /// into place and fsyncs the directory: a dropped upload leaves nothing visible.
-    func receive(_ request: Request, into path: String, type: String) async throws -> Response {
+    /// Streams the request body into a temporary file next to the target, fsyncs it, places it
+    /// under its name and fsyncs the directory: a dropped upload leaves nothing visible. Where
+    /// append-only protects the file, the placement is link(2), which fails if the name exists:
+    /// checking and placing are one step, so an upload that began before the file appeared
+    /// cannot replace it. Elsewhere it is rename(2), which replaces as restic expects.
+    func receive(_ request: Request, into location: Location, type: String) async throws -> Response {
         if let declared = request.headers[.contentLength].flatMap({ Int64($0) }), declared > configuration.maxRequestSize {
             throw HTTPFailure(.contentTooLarge, "request body larger than \(configuration.maxRequestSize) bytes")
         }
-        let dir = (path as NSString).deletingLastPathComponent
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+        let dir: Int32
+        do {
+            dir = try rootDirectory.openDirectory(location.directory)
+        } catch let failure as HTTPFailure where failure.status == .notFound {
             throw HTTPFailure(.notFound, "no such repository (create it with POST ?create=true)")
         }
-        if configuration.appendOnly && type != "locks" && access(path, F_OK) == 0 {
-            throw HTTPFailure(.forbidden, "append-only: the file exists and cannot be replaced")
+        defer { close(dir) }
+        let createOnly = configuration.appendOnly && type != "locks"
+        var existing = stat()
+        if createOnly && fstatat(dir, location.name, &existing, AT_SYMLINK_NOFOLLOW) == 0 {
+            throw Self.appendOnlyRefusal
         }
-        let temp = dir + "/.upload-" + UUID().uuidString
-        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        let temp = uploads.begin()
+        defer { uploads.end(temp) }
+        let fd = openat(dir, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw HTTPFailure(.internalServerError, "cannot create a temporary file: \(errorText())") }
-        var done = false
+        var renamed = false
         defer {
             close(fd)
-            if !done { unlink(temp) }
+            if !renamed { unlinkat(dir, temp, 0) }
         }
         var received: Int64 = 0
         for try await var buffer in request.body {
@@ -114,30 +124,34 @@ extension RestResponder {
             throw HTTPFailure(.badRequest, "body shorter than its Content-Length")
         }
         guard fsync(fd) == 0 else { throw HTTPFailure(.internalServerError, "cannot sync: \(errorText())") }
-        guard rename(temp, path) == 0 else { throw HTTPFailure(.internalServerError, "cannot store: \(errorText())") }
-        done = true
-        let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 {
-            fsync(dfd)
-            close(dfd)
+        await configuration.hooks.beforePlacement?(location.name)
+        if createOnly {
+            // The temporary name is removed by the defer once the file has its own.
+            guard linkat(dir, temp, dir, location.name, 0) == 0 else {
+                if errno == EEXIST { throw Self.appendOnlyRefusal }
+                throw HTTPFailure(.internalServerError, "cannot store: \(errorText())")
+            }
+        } else {
+            guard renameat(dir, temp, dir, location.name) == 0 else { throw HTTPFailure(.internalServerError, "cannot store: \(errorText())") }
+            renamed = true
         }
+        fsync(dir)
         return Response(status: .ok)
     }
 
+    static let appendOnlyRefusal = HTTPFailure(.forbidden, "append-only: the file exists and cannot be replaced")
+
     func list(repo: String, type: String, v2: Bool) throws -> Response {
-        let base = repoDir(repo) + "/" + type
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: base, isDirectory: &isDir), isDir.boolValue else {
-            throw HTTPFailure(.notFound, "no such repository")
-        }
-        var dirs = [base]
-        if type == "data" { dirs = ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).filter { !$0.hasPrefix(".") }.map { base + "/" + $0 } }
-        var entries: [(String, Int64)] = []
-        for d in dirs {
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: d)) ?? [] where isObjectName(name) {
-                var st = stat()
-                if stat(d + "/" + name, &st) == 0, st.st_mode & S_IFMT == S_IFREG { entries.append((name, Int64(st.st_size))) }
+        let entries = try rootDirectory.withDirectory(repoComponents(repo) + [type]) { base in
+            guard type == "data" else { return try objects(in: base) }
+            var entries: [(String, Int64)] = []
+            for sub in try directoryEntries(base) where sub.isDirectory && !sub.name.hasPrefix(".") {
+                let dir = openSubdirectory(base, sub.name)
+                guard dir >= 0 else { continue }
+                defer { close(dir) }
+                entries += try objects(in: dir)
             }
+            return entries
         }
         let json: String
         if v2 {
@@ -147,5 +161,15 @@ extension RestResponder {
         }
         return Response(status: .ok, headers: [.contentType: v2 ? Self.v2 : "application/vnd.x.restic.rest.v1"],
                         body: ResponseBody(byteBuffer: ByteBuffer(string: json)))
+    }
+
+    /// The regular files with object names in `dir` (links are skipped), with their sizes.
+    private func objects(in dir: Int32) throws -> [(String, Int64)] {
+        try directoryEntries(dir).compactMap { entry in
+            guard entry.isRegularFile, isObjectName(entry.name) else { return nil }
+            var st = stat()
+            guard fstatat(dir, entry.name, &st, AT_SYMLINK_NOFOLLOW) == 0, st.st_mode & S_IFMT == S_IFREG else { return nil }
+            return (entry.name, Int64(st.st_size))
+        }
     }
 }

@@ -3,15 +3,31 @@ import Hummingbird
 import Logging
 import NIOCore
 
+/// A request's context: Hummingbird's, and the client's address (for the failure back-off).
+struct RestRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let remoteAddress: SocketAddress?
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+}
+
 /// The request handling, independent of sockets: routing, authentication, the file operations.
+/// Every file operation goes through `RootDirectory` (links are never followed) and every
+/// upload through `Uploads` (temporary names that the sweep can tell apart).
 struct RestResponder: HTTPResponder {
-    typealias Context = BasicRequestContext
+    typealias Context = RestRequestContext
     static let types: Set<String> = ["data", "keys", "locks", "snapshots", "index"]
     static let v2 = "application/vnd.x.restic.rest.v2"
 
     let root: String
+    let rootDirectory: RootDirectory
+    let uploads = Uploads()
     let configuration: RestServerConfiguration
     let auth: Htpasswd?
+    let bcrypt: BcryptPool?
     let logger: Logger
 
     init(configuration: RestServerConfiguration, logger: Logger) throws {
@@ -19,9 +35,23 @@ struct RestResponder: HTTPResponder {
         while root.count > 1 && root.hasSuffix("/") { root.removeLast() }
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         self.root = root
+        rootDirectory = try RootDirectory(path: root)
         self.configuration = configuration
         self.logger = logger
-        auth = try configuration.htpasswdFile.map { try Htpasswd(path: $0) }
+        let pool = configuration.htpasswdFile.map { _ in
+            BcryptPool(threads: configuration.bcryptThreads, queueLimit: configuration.bcryptQueueLimit)
+        }
+        bcrypt = pool
+        auth = try configuration.htpasswdFile.map {
+            try Htpasswd(path: $0, pool: pool!, failureDelay: configuration.authFailureDelay,
+                         waiterLimit: configuration.authFailureWaiters, hooks: configuration.hooks)
+        }
+    }
+
+    /// A file below the root: the directories leading to it, and its name.
+    struct Location {
+        let directory: [String]
+        let name: String
     }
 
     /// What a request path names.
@@ -34,20 +64,21 @@ struct RestResponder: HTTPResponder {
 
     func respond(to request: Request, context: Context) async throws -> Response {
         do {
-            let response = try await handle(request)
+            let response = try await handle(request, client: context.remoteAddress?.ipAddress ?? "unknown")
             logger.info("\(request.method) \(request.uri.path) \(response.status.code)")
             return response
         } catch let error as HTTPFailure {
             logger.info("\(request.method) \(request.uri.path) \(error.status.code)")
             if error.status.code >= 500 { logger.error("\(request.method) \(request.uri.path): \(error.message)") }
-            var headers: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
+            var headers = error.headers
+            headers[.contentType] = "text/plain; charset=utf-8"
             if error.status == .unauthorized { headers[.wwwAuthenticate] = "Basic realm=\"chebackup\"" }
             return Response(status: error.status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: error.message + "\n")))
         }
     }
 
-    func handle(_ request: Request) async throws -> Response {
-        let user = try authenticate(request)
+    func handle(_ request: Request, client: String) async throws -> Response {
+        let user = try await authenticate(request, client: client)
         let target = try parse(request.uri.path)
         if configuration.privateRepos {
             let repo: String
@@ -64,29 +95,24 @@ struct RestResponder: HTTPResponder {
             try createRepository(repo)
             return Response(status: .ok)
         case (.head, .config(let repo)), (.get, .config(let repo)):
-            return try serveFile(repoDir(repo) + "/config", request: request)
+            return try serveFile(configLocation(repo), request: request)
         case (.post, .config(let repo)):
-            return try await receive(request, into: repoDir(repo) + "/config", type: "config")
+            return try await receive(request, into: configLocation(repo), type: "config")
         case (.delete, .config(let repo)):
             if configuration.appendOnly { throw HTTPFailure(.forbidden, "append-only: the config cannot be deleted") }
-            guard unlink(repoDir(repo) + "/config") == 0 else {
-                throw errno == ENOENT ? HTTPFailure(.notFound, "not found") : HTTPFailure(.internalServerError, "cannot delete: \(errorText())")
-            }
+            try remove(configLocation(repo))
             return Response(status: .ok)
         case (.get, .listing(let repo, let type)):
             return try list(repo: repo, type: type, v2: (request.headers[.accept] ?? "").contains(Self.v2))
         case (.head, .file(let repo, let type, let name)), (.get, .file(let repo, let type, let name)):
-            return try serveFile(filePath(repo, type, name), request: request)
+            return try serveFile(fileLocation(repo, type, name), request: request)
         case (.post, .file(let repo, let type, let name)):
-            return try await receive(request, into: filePath(repo, type, name), type: type)
+            return try await receive(request, into: fileLocation(repo, type, name), type: type)
         case (.delete, .file(let repo, let type, let name)):
             if configuration.appendOnly && type != "locks" {
                 throw HTTPFailure(.forbidden, "append-only: only locks may be deleted")
             }
-            let path = filePath(repo, type, name)
-            guard unlink(path) == 0 else {
-                throw errno == ENOENT ? HTTPFailure(.notFound, "not found") : HTTPFailure(.internalServerError, "cannot delete: \(errorText())")
-            }
+            try remove(fileLocation(repo, type, name))
             return Response(status: .ok)
         default:
             throw HTTPFailure(.methodNotAllowed, "\(request.method) is not allowed here")
@@ -129,21 +155,34 @@ struct RestResponder: HTTPResponder {
         name.utf8.count == 64 && name.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
     }
 
-    func repoDir(_ repo: String) -> String { repo.isEmpty ? root : root + "/" + repo }
+    /// The directories of a repository below the root (none: the root itself).
+    func repoComponents(_ repo: String) -> [String] { repo.split(separator: "/").map(String.init) }
 
-    func filePath(_ repo: String, _ type: String, _ name: String) -> String {
-        type == "data" ? "\(repoDir(repo))/data/\(name.prefix(2))/\(name)" : "\(repoDir(repo))/\(type)/\(name)"
+    func configLocation(_ repo: String) -> Location { Location(directory: repoComponents(repo), name: "config") }
+
+    func fileLocation(_ repo: String, _ type: String, _ name: String) -> Location {
+        let dir = repoComponents(repo) + (type == "data" ? ["data", String(name.prefix(2))] : [type])
+        return Location(directory: dir, name: name)
     }
 
     func createRepository(_ repo: String) throws {
-        let dir = repoDir(repo)
-        var dirs = [dir] + Self.types.map { dir + "/" + $0 }
-        dirs += (0..<256).map { dir + "/data/" + String(format: "%02x", $0) }
-        for d in dirs {
-            do {
-                try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            } catch {
-                throw HTTPFailure(.internalServerError, "cannot create the repository")
+        try rootDirectory.withDirectory(repoComponents(repo), create: true) { dir in
+            for type in Self.types where mkdirat(dir, type, 0o700) != 0 && errno != EEXIST {
+                throw HTTPFailure(.internalServerError, "cannot create the repository: \(errorText())")
+            }
+            let data = openSubdirectory(dir, "data")
+            guard data >= 0 else { throw RootDirectory.failure(errno) }
+            defer { close(data) }
+            for i in 0..<256 where mkdirat(data, String(format: "%02x", i), 0o700) != 0 && errno != EEXIST {
+                throw HTTPFailure(.internalServerError, "cannot create the repository: \(errorText())")
+            }
+        }
+    }
+
+    func remove(_ location: Location) throws {
+        try rootDirectory.withDirectory(location.directory) { dir in
+            guard unlinkat(dir, location.name, 0) == 0 else {
+                throw errno == ENOENT ? HTTPFailure(.notFound, "not found") : HTTPFailure(.internalServerError, "cannot delete: \(errorText())")
             }
         }
     }
@@ -152,6 +191,7 @@ struct RestResponder: HTTPResponder {
 struct HTTPFailure: Error {
     let status: HTTPResponse.Status
     let message: String
+    var headers: HTTPFields = [:]
     init(_ status: HTTPResponse.Status, _ message: String) {
         self.status = status
         self.message = message
