@@ -110,64 +110,11 @@ wait_port "$FILES_AGENT_PORT" "the files agent"
 wait_port "$SERVER_PORT" "the backup server"
 
 # --- 4. the "cluster": token, backup server configuration, Che's objects, Deployment, agent Pods ---
-kubectl apply --validate=false -f - <<YAML
-apiVersion: v1
-kind: Secret
-metadata: {name: che-backup-agent-token, labels: {app.kubernetes.io/part-of: che-backup}}
-stringData: {token: "$AGENT_TOKEN"}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: rest-repo-password, labels: {app.kubernetes.io/part-of: che-backup}}
-stringData: {repo-password: "$REPO_PASSWORD"}
----
-apiVersion: org.eclipse.che/v1
-kind: CheBackupServerConfiguration
-metadata: {name: rest-server}
-spec:
-  rest: {protocol: http, hostname: 127.0.0.1, port: $SERVER_PORT, repositoryPath: che, repositoryPasswordSecretRef: rest-repo-password}
----
-apiVersion: org.eclipse.che/v2
-kind: CheCluster
-metadata: {name: eclipse-che}
-spec: {networking: {domain: che.example.com}, components: {cheServer: {debug: false}}}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: che-db, labels: {app.kubernetes.io/part-of: che.eclipse.org}}
-data: {password: Y2hlLXBhc3N3b3Jk}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: che, labels: {app.kubernetes.io/part-of: che.eclipse.org, app.kubernetes.io/component: che}}
-data: {CHE_HOST: che.example.com, CHE_API: "http://che-host.eclipse-che.svc:8080/api"}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: che, labels: {app.kubernetes.io/part-of: che.eclipse.org, app.kubernetes.io/component: che}}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: che}}
-  template:
-    metadata: {labels: {app: che}}
-    spec: {containers: [{name: che, image: quay.io/eclipse/che-server:7.99.0}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: postgres-agent, labels: {chebackup.eclipse.org/agent: postgres}}
-spec:
-  containers:
-    - {name: postgres, image: example/postgres}
-    - {name: chebackup-agent, image: example/chebackup-agent, ports: [{name: chebackup-agent, containerPort: $PG_AGENT_PORT}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: files-agent, labels: {chebackup.eclipse.org/agent: files}}
-spec:
-  containers:
-    - {name: che, image: example/che}
-    - {name: chebackup-agent, image: example/chebackup-agent, ports: [{name: chebackup-agent, containerPort: $FILES_AGENT_PORT}]}
-YAML
+# The same installation the Swift tests use (tests/kube/che-installation.yaml), its placeholders filled in.
+AGENT_TOKEN=$AGENT_TOKEN REPO_PASSWORD=$REPO_PASSWORD SERVER_PORT=$SERVER_PORT DOMAIN=che.example.com \
+  PG_AGENT_PORT=$PG_AGENT_PORT FILES_AGENT_PORT=$FILES_AGENT_PORT python3 -c \
+  'import os, string, sys; sys.stdout.write(string.Template(open(sys.argv[1]).read()).substitute(os.environ))' \
+  tests/kube/che-installation.yaml | kubectl apply --validate=false -f -
 set_status() { kubectl patch "$1" "$2" --subresource=status --type=merge -p "{\"status\": $3}" >/dev/null; }
 set_status checlusters eclipse-che '{"cheVersion": "7.99.0", "cheURL": "https://che.example.com"}'
 set_status deployments che "{\"observedGeneration\": $(kubectl get deployment che -o 'jsonpath={.metadata.generation}'), \"replicas\": 1, \"availableReplicas\": 1, \"readyReplicas\": 1, \"conditions\": [{\"type\": \"Available\", \"status\": \"True\"}]}"

@@ -6,7 +6,7 @@ import Logging
 /// `server:backup`, `server:restore` against a cluster, as chectl did: the backup server given
 /// by flags becomes the configuration `eclipse-che-backup-server-config` with Secrets
 /// `chectl-backup-*`; a previous `eclipse-che-backup` / `eclipse-che-restore` is deleted, a new
-/// one created, and its status followed every second until it ends. The controller in the
+/// one created, and its status followed (every status write, through a watch) until it ends. The controller in the
 /// cluster does the work.
 public struct ClusterOperations: Sendable {
     public static let configurationName = "eclipse-che-backup-server-config"
@@ -17,13 +17,11 @@ public struct ClusterOperations: Sendable {
     let client: KubeClient
     let logger: Logger
     let say: @Sendable (String) -> Void
-    let poll: Duration
 
-    public init(client: KubeClient, logger: Logger, say: @escaping @Sendable (String) -> Void, poll: Duration = .seconds(1)) {
+    public init(client: KubeClient, logger: Logger, say: @escaping @Sendable (String) -> Void) {
         self.client = client
         self.logger = logger
         self.say = say
-        self.poll = poll
     }
 
     var store: KubeResourceStore { KubeResourceStore(client: client, namespace: client.namespace, logger: logger) }
@@ -72,26 +70,36 @@ public struct ClusterOperations: Sendable {
         }
         try await store.create(resource, replace: false)
         say("Created \(R.kind.rawValue) \(name) in namespace \(client.namespace); waiting for the controller")
-        var lastStage: String?
-        while true {
-            guard let current = try await store.get(R.self, name) else {
-                throw ControllerError(.notFound, "\(R.kind.rawValue) \(name) was deleted while it ran")
-            }
-            if let status = current.status {
-                if let stage = status.stage, stage != lastStage, status.state == .inProgress {
-                    say(stage)
-                    lastStage = stage
+        // Every status write is a watch event: each stage is shown, however quickly they pass.
+        return try await withThrowingTaskGroup(of: OperationStatus?.self) { group in
+            group.addTask {
+                var lastStage: String?
+                for try await event in client.watch(R.kind.api, namespace: client.namespace) where event.object.name == name {
+                    if event.kind == .deleted {
+                        throw ControllerError(.notFound, "\(R.kind.rawValue) \(name) was deleted while it ran")
+                    }
+                    guard let status = try store.decode(R.self, event.object).status else { continue }
+                    if let stage = status.stage, stage != lastStage, status.state == .inProgress {
+                        say(stage)
+                        lastStage = stage
+                    }
+                    switch status.state {
+                    case .succeeded?: return status
+                    case .failed?: throw ControllerError(.refused, String((status.message ?? "failed").trimmingPrefix("Error: ")) + " (\(R.kind.rawValue) \(name): Failed)")
+                    default: continue
+                    }
                 }
-                switch status.state {
-                case .succeeded?: return status
-                case .failed?: throw ControllerError(.refused, String((status.message ?? "failed").trimmingPrefix("Error: ")) + " (\(R.kind.rawValue) \(name): Failed)")
-                default: break
-                }
+                return nil
             }
-            guard ContinuousClock.now < deadline else {
+            group.addTask {
+                try await Task.sleep(until: deadline)
                 throw ControllerError(.refused, "\(R.kind.rawValue) \(name) has not finished after \(timeout) (is the controller running? kubectl get \(R.kind.rawValue.lowercased()) \(name) -o yaml)")
             }
-            try await Task.sleep(for: poll)
+            defer { group.cancelAll() }
+            guard let status = try await group.next() ?? nil else {
+                throw ControllerError(.store, "the watch of \(R.kind.rawValue) \(name) ended")
+            }
+            return status
         }
     }
 }

@@ -57,51 +57,13 @@ final class ClusterFixture: @unchecked Sendable {
 
     /// Che's objects, its Deployment, the agents' Pods, the token and a backup server configuration.
     func seed() throws {
-        try api.apply("""
-            apiVersion: v1
-            kind: Secret
-            metadata: {name: che-backup-agent-token, labels: {app.kubernetes.io/part-of: che-backup}}
-            stringData: {token: \(tokenText)}
-            ---
-            apiVersion: v1
-            kind: Secret
-            metadata: {name: rest-repo-password}
-            stringData: {repo-password: cluster-repo-pw}
-            ---
-            apiVersion: org.eclipse.che/v1
-            kind: CheBackupServerConfiguration
-            metadata: {name: rest-server}
-            spec:
-              rest: {protocol: http, hostname: 127.0.0.1, port: \(backupServerPort), repositoryPath: che, repositoryPasswordSecretRef: rest-repo-password}
-            ---
-            apiVersion: org.eclipse.che/v2
-            kind: CheCluster
-            metadata: {name: eclipse-che}
-            spec: {networking: {domain: che.cluster.test}, components: {cheServer: {debug: false}}}
-            ---
-            apiVersion: v1
-            kind: Secret
-            metadata: {name: che-db, labels: {app.kubernetes.io/part-of: che.eclipse.org}}
-            data: {password: Y2hlLXBhc3N3b3Jk}
-            ---
-            apiVersion: v1
-            kind: ConfigMap
-            metadata: {name: che, labels: {app.kubernetes.io/part-of: che.eclipse.org, app.kubernetes.io/component: che}}
-            data: {CHE_HOST: che.cluster.test, CHE_API: "http://che-host.eclipse-che.svc:8080/api"}
-            ---
-            apiVersion: apps/v1
-            kind: Deployment
-            metadata: {name: che, labels: {app.kubernetes.io/part-of: che.eclipse.org, app.kubernetes.io/component: che}}
-            spec:
-              replicas: 1
-              selector: {matchLabels: {app: che}}
-              template:
-                metadata: {labels: {app: che}}
-                spec: {containers: [{name: che, image: quay.io/eclipse/che-server:7.99.0}]}
-            """)
+        var text = try String(contentsOfFile: KubeAPIServer.repoRoot + "/tests/kube/che-installation.yaml", encoding: .utf8)
+        let values = ["AGENT_TOKEN": tokenText, "REPO_PASSWORD": "cluster-repo-pw", "SERVER_PORT": "\(backupServerPort)",
+                      "DOMAIN": "che.cluster.test", "PG_AGENT_PORT": "\(agentPort(postgresAgent))", "FILES_AGENT_PORT": "\(agentPort(filesAgent))"]
+        for (name, value) in values { text = text.replacingOccurrences(of: "${\(name)}", with: value) }
+        try api.apply(text)
         try setStatus("checlusters", "eclipse-che", ["cheVersion": "7.99.0", "cheURL": "https://che.cluster.test"])
-        try addAgentPod("postgres", port: agentPort(postgresAgent))
-        try addAgentPod("files", port: agentPort(filesAgent))
+        for role in ["postgres", "files"] { try setAgentPodStatus("\(role)-agent", ready: true) }
     }
 
     func addAgentPod(_ role: String, port: Int, ready: Bool = true, name: String? = nil) throws {
@@ -115,6 +77,11 @@ final class ClusterFixture: @unchecked Sendable {
                 - {name: main, image: example/\(role)}
                 - {name: chebackup-agent, image: example/chebackup-agent, ports: [{name: chebackup-agent, containerPort: \(port)}]}
             """)
+        try setAgentPodStatus(name, ready: ready)
+    }
+
+    /// Plays the kubelet: the pod runs on the loopback address, Ready or not.
+    func setAgentPodStatus(_ name: String, ready: Bool) throws {
         try setStatus("pods", name, ["phase": "Running", "podIP": "127.0.0.1",
                                      "conditions": [["type": "Ready", "status": ready ? "True" : "False"]]])
     }
@@ -150,11 +117,11 @@ final class ClusterFixture: @unchecked Sendable {
     }
 
     /// `chebackup controller --kubeconfig …` as a child process.
-    func startController(_ identity: String, extra: [String] = []) throws {
+    func startController(_ identity: String, cheReadyTimeout: String = "60s") throws {
         let log = dir.file("controller-\(identity).log")
         controllers[identity] = try ChildProcess(builtProduct("chebackup"),
             ["controller", "--kubeconfig", api.kubeconfigPath, "-n", namespace, "--identity", identity, "--lease-duration", "5s",
-             "--che-ready-timeout", "60s", "-v"] + extra, log: log)
+             "--che-ready-timeout", cheReadyTimeout, "-v"], log: log)
     }
 
     func controllerLog(_ identity: String) -> String {

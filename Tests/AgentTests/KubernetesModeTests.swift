@@ -65,6 +65,10 @@ import TestSupport
                                                         "--backup-server-config-name", "rest-server"])
         #expect(again.status == 0 && again.stdout.contains("Deleted the previous CheClusterBackup eclipse-che-backup"), "\(again.stdout)\(again.stderr)")
         #expect(try c.snapshotCount() == 3)
+        let cliRestore = try run(builtProduct("chebackup"), ["server:restore", "--kubeconfig", c.api.kubeconfigPath, "-n", c.namespace,
+                                                             "--batch", "--backup-server-config-name", "rest-server"])
+        #expect(cliRestore.status == 0 && cliRestore.stdout.contains("Restoring databases and data"), "\(cliRestore.stdout)\(cliRestore.stderr)")
+        #expect(try c.pg.checksum() == expectedDB)
     }
 
     @Test func operationsSurviveBrokenWatchesConflictsAndARestartedAPIServer() async throws {
@@ -188,6 +192,14 @@ import TestSupport
         let noAgent = try await failure(c.backupYAML("no-agent"), "checlusterbackup", "no-agent")
         #expect(noAgent.contains("no files agent"), "\(noAgent)")
         #expect(try c.snapshotCount() == 1, "nothing stored was lost, nothing partial was added")
+
+        // Che that does not come back after a restore: Failed, saying so, once the time is up.
+        try c.addAgentPod("files", port: c.agentPort(c.filesAgent))
+        c.controllers["a"]?.kill()
+        c.playDeployments.withLock { $0 = false }
+        try c.startController("b", cheReadyTimeout: "3s")
+        let late = try await failure(c.restoreYAML("late", snapshot: good["snapshotId"] as? String, config: "rest-server"), "checlusterrestore", "late")
+        #expect(late.contains("the Che server Deployment che did not become Available within 3 seconds"), "\(late)")
 
         // A kubeconfig with a wrong token: one clear line, non-zero exit.
         let text = try String(contentsOfFile: c.api.kubeconfigPath, encoding: .utf8)
