@@ -36,7 +36,7 @@ let package = Package(
         .target(name: "Subprocess", swiftSettings: strict),
         .target(name: "LineProtocol", dependencies: ["Repository"], swiftSettings: strict),
         .target(name: "RestServer",
-                dependencies: [.product(name: "Hummingbird", package: "hummingbird"),
+                dependencies: ["COpenSSL",.product(name: "Hummingbird", package: "hummingbird"),
                                .product(name: "HummingbirdCore", package: "hummingbird"),
                                .product(name: "HummingbirdTLS", package: "hummingbird"),
                                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
