@@ -20,8 +20,6 @@ final class ClusterFixture: @unchecked Sendable {
     let client: KubeClient
     let namespace = "eclipse-che"
     var controllers: [String: ChildProcess] = [:]
-    /// The replica counts the Deployment controller saw, in order.
-    let replicasSeen = Locked<[Int]>([])
     let playDeployments = Locked(true)
     private var deploymentTask: Task<Void, Never>?
     var data: String { dir.file("che-data") }
@@ -47,7 +45,8 @@ final class ClusterFixture: @unchecked Sendable {
         logger.logLevel = .error
         client = KubeClient(config: config, logger: logger)
         try seed()
-        deploymentTask = Task { [weak self] in await self?.playDeploymentController() }
+        // The task holds what it uses, not the fixture: the fixture's deinit stops it.
+        deploymentTask = Task { [client, playDeployments] in await Self.playDeploymentController(client, playDeployments) }
     }
 
     func agentPort(_ agent: AgentProcess) -> Int {
@@ -94,17 +93,12 @@ final class ClusterFixture: @unchecked Sendable {
 
     /// Plays the Deployment controller for `che`: a moment after its replicas change, its status
     /// says they are available.
-    func playDeploymentController() async {
-        var last: Int?
+    static func playDeploymentController(_ client: KubeClient, _ playDeployments: Locked<Bool>) async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(200))
             guard playDeployments.value,
                   let deployment = try? await client.getIfPresent(.deployments, "che"),
                   let replicas = deployment[path: "spec", "replicas"]?.int.map(Int.init) else { continue }
-            if replicas != last {
-                replicasSeen.withLock { $0.append(replicas) }
-                last = replicas
-            }
             let generation = deployment.generation ?? 1
             if deployment[path: "status", "observedGeneration"]?.int != generation {
                 try? await Task.sleep(for: .milliseconds(300))
@@ -120,7 +114,7 @@ final class ClusterFixture: @unchecked Sendable {
     func startController(_ identity: String, cheReadyTimeout: String = "60s") throws {
         let log = dir.file("controller-\(identity).log")
         controllers[identity] = try ChildProcess(builtProduct("chebackup"),
-            ["controller", "--kubeconfig", api.kubeconfigPath, "-n", namespace, "--identity", identity, "--lease-duration", "5s",
+            ["controller", "--kubeconfig", api.kubeconfigPath, "-n", namespace, "--identity", identity, "--lease-duration", "10s",
              "--che-ready-timeout", cheReadyTimeout, "-v"], log: log)
     }
 

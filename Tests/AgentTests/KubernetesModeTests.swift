@@ -47,8 +47,10 @@ import TestSupport
         #expect(((che["spec"] as? [String: Any])?["networking"] as? [String: Any])?["domain"] as? String == "che.cluster.test")
         #expect(che["status"] == nil || (che["status"] as? [String: Any])?.isEmpty == true, "status reset: \(che)")
         // Che's server was stopped during the restore and is back.
-        let seen = c.replicasSeen.value
-        #expect(seen.contains(0), "\(seen)")
+        // Che's server was scaled to 0 for the restore and back to 1 (the API server's request log).
+        let scales = try await c.api.requests().filter { ($0["path"]?.string ?? "").contains("deployments/che/scale") && $0["method"]?.string != "GET" }
+            .compactMap { $0[path: "body", "spec", "replicas"]?.int }
+        #expect(scales == [0, 1], "\(scales)")
         let deployment = try #require(try c.api.get(["deployment", "che"]))
         #expect((deployment["spec"] as? [String: Any])?["replicas"] as? Int == 1, "scaled back: \(deployment)")
         #expect(try c.eventReasons("back") == ["RestoreStarted", "RestoreSucceeded"])

@@ -9,7 +9,7 @@ import TestSupport
 struct LeaderElectionTests {
     func elector(_ kube: KubeClient, _ identity: String) -> LeaderElection {
         LeaderElection(client: kube, name: "che-backup-controller", namespace: nil, identity: identity,
-                       leaseDuration: .seconds(4), renewDeadline: .seconds(3), retryPeriod: .milliseconds(300),
+                       leaseDuration: .seconds(8), renewDeadline: .seconds(6), retryPeriod: .milliseconds(500),
                        logger: quietLogger)
     }
 
@@ -52,7 +52,7 @@ struct LeaderElectionTests {
         #expect(try await a.currentHolder() == "replica-b")
         let lease = try await kube.get(.leases, "che-backup-controller")
         #expect(lease[path: "spec", "leaseTransitions"] == 1)  // A to B (client-go counts every change of holder)
-        #expect(lease[path: "spec", "leaseDurationSeconds"] == 4)
+        #expect(lease[path: "spec", "leaseDurationSeconds"] == 8)
         #expect(lease[path: "spec", "renewTime"]?.string?.hasSuffix("Z") == true)
         bodyB.finish.withLock { $0 = true }
         #expect(try await runB.value == "done")
