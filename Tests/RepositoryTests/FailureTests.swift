@@ -65,7 +65,9 @@ import TestSupport
         let firstIndex = try #require(saves.firstIndex(of: .index))
         let lastData = try #require(saves.lastIndex(of: .data))
         #expect(firstIndex < lastData, "an index file was written while packs were still being stored: \(saves)")
-        #expect(saves[..<lastData].filter { $0 == .index }.count >= 2, "full index files written during the backup: \(saves)")
+        // (Whether the second full index file is saved before or after the last pack depends on
+        // scheduling: on a loaded machine it can come after, so only the first is asserted above.)
+        #expect(saves.filter { $0 == .index }.count >= 3, "full index files and the last one: \(saves)")
         // Each index file written during the backup is full: it holds as many packs as fit.
         var sizes: [Int] = []
         var packBlobs = 0
