@@ -7,6 +7,7 @@ APT_PACKAGES=(
   pkg-config libcurl4-openssl-dev libssl-dev liblz4-dev   # build: libcurl, OpenSSL, liblz4
   postgresql openssh-server rclone restic                  # real services and peers for tests
   time lz4 procps bc pgbackrest openssl util-linux         # benchmarks, demo, TLS test certificates, runuser
+  curl jq                                                  # tests of the API server stand-in, demo-kubernetes
 )
 PIP_PACKAGES=("moto[server]" boto3 cryptography jsonschema pyyaml kubernetes-validate)   # kubernetes-validate: tests/manifests/validate.py
 
