@@ -46,7 +46,8 @@ cleanup() {
   if [ -z "${KEEP:-}" ]; then rm -rf "$W"; fi
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh   # free_port, step, print_steps
 wait_port() { # wait_port PORT WHAT
   for _ in $(seq 200); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
@@ -55,14 +56,6 @@ wait_port() { # wait_port PORT WHAT
   echo "demo-kubernetes: $2 did not listen on 127.0.0.1:$1" >&2; exit 1
 }
 
-declare -a STEPS TIMES
-step() {
-  local name=$1; shift
-  echo "==> $name"
-  local t0; t0=$(date +%s.%N)
-  "$@"
-  STEPS+=("$name"); TIMES+=("$(echo "$(date +%s.%N) - $t0" | bc -l)")
-}
 
 # --- 1. the API server stand-in, with a token over TLS ------------------------------------------
 TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
@@ -273,6 +266,5 @@ step "verify events" verify_events
 
 echo
 echo "Snapshot $ID restored and verified (API server stand-in on kmock, real kubectl; not a real cluster)."
-printf '%-36s %10s\n' "step" "seconds"
-for i in "${!STEPS[@]}"; do printf '%-36s %10.2f\n' "${STEPS[$i]}" "${TIMES[$i]}"; done
+print_steps
 echo "demo-kubernetes: OK"

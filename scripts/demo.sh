@@ -22,16 +22,9 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh   # free_port, step, print_steps
 
-declare -a STEPS TIMES
-step() {
-  local name=$1; shift
-  echo "==> $name"
-  local t0; t0=$(date +%s.%N)
-  "$@"
-  STEPS+=("$name"); TIMES+=("$(echo "$(date +%s.%N) - $t0" | bc -l)")
-}
 
 echo "==> setting up a local Che installation in $W"
 scripts/pg-cluster.sh start "$W/pg" >/dev/null
@@ -94,6 +87,5 @@ step "verify Che data, projects, objects" bash -c "for d in data projects object
 
 echo
 echo "Snapshot $ID restored and verified."
-printf '%-36s %10s\n' "step" "seconds"
-for i in "${!STEPS[@]}"; do printf '%-36s %10.2f\n' "${STEPS[$i]}" "${TIMES[$i]}"; done
+print_steps
 echo "demo: OK — the installation came back exactly"

@@ -13,7 +13,7 @@ struct ResourceOptions: ParsableArguments {
     @Flag(name: .shortAndLong, help: "Log more.") var verbose = false
 
     func installation() throws -> Installation {
-        try Installation.load(config ?? ProcessInfo.processInfo.environment["CHEBACKUP_CONFIG"] ?? "chebackup.yaml")
+        try Installation.load(option: config)
     }
 
     var logger: Logger { makeLogger(verbose ? .info : .notice) }

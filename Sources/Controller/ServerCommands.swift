@@ -20,8 +20,7 @@ struct ModeOptions: ParsableArguments {
     var inCluster: Bool { kubernetes || kubeconfig != nil || (config == nil && KubeConfig.runningInCluster) }
 
     func installation(namespace: String? = nil) throws -> Installation {
-        let path = config ?? ProcessInfo.processInfo.environment["CHEBACKUP_CONFIG"] ?? "chebackup.yaml"
-        let installation = try Installation.load(path)
+        let installation = try Installation.load(option: config)
         if let namespace, namespace != installation.namespace {
             throw CLIError("namespace \(namespace) is not the configured installation's (\(installation.namespace))")
         }

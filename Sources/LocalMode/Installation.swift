@@ -77,5 +77,10 @@ public struct Installation: Codable, Sendable {
 }
 
 extension Installation {
+    /// The configuration file a command uses: its `--config`, else `$CHEBACKUP_CONFIG`, else `./chebackup.yaml`.
+    public static func load(option: String?) throws -> Installation {
+        try load(option ?? ProcessInfo.processInfo.environment["CHEBACKUP_CONFIG"] ?? "chebackup.yaml")
+    }
+
     public var info: InstallationInfo { InstallationInfo(id: id, namespace: namespace, domain: domain, cheVersion: cheVersion) }
 }

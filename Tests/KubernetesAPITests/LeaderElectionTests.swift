@@ -37,7 +37,8 @@ struct LeaderElectionTests {
         let a = elector(kube, "replica-a"), b = elector(kube, "replica-b")
         let bodyA = Body(), bodyB = Body()
         let runA = Task { try await a.run { try await bodyA.run() } }
-        #expect(try await eventually { bodyA.running.value })
+        // A liveness bound, not a speed one: on a loaded machine the first acquisition has taken over 30 s.
+        #expect(try await eventually(90) { bodyA.running.value })
         #expect(try await a.currentHolder() == "replica-a")
         let runB = Task { try await b.run { try await bodyB.run() } }
         // B keeps trying while A renews: it must not lead meanwhile (several lease durations).
