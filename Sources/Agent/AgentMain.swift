@@ -19,6 +19,8 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "File holding the shared token (as a mounted Kubernetes Secret).") var tokenFile: String
     @Option(help: "This installation's id, reported in the handshake.") var installationId = "local"
     @Option(help: "Longest accepted protocol line, in bytes.") var maxLineLength = 1 << 20
+    @Option(help: "Seconds a connection may take to authenticate.") var handshakeTimeout = 10
+    @Option(help: "Connections that may wait to authenticate at once; more are refused.") var maxPendingConnections = 64
     @Option(name: .customLong("database"), help: "postgres: a database to back up (repeatable; default: all).") var databases: [String] = []
     @Option(help: "postgres: directory of pg_dump, pg_restore, psql.") var pgBin = "/usr/lib/postgresql/15/bin"
     @Option(name: .customLong("dir"), help: "files: NAME=PATH, a directory to back up as part files/NAME (repeatable).") var dirs: [String] = []
@@ -31,6 +33,8 @@ struct AgentCommand: AsyncParsableCommand {
         if (listen == nil) == (socket == nil) { throw ValidationError("give exactly one of --listen HOST:PORT and --socket PATH") }
         if role == .files && dirs.isEmpty { throw ValidationError("the files role needs at least one --dir NAME=PATH") }
         for d in dirs where !d.contains("=") { throw ValidationError("--dir takes NAME=PATH, got \(d)") }
+        if handshakeTimeout < 1 { throw ValidationError("--handshake-timeout must be at least 1 second") }
+        if maxPendingConnections < 1 { throw ValidationError("--max-pending-connections must be at least 1") }
     }
 
     func run() async throws {
@@ -42,6 +46,9 @@ struct AgentCommand: AsyncParsableCommand {
         do { token = try SharedToken.load(file: tokenFile) } catch let error as ErrorMessage {
             FileHandle.standardError.write(Data("chebackup-agent: error: \(error.message)\n".utf8))
             throw ExitCode.failure
+        }
+        if let warning = SharedToken.permissionWarning(file: tokenFile) {
+            FileHandle.standardError.write(Data("chebackup-agent: warning: \(warning)\n".utf8))
         }
         let roleImpl: any Role
         switch role {
@@ -62,7 +69,8 @@ struct AgentCommand: AsyncParsableCommand {
             guard let address = try? HostPort(listen!, allowZero: true) else { throw ValidationError("--listen must be HOST:PORT") }
             endpoint = .tcp(host: address.host, port: address.port)
         }
-        let server = AgentServer(role: roleImpl, token: token, installationID: installationId, maxLineLength: maxLineLength, logger: logger)
+        let server = AgentServer(role: roleImpl, token: token, installationID: installationId, maxLineLength: maxLineLength,
+                                 handshakeTimeout: .seconds(handshakeTimeout), maxUnauthenticated: maxPendingConnections, logger: logger)
         do {
             try await server.serve(endpoint) { address in
                 FileHandle.standardError.write(Data("chebackup-agent: \(role.rawValue) agent listening on \(address)\n".utf8))

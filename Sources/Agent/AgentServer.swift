@@ -31,13 +31,29 @@ final class AgentServer: Sendable {
     let pool = BlockingPool(threads: 8)
     /// The request running now (its id and its task), if any.
     let running = Mutex<(id: String, task: Task<Void, Never>?)?>(nil)
+    /// How long a connection may take to authenticate.
+    let handshakeTimeout: Duration
+    /// How many connections may wait to authenticate at once; more are closed at once.
+    let maxUnauthenticated: Int
+    /// Connections that have not authenticated yet (by object identity).
+    let unauthenticated = Mutex<Set<ObjectIdentifier>>([])
+    /// The longest line accepted before authentication: an `auth` line is about 200 bytes.
+    static let handshakeLineLimit = 4096
 
-    init(role: any Role, token: SharedToken, installationID: String, maxLineLength: Int, logger: Logger) {
+    init(role: any Role, token: SharedToken, installationID: String, maxLineLength: Int, handshakeTimeout: Duration = .seconds(10),
+         maxUnauthenticated: Int = 64, logger: Logger) {
         self.role = role
         self.token = token
         self.installationID = installationID
         self.maxLineLength = maxLineLength
+        self.handshakeTimeout = handshakeTimeout
+        self.maxUnauthenticated = maxUnauthenticated
         self.logger = logger
+    }
+
+    /// A session authenticated: it no longer counts against the limit.
+    func authenticated(_ session: Session) {
+        unauthenticated.withLock { _ = $0.remove(ObjectIdentifier(session)) }
     }
 
     func serve(_ endpoint: Endpoint, onListening: @Sendable (String) -> Void) async throws {
@@ -71,8 +87,28 @@ final class AgentServer: Sendable {
         let peer = connection.channel.remoteAddress?.description ?? "peer"
         do {
             try await connection.executeThenClose { inbound, outbound in
-                let session = Session(server: self, outbound: outbound, peer: peer)
-                try await session.run(inbound)
+                let session = Session(server: self, channel: connection.channel, peer: peer)
+                let admitted = unauthenticated.withLock { waiting -> Bool in
+                    guard waiting.count < maxUnauthenticated else { return false }
+                    waiting.insert(ObjectIdentifier(session))
+                    return true
+                }
+                guard admitted else {
+                    logger.notice("\(peer): refused: \(maxUnauthenticated) connections are already waiting to authenticate")
+                    var line = LineCodec.encode(.error(ErrorMessage(code: .busy, message: "too many connections waiting to authenticate")))
+                    line.append(0x0A)
+                    try? await outbound.write(ByteBuffer(bytes: line))
+                    return
+                }
+                defer {
+                    let none = unauthenticated.withLock { waiting -> Bool in
+                        waiting.remove(ObjectIdentifier(session))
+                        return waiting.isEmpty
+                    }
+                    // What a flood of half-open connections made the heap hold goes back.
+                    if none && running.withLock({ $0 == nil }) { releaseFreeHeapPages() }
+                }
+                try await session.run(inbound, outbound)
             }
         } catch {
             logger.info("connection from \(peer) ended: \(error)")

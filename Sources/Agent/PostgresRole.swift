@@ -91,26 +91,40 @@ struct PostgresRole: Role {
 
     /// Replaces text in every text, varchar and json(b) column of every user table: the rows
     /// that carry the old namespace or domain, when restoring into another installation.
+    ///
+    /// No value is ever spliced into SQL text: `from` and `to` reach psql as variables (`-v`), which
+    /// it quotes as literals itself (`:'from'`, PQescapeLiteral); the UPDATE statements are built by
+    /// the server with `format(%I, %L)` and run by `\gexec`. The values were also checked to be DNS
+    /// names before the request was accepted (`Rewrite.problem`).
     func rewriteRows(in db: String, _ rewrite: [Rewrite], stage: @escaping @Sendable (String) -> Void) async throws {
         stage("rewriting \(rewrite.map { "\($0.from) → \($0.to)" }.joined(separator: ", ")) in \(db)")
-        func literal(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }
-        var statements = ""
         for r in rewrite where !r.from.isEmpty {
-            statements += """
-                FOR c IN SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns
-                    WHERE table_schema NOT IN ('pg_catalog', 'information_schema')
-                      AND data_type IN ('text', 'character varying', 'json', 'jsonb')
-                      AND (table_schema, table_name) IN (SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE')
-                LOOP
-                    EXECUTE format('UPDATE %I.%I SET %I = replace(%I::text, %L, %L)::%s WHERE strpos(%I::text, %L) > 0',
-                        c.table_schema, c.table_name, c.column_name, c.column_name, \(literal(r.from)), \(literal(r.to)),
-                        CASE c.data_type WHEN 'character varying' THEN 'varchar' ELSE c.data_type END, c.column_name, \(literal(r.from)));
-                END LOOP;
+            if let problem = r.problem { throw RepositoryError(.invalidArgument, problem) }
+            let script = """
+                SELECT format('UPDATE %I.%I SET %I = replace(%I::text, %L, %L)::%s WHERE strpos(%I::text, %L) > 0',
+                    c.table_schema, c.table_name, c.column_name, c.column_name, :'from', :'to',
+                    CASE c.data_type WHEN 'character varying' THEN 'varchar' ELSE c.data_type END, c.column_name, :'from')
+                FROM information_schema.columns c
+                JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+                WHERE c.table_schema NOT IN ('pg_catalog', 'information_schema')
+                  AND c.data_type IN ('text', 'character varying', 'json', 'jsonb')
+                  AND t.table_type = 'BASE TABLE'
+                \\gexec
 
                 """
+            let psql = try Subprocess(tool("psql"), ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "from=\(r.from)", "-v", "to=\(r.to)",
+                                                     "-1", "-d", db, "-f", "-"], stdin: true)
+            do {
+                try psql.writeAll(Data(script.utf8))
+                psql.closeStdin()
+                try await psql.finish()
+            } catch {
+                if psql.isRunning { psql.abort() }
+                _ = await psql.wait()
+                let detail = psql.stderrSummary
+                throw RepositoryError(.io, "psql failed rewriting \(db)\(detail.isEmpty ? ": \(error)" : ": " + detail)")
+            }
         }
-        let sql = "DO $rewrite$ DECLARE c record; BEGIN\n\(statements)END $rewrite$;"
-        _ = try await Subprocess.output(tool("psql"), ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql])
     }
 
     /// Streams a part into a program's standard input, then checks how the program ended.

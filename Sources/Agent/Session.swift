@@ -8,108 +8,179 @@ import Subprocess
 import Synchronization
 
 /// One connection: hello, authentication, then requests. Everything the peer sends that does
-/// not fit gets an error line; before authentication, an error also ends the connection.
+/// not fit gets an error line; before authentication, an error also ends the connection, and
+/// after it every line must verify (protocol v2) or the connection ends.
 final class Session: Sendable {
     let server: AgentServer
-    let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    let channel: any Channel
     let peer: String
     let agentNonce = SharedToken.newNonce()
-    let key = Mutex<SessionKey?>(nil)
+    /// Every line this session sends, in order (sealed after `welcome`).
+    let out = OutboundLines()
+    /// Set by a successful `auth`: the key that opens sealed secrets and the controller's lines.
+    let keys = Mutex<(sealing: SessionKey, opener: LineOpener)?>(nil)
     /// Requests this connection started, cancelled when it goes away.
     let started = Mutex<Set<String>>([])
 
-    init(server: AgentServer, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, peer: String) {
+    init(server: AgentServer, channel: any Channel, peer: String) {
         self.server = server
-        self.outbound = outbound
+        self.channel = channel
         self.peer = peer
     }
 
     var logger: Logger { server.logger }
 
-    func send(_ message: Message) async {
-        var line = LineCodec.encode(message)
-        line.append(0x0A)
-        do { try await outbound.write(ByteBuffer(bytes: line)) } catch {
-            logger.info("cannot write to \(peer): \(error)")
+    func send(_ message: Message) { out.send(message) }
+
+    func sendError(_ id: String?, _ code: ErrorCode, _ message: String) {
+        logger.notice("\(peer): \(code.rawValue): \(message)")
+        send(.error(ErrorMessage(id: id, code: code, message: message)))
+    }
+
+    var authenticated: Bool { keys.withLock { $0 != nil } }
+
+    /// Runs the connection: a writer drains `out` while the lines the controller sends are read
+    /// and answered. Ends when the controller closes, or when this side ends the connection
+    /// (a failed handshake, a line that does not verify); queued lines are flushed first.
+    func run(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
+        let writer = Task {
+            for await line in out.lines { try await outbound.write(ByteBuffer(bytes: line)) }
+        }
+        // A controller that does not authenticate in time loses the connection.
+        let deadline = Task { [channel, peer, logger, handshakeTimeout = server.handshakeTimeout] in
+            try await Task.sleep(for: handshakeTimeout)
+            if !self.authenticated {
+                logger.notice("\(peer): no authentication within \(handshakeTimeout): closing the connection")
+                channel.close(promise: nil)
+            }
+        }
+        defer {
+            deadline.cancel()
+            cancelOwnRequests()
+        }
+        send(.hello(hello))
+        do { try await read(inbound) } catch {
+            logger.info("reading from \(peer): \(error)")
+        }
+        out.finish()
+        // Flush what is queued, but never wait long for a peer that stopped reading.
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { _ = await writer.result }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(5))
+                writer.cancel()
+            }
+            await group.next()
+            group.cancelAll()
         }
     }
 
-    func sendError(_ id: String?, _ code: ErrorCode, _ message: String) async {
-        logger.notice("\(peer): \(code.rawValue): \(message)")
-        await send(.error(ErrorMessage(id: id, code: code, message: message)))
+    var hello: Hello {
+        Hello(protocols: supportedProtocolVersions, role: server.role.name, agentVersion: programVersion,
+              installationId: server.installationID, capabilities: ["backup", "restore", "status", "cancel", "ping"],
+              nonce: agentNonce.base64EncodedString())
     }
 
-    func run(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>) async throws {
-        await send(.hello(Hello(protocols: supportedProtocolVersions, role: server.role.name, agentVersion: programVersion,
-                                installationId: server.installationID, capabilities: ["backup", "restore", "status", "cancel", "ping"],
-                                nonce: agentNonce.base64EncodedString())))
-        var framer = LineFramer(maxLineLength: server.maxLineLength)
-        defer { cancelOwnRequests() }
+    func read(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>) async throws {
+        // Before authentication only a short `auth` line is acceptable: anything longer is cut
+        // at this limit, so an unauthenticated peer can make the agent hold very little.
+        var framer = LineFramer(maxLineLength: min(server.maxLineLength, AgentServer.handshakeLineLimit))
         for try await buffer in inbound {
             for item in framer.feed(buffer.readableBytesView) {
-                let authenticated = key.withLock { $0 != nil }
-                switch item {
-                case .tooLong(let n):
-                    await sendError(nil, .lineTooLong, "line of \(n) bytes is longer than \(server.maxLineLength)")
-                    if !authenticated { return }
-                case .line(let line):
-                    if line.isEmpty { continue }
-                    switch LineCodec.decode(line) {
-                    case .failure(let error):
-                        await sendError(error.id, ErrorCode(rawValue: error.code) ?? .invalidRequest, error.message)
-                        if !authenticated { return }
-                    case .success(let message):
-                        if !(await handle(message, authenticated: authenticated)) { return }
+                guard authenticated else {
+                    switch item {
+                    case .tooLong:
+                        sendError(nil, .lineTooLong, "a line longer than \(framer.maxLineLength) bytes before authentication")
+                        return
+                    case .line(let line):
+                        if line.isEmpty { continue }
+                        switch LineCodec.decode(line) {
+                        case .failure(let error):
+                            sendError(error.id, ErrorCode(rawValue: error.code) ?? .invalidRequest, error.message)
+                            return
+                        case .success(let message):
+                            guard authenticate(message) else { return }
+                            framer.maxLineLength = server.maxLineLength
+                        }
                     }
+                    continue
+                }
+                let opened: LineOpener.Opened = keys.withLock { k in
+                    switch item {
+                    case .tooLong(let n): return .tampered(k!.opener.tooLong(n, limit: framer.maxLineLength))
+                    case .line(let line): return k!.opener.open(line)
+                    }
+                }
+                switch opened {
+                case .tampered(let why):
+                    sendError(nil, .tampered, why)
+                    return
+                case .invalid(let error):
+                    sendError(error.id, ErrorCode(rawValue: error.code) ?? .invalidRequest, error.message)
+                case .message(let message):
+                    await handle(message)
                 }
             }
         }
     }
 
-    /// Handles one message; false ends the connection.
-    func handle(_ message: Message, authenticated: Bool) async -> Bool {
-        guard authenticated else {
-            guard case .auth(let auth) = message else {
-                await sendError(message.id, .outOfOrder, "authenticate first: expected an auth message, got \(message.type)")
-                return false
-            }
-            guard negotiateVersion(offered: [auth.protocol]) != nil else {
-                await sendError(nil, .unsupportedVersion, "protocol version \(auth.protocol) is not supported (this agent speaks \(supportedProtocolVersions))")
-                return false
-            }
-            guard let controllerNonce = Data(base64Encoded: auth.nonce), controllerNonce.count == 32,
-                  let proof = Data(base64Encoded: auth.proof),
-                  Primitives.constantTimeEqual(proof, server.token.controllerProof(agentNonce: agentNonce, controllerNonce: controllerNonce)) else {
-                await sendError(nil, .unauthorized, "authentication failed")
-                return false
-            }
-            key.withLock { $0 = server.token.sessionKey(agentNonce: agentNonce, controllerNonce: controllerNonce) }
-            let agentProof = server.token.agentProof(agentNonce: agentNonce, controllerNonce: controllerNonce)
-            await send(.welcome(Welcome(proof: agentProof.base64EncodedString())))
-            logger.info("controller at \(peer) authenticated")
-            return true
+    /// Checks the controller's `auth`; on success answers `welcome` and seals every later line.
+    /// False ends the connection.
+    func authenticate(_ message: Message) -> Bool {
+        guard case .auth(let auth) = message else {
+            sendError(message.id, .outOfOrder, "authenticate first: expected an auth message, got \(message.type)")
+            return false
         }
+        guard let version = negotiateVersion(offered: [auth.protocol]) else {
+            sendError(nil, .unsupportedVersion, "protocol version \(auth.protocol) is not supported (this agent speaks \(supportedProtocolVersions))")
+            return false
+        }
+        let helloLine = LineCodec.encode(.hello(hello))
+        guard let controllerNonce = Data(base64Encoded: auth.nonce), controllerNonce.count == 32,
+              let proof = Data(base64Encoded: auth.proof),
+              Primitives.constantTimeEqual(proof, server.token.controllerProof(agentNonce: agentNonce, controllerNonce: controllerNonce,
+                                                                               hello: helloLine, version: version)) else {
+            sendError(nil, .unauthorized, "authentication failed")
+            return false
+        }
+        let sessionKeys = server.token.sessionKeys(agentNonce: agentNonce, controllerNonce: controllerNonce)
+        let (sealer, opener) = sessionKeys.agentSide
+        keys.withLock { $0 = (sessionKeys.sealing, opener) }
+        server.authenticated(self)
+        let agentProof = server.token.agentProof(agentNonce: agentNonce, controllerNonce: controllerNonce, hello: helloLine, version: version)
+        send(.welcome(Welcome(proof: agentProof.base64EncodedString())))
+        out.startSealing(sealer)
+        logger.info("controller at \(peer) authenticated")
+        return true
+    }
+
+    /// Handles one authentic message.
+    func handle(_ message: Message) async {
         switch message {
         case .ping(let m):
-            await send(.result(ResultMessage(id: m.id, state: "pong")))
+            send(.result(ResultMessage(id: m.id, state: "pong")))
         case .status(let m):
             let current = server.running.withLock { $0?.id }
-            await send(.result(ResultMessage(id: m.id, state: current == nil ? "idle" : "busy", running: current)))
+            send(.result(ResultMessage(id: m.id, state: current == nil ? "idle" : "busy", running: current)))
         case .cancel(let m):
             let task = server.running.withLock { $0?.id == m.target ? $0?.task : nil } ?? nil
             guard let task else {
-                await sendError(m.id, .unknownRequest, "no running request \(m.target)")
-                return true
+                sendError(m.id, .unknownRequest, "no running request \(m.target)")
+                return
             }
             task.cancel()
-            await send(.result(ResultMessage(id: m.id, state: "cancelling", running: m.target)))
+            send(.result(ResultMessage(id: m.id, state: "cancelling", running: m.target)))
         case .backup(let m):
-            await start(id: m.id, repository: m.repository) { repo, progress, stage in
+            start(id: m.id, repository: m.repository) { repo, progress, stage in
                 let parts = try await self.server.role.backup(repo, parts: m.parts, progress: progress, stage: stage)
                 return ResultMessage(id: m.id, parts: parts)
             }
         case .restore(let m):
-            await start(id: m.id, repository: m.repository) { repo, progress, stage in
+            if let bad = m.rewrite?.lazy.compactMap({ $0.problem }).first {
+                sendError(m.id, .invalidRequest, bad)
+                return
+            }
+            start(id: m.id, repository: m.repository) { repo, progress, stage in
                 let (_, snapshot) = try await repo.resolveSnapshot(m.snapshot)
                 let restored = try await self.server.role.restore(repo, snapshot: snapshot, parts: m.parts,
                                                                    keepExtraneous: m.keepExtraneous ?? false, rewrite: m.rewrite ?? [],
@@ -117,20 +188,19 @@ final class Session: Sendable {
                 return ResultMessage(id: m.id, restored: restored)
             }
         case .hello, .auth, .welcome, .event, .result, .error:
-            await sendError(message.id, .outOfOrder, "\(message.type) is not a request")
+            sendError(message.id, .outOfOrder, "\(message.type) is not a request")
         }
-        return true
     }
 
     typealias Work = @Sendable (Repository, ProgressCounters, @escaping @Sendable (String) -> Void) async throws -> ResultMessage
 
     /// Starts a backup or restore unless one runs; streams stage and progress events; ends with
     /// a result or an error.
-    func start(id: String, repository: RepositorySpec, work: @escaping Work) async {
-        guard let key = key.withLock({ $0 }) else { return }
+    func start(id: String, repository: RepositorySpec, work: @escaping Work) {
+        guard let key = keys.withLock({ $0?.sealing }) else { return }
         let secrets: RepositorySecrets
         do { secrets = try key.open(repository.secrets, requestID: id) } catch let error as ErrorMessage {
-            await sendError(id, .invalidRequest, error.message)
+            sendError(id, .invalidRequest, error.message)
             return
         } catch { return }
         // Reserve the agent first: a request turned away as busy never starts anything.
@@ -140,7 +210,7 @@ final class Session: Sendable {
             return nil
         }
         if let other = reserved {
-            await sendError(id, .busy, "another backup or restore is running (\(other))")
+            sendError(id, .busy, "another backup or restore is running (\(other))")
             return
         }
         started.withLock { _ = $0.insert(id) }
@@ -151,19 +221,23 @@ final class Session: Sendable {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(1))
                     if Task.isCancelled { break }
-                    await self.send(.event(Event(id: id, stage: stage.value, bytes: progress.bytesDone,
-                                                 items: progress.itemsDone, totalBytes: progress.bytesTotal)))
+                    self.send(.event(Event(id: id, stage: stage.value, bytes: progress.bytesDone,
+                                           items: progress.itemsDone, totalBytes: progress.bytesTotal)))
                 }
             }
             let setStage: @Sendable (String) -> Void = { text in
                 stage.withLock { $0 = text }
-                Task { await self.send(.event(Event(id: id, stage: text, bytes: progress.bytesDone, items: progress.itemsDone,
-                                                   totalBytes: progress.bytesTotal))) }
+                // Queued at once, in order: never after the request's final message.
+                self.send(.event(Event(id: id, stage: text, bytes: progress.bytesDone, items: progress.itemsDone,
+                                       totalBytes: progress.bytesTotal)))
             }
             let final: Message
             do {
-                let repo = try await self.open(repository.url, secrets: secrets)
+                // Credential files (known hosts, a CA) live in a directory made new for this request.
+                let files = try PrivateDirectory(prefix: "chebackup-agent")
+                let repo = try await self.open(repository.url, secrets: secrets, files: files)
                 final = .result(try await work(repo, progress, setStage))
+                withExtendedLifetime(files) {}
             } catch {
                 if Task.isCancelled {
                     final = .error(ErrorMessage(id: id, code: .cancelled, message: "request \(id) was cancelled"))
@@ -175,21 +249,18 @@ final class Session: Sendable {
             ticker.cancel()
             self.server.running.withLock { if $0?.id == id { $0 = nil } }
             self.started.withLock { _ = $0.remove(id) }
-            // Sent from a task of its own: a cancelled task's writes would be dropped.
-            await Task {
-                if case .error(let e) = final { self.logger.notice("\(self.peer): \(e.code): \(e.message)") }
-                await self.send(final)
-            }.value
+            if case .error(let e) = final { self.logger.notice("\(self.peer): \(e.code): \(e.message)") }
+            self.send(final)
         }
         server.running.withLock { if $0?.id == id { $0 = (id, task) } }
     }
 
-    func open(_ url: String, secrets: RepositorySecrets) async throws -> Repository {
+    func open(_ url: String, secrets: RepositorySecrets, files: PrivateDirectory) async throws -> Repository {
         let parsed: RepositoryURL
         do { parsed = try RepositoryURL.parse(url) } catch {
             throw RepositoryError(.invalidArgument, "invalid repository URL: \(error)")
         }
-        let credentials = try secrets.backendCredentials(filesIn: NSTemporaryDirectory() + "/chebackup-agent-\(getpid())")
+        let credentials = try secrets.backendCredentials(filesIn: files)
         let storage = try StorageStack.open(parsed, credentials: credentials, pool: server.pool, logger: logger)
         return try await Repository.open(storage: storage, password: secrets.repositoryPassword, logger: logger)
     }

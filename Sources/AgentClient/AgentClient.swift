@@ -48,31 +48,23 @@ public final class AgentSession: Sendable {
     public let hello: Hello
     public let endpoint: AgentEndpoint
     let key: SessionKey
-    let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    let out: OutboundLines
     let router: Router
 
-    init(hello: Hello, endpoint: AgentEndpoint, key: SessionKey, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, router: Router) {
+    init(hello: Hello, endpoint: AgentEndpoint, key: SessionKey, out: OutboundLines, router: Router) {
         self.hello = hello
         self.endpoint = endpoint
         self.key = key
-        self.outbound = outbound
+        self.out = out
         self.router = router
-    }
-
-    func write(_ message: Message) async throws {
-        var line = LineCodec.encode(message)
-        line.append(0x0A)
-        try await outbound.write(ByteBuffer(bytes: line))
     }
 
     /// Sends a request and waits for its result; events go to `onEvent`.
     func call(_ id: String, _ message: Message, onEvent: @escaping @Sendable (Event) -> Void = { _ in }) async throws -> ResultMessage {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ResultMessage, any Error>) in
             router.register(id, continuation: continuation, onEvent: onEvent)
-            Task {
-                do { try await write(message) } catch {
-                    router.fail(id, AgentError(code: "connection", message: "cannot send to the agent at \(endpoint): \(error)"))
-                }
+            if !out.send(message) {
+                router.fail(id, AgentError(code: "connection", message: "cannot send to the agent at \(endpoint): the connection is closed"))
             }
         }
     }
@@ -117,13 +109,25 @@ final class Router: Sendable {
     }
     private let pending = Mutex<[String: Pending]>([:])
     private let closed = Mutex<AgentError?>(nil)
+    /// When the agent last sent something, or a request started waiting.
+    private let lastHeard = Mutex(ContinuousClock.now)
 
     func register(_ id: String, continuation: CheckedContinuation<ResultMessage, any Error>, onEvent: @escaping @Sendable (Event) -> Void) {
         if let error = closed.withLock({ $0 }) {
             continuation.resume(throwing: error)
             return
         }
+        heard()
         pending.withLock { $0[id] = Pending(continuation: continuation, onEvent: onEvent) }
+    }
+
+    func heard() { lastHeard.withLock { $0 = .now } }
+
+    /// How long the agent has been silent, if longer than `limit` while a request waits.
+    func silentFor(longerThan limit: Duration) -> Duration? {
+        guard !pending.withLock({ $0.isEmpty }) else { return nil }
+        let silent = ContinuousClock.now - lastHeard.withLock { $0 }
+        return silent > limit ? silent : nil
     }
 
     func route(_ message: Message) {
@@ -159,9 +163,11 @@ final class Router: Sendable {
 }
 
 public enum AgentClient {
-    /// Connects, authenticates both ends, runs `body` with the session, then closes.
+    /// Connects, authenticates both ends, runs `body` with the session, then closes. While a
+    /// request waits, the agent must send something (it sends an event a second while it works)
+    /// at least every `idleTimeout`: a line withheld in transit must not hang the controller.
     public static func withSession<T: Sendable>(_ endpoint: AgentEndpoint, token: SharedToken, expectedRole: String? = nil,
-                                                handshakeTimeout: Duration = .seconds(10),
+                                                handshakeTimeout: Duration = .seconds(10), idleTimeout: Duration = .seconds(120),
                                                 _ body: @Sendable (AgentSession) async throws -> T) async throws -> T {
         let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connectTimeout(.seconds(5))
         let makeChannel: @Sendable (any Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, ByteBuffer>> = { channel in
@@ -180,42 +186,49 @@ public enum AgentClient {
         }
         return try await channel.executeThenClose { inbound, outbound in
             let router = Router()
-            let (handshake, handshakeInput) = AsyncStream<Message>.makeStream()
+            let out = OutboundLines()
+            // Set when `auth` is sent: it checks every line after `welcome`.
+            let opener = Locked<LineOpener?>(nil)
+            let (handshake, handshakeInput) = AsyncStream<(Message, Data)>.makeStream()
             return try await withThrowingTaskGroup(of: T?.self) { group in
                 group.addTask {
-                    var framer = LineFramer()
-                    do {
-                        for try await buffer in inbound {
-                            for item in framer.feed(buffer.readableBytesView) {
-                                guard case .line(let line) = item, !line.isEmpty, case .success(let message) = LineCodec.decode(line) else { continue }
-                                switch message {
-                                case .hello, .welcome: handshakeInput.yield(message)
-                                case .error(let e) where e.id == nil: handshakeInput.yield(message); router.route(message)
-                                default: router.route(message)
-                                }
-                            }
-                        }
-                    } catch {}
-                    handshakeInput.finish()
-                    router.failAll(AgentError(code: "connection", message: "the agent at \(endpoint) closed the connection"))
+                    for await line in out.lines { try await outbound.write(ByteBuffer(bytes: line)) }
                     return nil
                 }
+                group.addTask {
+                    try await read(inbound, endpoint: endpoint, opener: opener, handshake: handshakeInput, router: router)
+                    return nil
+                }
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: idleTimeout / 4)
+                        if let silent = router.silentFor(longerThan: idleTimeout) {
+                            router.failAll(AgentError(code: "timeout", message: "the agent at \(endpoint) sent nothing for \(silent.components.seconds) s while a request waited for it"))
+                            return nil
+                        }
+                    }
+                }
                 // The handshake must finish in time: a silent peer must not hang the controller.
+                let timedOut = Locked(false)
                 let timer = Task {
                     try await Task.sleep(for: handshakeTimeout)
+                    timedOut.withLock { $0 = true }
                     handshakeInput.finish()
                 }
                 defer {
                     // Ending our side makes the agent close the connection, which ends the reader.
-                    outbound.finish()
+                    out.finish()
                     group.cancelAll()
                 }
                 let session: AgentSession
                 do {
                     session = try await authenticate(endpoint: endpoint, token: token, expectedRole: expectedRole,
-                                                     messages: handshake, outbound: outbound, router: router)
+                                                     messages: handshake, out: out, opener: opener, router: router)
                 } catch {
                     timer.cancel()
+                    if timedOut.withLock({ $0 }) {
+                        throw AgentError(code: "handshake", message: "the agent at \(endpoint) did not complete the handshake within \(handshakeTimeout)")
+                    }
                     throw error
                 }
                 timer.cancel()
@@ -224,17 +237,68 @@ public enum AgentClient {
         }
     }
 
-    static func authenticate(endpoint: AgentEndpoint, token: SharedToken, expectedRole: String?, messages: AsyncStream<Message>,
-                             outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, router: Router) async throws -> AgentSession {
+    /// Reads the agent's lines: the handshake's go to `handshake` (with their bytes, which the
+    /// proofs cover), every line after `welcome` must verify and goes to the router. A line that
+    /// does not verify, or is longer than the limit, ends the connection with its reason.
+    static func read(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, endpoint: AgentEndpoint, opener: Locked<LineOpener?>,
+                     handshake: AsyncStream<(Message, Data)>.Continuation, router: Router) async throws {
+        var framer = LineFramer(maxLineLength: maxLineLength)
+        var welcomed = false
+        defer {
+            handshake.finish()
+            router.failAll(AgentError(code: "connection", message: "the agent at \(endpoint) closed the connection"))
+        }
+        do {
+            for try await buffer in inbound {
+                router.heard()
+                for item in framer.feed(buffer.readableBytesView) {
+                    guard welcomed else {
+                        guard case .line(let line) = item, !line.isEmpty, case .success(let message) = LineCodec.decode(line) else { continue }
+                        switch message {
+                        case .welcome: welcomed = true; handshake.yield((message, line))
+                        case .hello: handshake.yield((message, line))
+                        case .error(let e) where e.id == nil: handshake.yield((message, line)); router.route(message)
+                        default: break
+                        }
+                        continue
+                    }
+                    let opened: LineOpener.Opened = opener.withLock { o -> LineOpener.Opened in
+                        guard o != nil else { return .tampered("the agent at \(endpoint) sent a line before it was authenticated") }
+                        switch item {
+                        case .tooLong(let n): return .tampered(o!.tooLong(n, limit: maxLineLength))
+                        case .line(let line): return o!.open(line)
+                        }
+                    }
+                    switch opened {
+                    case .message(let message):
+                        router.route(message)
+                    case .invalid(let error):
+                        router.failAll(AgentError(code: "protocol", message: "the agent at \(endpoint) sent an invalid message: \(error.message)"))
+                        return
+                    case .tampered(let why):
+                        router.failAll(AgentError(code: ErrorCode.tampered.rawValue, message: "agent at \(endpoint): \(why)"))
+                        return
+                    }
+                }
+            }
+        } catch {}
+    }
+
+    /// The longest line accepted from an agent (a backup's result lists its parts).
+    public static let maxLineLength = 64 << 20
+
+    static func authenticate(endpoint: AgentEndpoint, token: SharedToken, expectedRole: String?, messages: AsyncStream<(Message, Data)>,
+                             out: OutboundLines, opener: Locked<LineOpener?>, router: Router) async throws -> AgentSession {
         var iterator = messages.makeAsyncIterator()
-        func next(_ what: String) async throws -> Message {
-            guard let message = await iterator.next() else {
+        func next(_ what: String) async throws -> (Message, Data) {
+            guard let (message, line) = await iterator.next() else {
                 throw AgentError(code: "handshake", message: "the agent at \(endpoint) closed the connection during the handshake (\(what))")
             }
             if case .error(let e) = message { throw AgentError(code: e.code, message: "agent at \(endpoint): \(e.message)") }
-            return message
+            return (message, line)
         }
-        guard case .hello(let hello) = try await next("waiting for hello") else {
+        let (first, helloLine) = try await next("waiting for hello")
+        guard case .hello(let hello) = first else {
             throw AgentError(code: "handshake", message: "the agent at \(endpoint) did not say hello")
         }
         if let expectedRole, hello.role != expectedRole {
@@ -248,18 +312,20 @@ public enum AgentClient {
             throw AgentError(code: "handshake", message: "the agent at \(endpoint) sent a malformed nonce")
         }
         let controllerNonce = SharedToken.newNonce()
-        let proof = token.controllerProof(agentNonce: agentNonce, controllerNonce: controllerNonce)
-        var line = LineCodec.encode(.auth(Auth(protocol: version, nonce: controllerNonce.base64EncodedString(), proof: proof.base64EncodedString())))
-        line.append(0x0A)
-        try await outbound.write(ByteBuffer(bytes: line))
-        guard case .welcome(let welcome) = try await next("waiting for welcome") else {
+        let keys = token.sessionKeys(agentNonce: agentNonce, controllerNonce: controllerNonce)
+        let (sealer, lineOpener) = keys.controllerSide
+        opener.withLock { $0 = lineOpener }
+        let proof = token.controllerProof(agentNonce: agentNonce, controllerNonce: controllerNonce, hello: helloLine, version: version)
+        out.send(.auth(Auth(protocol: version, nonce: controllerNonce.base64EncodedString(), proof: proof.base64EncodedString())))
+        guard case .welcome(let welcome) = try await next("waiting for welcome").0 else {
             throw AgentError(code: "handshake", message: "the agent at \(endpoint) did not answer the authentication")
         }
         guard let agentProof = Data(base64Encoded: welcome.proof),
-              Primitives.constantTimeEqual(agentProof, token.agentProof(agentNonce: agentNonce, controllerNonce: controllerNonce)) else {
-            throw AgentError(code: "unauthorized", message: "the agent at \(endpoint) could not prove it holds the token: refusing it")
+              Primitives.constantTimeEqual(agentProof, token.agentProof(agentNonce: agentNonce, controllerNonce: controllerNonce,
+                                                                         hello: helloLine, version: version)) else {
+            throw AgentError(code: "unauthorized", message: "the agent at \(endpoint) could not prove it holds the token (or the handshake was changed in transit): refusing it")
         }
-        return AgentSession(hello: hello, endpoint: endpoint, key: token.sessionKey(agentNonce: agentNonce, controllerNonce: controllerNonce),
-                            outbound: outbound, router: router)
+        out.startSealing(sealer)
+        return AgentSession(hello: hello, endpoint: endpoint, key: keys.sealing, out: out, router: router)
     }
 }

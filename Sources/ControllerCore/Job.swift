@@ -24,7 +24,7 @@ public struct Job: Sendable {
     public func openRepository(create: Bool) async throws -> Repository {
         stage("Connecting to the backup repository \(server.url)")
         let url = try server.storageURL()
-        let credentials = try server.secrets.backendCredentials(filesIn: files.path)
+        let credentials = try server.secrets.backendCredentials(filesIn: files)
         let storage = try StorageStack.open(url, credentials: credentials, pool: pool, logger: logger)
         do {
             return try await Repository.open(storage: storage, password: server.secrets.repositoryPassword, logger: logger)
@@ -112,20 +112,4 @@ public struct Job: Sendable {
         try await drivers.che.start(cheState, stage: stage)
         return (id, snap)
     }
-}
-
-/// A directory only this process's user can enter, made new (never one that already existed),
-/// removed when the last reference goes.
-public final class PrivateDirectory: Sendable {
-    public let path: String
-
-    public init(prefix: String = "chebackup") throws {
-        var template = Array((NSTemporaryDirectory() + "/\(prefix)-XXXXXX").utf8CString)
-        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw ControllerError(.store, "cannot create a private temporary directory: \(String(cString: strerror(errno)))")
-        }
-        path = String(cString: made)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 }

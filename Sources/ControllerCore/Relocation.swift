@@ -19,6 +19,10 @@ public struct Relocation: Sendable, Equatable {
     public init(snapshot: Snapshot, installation: InstallationInfo, allowed: Bool) throws {
         from = (snapshot.metadata["namespace"] ?? installation.namespace, snapshot.metadata["domain"] ?? installation.domain)
         to = (installation.namespace, installation.domain.isEmpty ? from.domain : installation.domain)
+        // The snapshot's record comes from the repository: never use it unchecked.
+        if let problem = rewrites.lazy.compactMap(\.problem).first {
+            throw ControllerError(.refused, "cannot relocate the snapshot: \(problem)")
+        }
         if !isEmpty && !allowed {
             throw ControllerError(.refused, "the snapshot was made for namespace \(from.namespace), domain \(from.domain); this installation is namespace \(to.namespace), domain \(to.domain): restore with --relocate to rewrite them")
         }

@@ -3,6 +3,7 @@ import Foundation
 import KubernetesAPI
 import Logging
 import Repository
+import Storage
 
 /// Che's own objects in the namespace: the CheCluster resource(s) and the Secrets and ConfigMaps
 /// labelled `app.kubernetes.io/part-of=che.eclipse.org`. Backed up as a tree of JSON files

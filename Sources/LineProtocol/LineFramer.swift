@@ -4,18 +4,19 @@
 import Foundation
 
 /// Splits a byte stream into `\n`-terminated lines of at most `maxLineLength` bytes. A longer
-/// line is reported once as `.tooLong` and its bytes are dropped up to the next newline, so
-/// memory stays bounded whatever the peer sends. A trailing `\r` is removed.
+/// line is reported once, as soon as it passes the limit (`.tooLong(maxLineLength + 1)`: the peer
+/// need not ever end it), and its bytes are dropped up to the next newline, so memory stays
+/// bounded whatever the peer sends. A trailing `\r` is removed.
 public struct LineFramer: Sendable {
     public enum Item: Equatable, Sendable {
         case line(Data)
         case tooLong(Int)
     }
 
-    public let maxLineLength: Int
+    /// May change between feeds (the agent allows longer lines once the peer authenticated).
+    public var maxLineLength: Int
     private var buffer = Data()
     private var discarding = false
-    private var discarded = 0
 
     public init(maxLineLength: Int = 1 << 20) {
         self.maxLineLength = maxLineLength
@@ -27,9 +28,7 @@ public struct LineFramer: Sendable {
         for byte in bytes {
             if byte == 0x0A {
                 if discarding {
-                    items.append(.tooLong(discarded))
                     discarding = false
-                    discarded = 0
                 } else {
                     var line = buffer
                     if line.last == 0x0D { line.removeLast() }
@@ -38,13 +37,10 @@ public struct LineFramer: Sendable {
                 buffer.removeAll(keepingCapacity: buffer.count < 64 << 10)
                 continue
             }
-            if discarding {
-                discarded += 1
-                continue
-            }
+            if discarding { continue }
             if buffer.count >= maxLineLength {
+                items.append(.tooLong(buffer.count + 1))
                 discarding = true
-                discarded = buffer.count + 1
                 buffer = Data()
                 continue
             }

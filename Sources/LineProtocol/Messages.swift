@@ -1,8 +1,9 @@
 import Foundation
 import Repository
 
-/// The protocol versions this build speaks, newest last.
-public let supportedProtocolVersions = [1]
+/// The protocol versions this build speaks, newest last. Version 1 (no per-line MAC) is no
+/// longer spoken: a peer that still accepted it could be downgraded by a man in the middle.
+public let supportedProtocolVersions = [2]
 
 /// Every message, one JSON object per line with a `type` discriminator. Unknown fields are
 /// ignored (so later versions may add some); unknown types get an `unknown_type` error.
@@ -159,13 +160,32 @@ public struct RestoreRequest: Codable, Sendable, Equatable {
     }
 }
 
-/// One text replacement: every occurrence of `from` becomes `to`.
+/// One text replacement: every occurrence of `from` becomes `to`. Both are host names or
+/// `<namespace>.svc` (what moves with an installation); anything else is refused before use.
 public struct Rewrite: Codable, Sendable, Equatable {
     public var from: String
     public var to: String
     public init(from: String, to: String) {
         self.from = from
         self.to = to
+    }
+
+    /// Why this rewrite must not run, or nil when both values are DNS names.
+    public var problem: String? {
+        for value in [from, to] where !Self.isDNSName(value) {
+            return "rewrite value \"\(value.prefix(80))\" is not a host name or namespace (DNS labels of letters, digits and '-', joined by '.')"
+        }
+        return nil
+    }
+
+    /// A DNS name: 1 to 253 characters, labels of 1 to 63 letters, digits and `-` (not at
+    /// either end), separated by dots.
+    public static func isDNSName(_ text: String) -> Bool {
+        guard !text.isEmpty, text.utf8.count <= 253 else { return false }
+        return text.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            label.utf8.count >= 1 && label.utf8.count <= 63 && label.first != "-" && label.last != "-"
+                && label.utf8.allSatisfy { c in (c >= 0x61 && c <= 0x7A) || (c >= 0x41 && c <= 0x5A) || (c >= 0x30 && c <= 0x39) || c == 0x2D }
+        }
     }
 }
 
@@ -250,6 +270,8 @@ public enum ErrorCode: String, Sendable, CaseIterable {
     case unsupportedVersion = "unsupported_version"
     case unauthorized
     case outOfOrder = "out_of_order"
+    /// A line after `welcome` failed its integrity check: the connection is closed.
+    case tampered
     case busy
     case unknownRequest = "unknown_request"
     case cancelled

@@ -35,9 +35,11 @@ public final class Subprocess: @unchecked Sendable {
     private let stderrDone = DispatchSemaphore(value: 0)
 
     /// Starts `executable`. `stdin` true gives it a pipe to write to; `outputFile` sends its
-    /// standard output and error to a file instead of pipes.
+    /// standard output and error to a file instead of pipes; `combineOutput` sends its standard
+    /// output where its standard error goes (read all along, the tail kept), for a program whose
+    /// output nobody reads (a hook): it can never block on a full pipe.
     public init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, stdin: Bool = false,
-                outputFile: String? = nil) throws {
+                outputFile: String? = nil, combineOutput: Bool = false) throws {
         name = (executable as NSString).lastPathComponent
         func makePipe() throws -> (Int32, Int32) {
             var fds: [Int32] = [0, 0]
@@ -57,7 +59,7 @@ public final class Subprocess: @unchecked Sendable {
             posix_spawn_file_actions_addopen(&actions, 1, outputFile, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
             posix_spawn_file_actions_adddup2(&actions, 1, 2)
         } else {
-            posix_spawn_file_actions_adddup2(&actions, out.1, 1)
+            posix_spawn_file_actions_adddup2(&actions, combineOutput ? err.1 : out.1, 1)
             posix_spawn_file_actions_adddup2(&actions, err.1, 2)
         }
         var attr = posix_spawnattr_t()
@@ -193,11 +195,27 @@ public final class Subprocess: @unchecked Sendable {
         try await p.finish()
         return String(decoding: data, as: UTF8.self)
     }
+
+    /// Writes all of `data` to its standard input.
+    public func writeAll(_ data: Data) throws {
+        let fd = stdinFD
+        try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            var offset = 0
+            while offset < raw.count {
+                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw SubprocessError("cannot write to \(name): \(String(cString: strerror(errno)))") }
+                offset += n
+            }
+        }
+    }
 }
 
-/// Runs a shell command (a hook) with a time limit.
+/// Runs a shell command (a hook) with a time limit. Its output (standard output and error
+/// together) is read as it comes, so a chatty hook never blocks; the end of it is in the error
+/// when the hook fails.
 public func runHook(_ command: String, timeout: Duration, what: String) async throws {
-    let p = try Subprocess("/bin/sh", ["-c", command])
+    let p = try Subprocess("/bin/sh", ["-c", command], combineOutput: true)
     let timedOut = Guarded(false)
     let succeeded = await withTaskGroup(of: Bool?.self) { group -> Bool in
         group.addTask {

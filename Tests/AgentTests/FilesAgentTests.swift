@@ -121,7 +121,7 @@ import TestSupport
         defer { dir.remove() }
         try FileManager.default.createDirectory(atPath: dir.file("d"), withIntermediateDirectories: true)
         let agent = try AgentProcess(role: "files", arguments: ["--dir", "d=\(dir.file("d"))"])
-        let wrong = try SharedToken(Data("some-other-token-of-sufficient-length".utf8))
+        let wrong = try SharedToken(Data("some-other-token-Zq8vR2mK9pL4sT8wZ1nB6yC3dF5gH0jQ".utf8))
         do {
             try await AgentClient.withSession(agent.endpoint, token: wrong) { try await $0.ping() }
             Issue.record("a wrong token was accepted")
@@ -148,7 +148,7 @@ import TestSupport
             let fd = accept(listener, nil, nil)
             defer { close(fd); close(listener) }
             let nonce = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
-            let hello = "{\"type\":\"hello\",\"protocols\":[1],\"role\":\"files\",\"agentVersion\":\"x\",\"installationId\":\"x\",\"capabilities\":[],\"nonce\":\"\(nonce)\"}\n"
+            let hello = "{\"type\":\"hello\",\"protocols\":[2],\"role\":\"files\",\"agentVersion\":\"x\",\"installationId\":\"x\",\"capabilities\":[],\"nonce\":\"\(nonce)\"}\n"
             _ = hello.withCString { send(fd, $0, strlen($0), 0) }
             var buffer = [UInt8](repeating: 0, count: 65536)
             let n = recv(fd, &buffer, buffer.count, 0)

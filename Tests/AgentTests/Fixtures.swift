@@ -8,7 +8,7 @@ import Testing
 import TestSupport
 
 let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-let tokenText = "agent-test-token-0123456789abcdef"
+let tokenText = "agent-test-token-6f1c0e8a4b7d92e35a1f60c4d8b7e293a5c1d0f7e6b4a398"
 let token = try! SharedToken(Data(tokenText.utf8))
 let agentLogger: Logger = {
     var l = Logger(label: "agent-test")
@@ -61,6 +61,7 @@ final class AgentProcess: @unchecked Sendable {
     init(role: String, arguments: [String] = [], environment: [String: String] = [:], tokenText: String = tokenText) throws {
         dir = TempDir("chebackup-agent")
         try tokenText.write(toFile: dir.file("token"), atomically: true, encoding: .utf8)
+        chmod(dir.file("token"), 0o600)
         let port = freeLoopbackPort()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: builtProduct("chebackup-agent"))

@@ -65,6 +65,34 @@ let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/p
         #expect(try count("che.example.com") == "0")
     }
 
+    /// A rewrite value that closes the old `$rewrite$` quoting (or any quoting) must never reach
+    /// SQL: it is refused before anything is restored, and the rows stay as they are.
+    @Test func rewriteValuesThatAreNotHostNamesAreRefusedBeforeAnyRestore() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let cluster = try PostgresCluster(seed: true)
+        let (url, repo) = try await makeLocalRepository(dir)
+        let agent = try AgentProcess(role: "postgres", environment: cluster.env)
+        let parts = try await AgentClient.withSession(agent.endpoint, token: token) { try await $0.backup(url: url, secrets: secrets) }
+        let (id, _) = try await repo.commitSnapshot(parts: parts)
+        _ = try cluster.psql("CREATE TABLE canary (x int); INSERT INTO canary VALUES (1);", database: "dbche")
+        let before = try cluster.checksum()
+        for evil in ["x$rewrite$; DROP TABLE canary; --", "a'; DROP TABLE canary; --", "che.example.com\n\\! touch /tmp/pwned", "-leading.dash", ""] {
+            do {
+                _ = try await AgentClient.withSession(agent.endpoint, token: token) { session in
+                    try await session.restore(url: url, secrets: secrets, snapshot: id, rewrite: [Rewrite(from: "che.example.com", to: evil)])
+                }
+                Issue.record("rewrite to \(evil) was accepted")
+            } catch let error as AgentError {
+                #expect(error.code == "invalid_request", "\(error)")
+                #expect(error.message.contains("is not a host name or namespace"), "\(error.message)")
+            }
+        }
+        #expect(try cluster.checksum() == before, "nothing was restored or rewritten")
+        let canary = try run("/usr/bin/psql", ["-X", "-At", "-d", "dbche", "-c", "SELECT count(*) FROM canary"], environment: cluster.env)
+        #expect(canary.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1", "\(canary.stderr)")
+    }
+
     @Test func aFailingDumpCarriesTheToolsMessageAndStoresNoSnapshot() async throws {
         let dir = TempDir()
         defer { dir.remove() }

@@ -1,0 +1,146 @@
+import AgentClient
+import Foundation
+import Testing
+import TestSupport
+
+/// What an unauthenticated peer can make an agent do: little, briefly (issue 11, item 14).
+@Suite struct PreAuthenticationTests {
+    /// A raw TCP connection to the agent with a receive time-out, so a missing answer fails the
+    /// test instead of hanging it.
+    final class RawConnection {
+        let fd: Int32
+        init?(_ endpoint: AgentEndpoint) {
+            guard case .tcp(_, let port) = endpoint else { return nil }
+            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var timeout = timeval(tv_sec: 60, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            addr.sin_port = UInt16(port).bigEndian
+            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            if rc != 0 { close(fd); return nil }
+        }
+        deinit { close(fd) }
+
+        /// Everything the agent sends until it closes (or the time-out): its lines.
+        func readUntilClosed() -> (lines: [String], closed: Bool) {
+            var data = Data()
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = recv(fd, &buffer, buffer.count, 0)
+                if n == 0 { return (lines(data), true) }
+                if n < 0 { return (lines(data), errno == ECONNRESET) }
+                data.append(contentsOf: buffer[0..<n])
+            }
+        }
+
+        func readLine() -> String? {
+            var data = Data()
+            var byte: UInt8 = 0
+            while recv(fd, &byte, 1, 0) == 1 {
+                if byte == 0x0A { return String(decoding: data, as: UTF8.self) }
+                data.append(byte)
+            }
+            return nil
+        }
+
+        func lines(_ data: Data) -> [String] { String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init) }
+
+        @discardableResult
+        func send(_ data: Data) -> Bool {
+            data.withUnsafeBytes { raw in
+                var offset = 0
+                while offset < raw.count {
+                    let n = Foundation.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                    if n <= 0 { return false }
+                    offset += n
+                }
+                return true
+            }
+        }
+    }
+
+    func agent(_ dir: TempDir, _ extra: [String] = []) throws -> AgentProcess {
+        try FileManager.default.createDirectory(atPath: dir.file("d"), withIntermediateDirectories: true)
+        return try AgentProcess(role: "files", arguments: ["--dir", "d=\(dir.file("d"))"] + extra)
+    }
+
+    @Test func anUnterminatedLineIsCutAtTheLimitAndAnswered() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let agent = try agent(dir)
+        let c = try #require(RawConnection(agent.endpoint))
+        #expect(c.readLine()?.contains("\"type\":\"hello\"") == true)
+        c.send(Data(repeating: 0x41, count: 100_000))  // no newline, ever
+        let (lines, closed) = c.readUntilClosed()
+        #expect(closed, "the agent closes the connection")
+        #expect(lines.count == 1 && lines[0].contains("\"code\":\"line_too_long\""), "\(lines)")
+        #expect(lines.first?.contains("4096") == true, "\(lines)")
+    }
+
+    @Test func aSilentConnectionIsClosedAfterTheHandshakeTimeout() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let agent = try agent(dir, ["--handshake-timeout", "1"])
+        let c = try #require(RawConnection(agent.endpoint))
+        #expect(c.readLine()?.contains("\"type\":\"hello\"") == true)
+        let (lines, closed) = c.readUntilClosed()
+        #expect(closed && lines.isEmpty, "\(lines)")
+        #expect(agent.log.contains("no authentication within"))
+    }
+
+    @Test func connectionsWaitingToAuthenticateAreCapped() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let agent = try agent(dir, ["--max-pending-connections", "8"])
+        var waiting: [RawConnection] = []
+        for _ in 0..<8 {
+            let c = try #require(RawConnection(agent.endpoint))
+            #expect(c.readLine()?.contains("\"type\":\"hello\"") == true)
+            waiting.append(c)
+        }
+        let extra = try #require(RawConnection(agent.endpoint))
+        let (lines, closed) = extra.readUntilClosed()
+        #expect(closed && lines.count == 1 && lines[0].contains("\"code\":\"busy\""), "\(lines)")
+        #expect(lines.first?.contains("too many connections waiting to authenticate") == true)
+        waiting.removeAll()
+        // Once they are gone, a controller gets in again (the agent sees the closes shortly).
+        var served = false
+        for _ in 0..<100 where !served {
+            do {
+                try await AgentClient.withSession(agent.endpoint, token: token) { try await $0.ping() }
+                served = true
+            } catch { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(served)
+    }
+
+    func residentKiB(_ pid: Int32) -> Int {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+    }
+
+    /// 200 connections sending 1 MiB each before authenticating: measured before the fix, the
+    /// agent grew from 72 to 309 MB and stayed there. Each is now cut at 4 KiB and closed, and
+    /// the heap is handed back once they are gone.
+    @Test func aFloodOfUnauthenticatedDataDoesNotStayInMemory() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let agent = try agent(dir, ["--max-pending-connections", "256"])
+        let pid = agent.process.process.processIdentifier
+        try await AgentClient.withSession(agent.endpoint, token: token) { try await $0.ping() }
+        let before = residentKiB(pid)
+        let megabyte = Data(repeating: 0x42, count: 1 << 20)
+        DispatchQueue.concurrentPerform(iterations: 200) { _ in
+            guard let c = RawConnection(agent.endpoint) else { return }
+            c.send(megabyte)
+            _ = c.readUntilClosed()
+        }
+        try await AgentClient.withSession(agent.endpoint, token: token) { try await $0.ping() }
+        try await Task.sleep(for: .milliseconds(500))
+        let after = residentKiB(pid)
+        #expect(before > 0 && after - before < 48 << 10, "resident \(before) KiB before, \(after) KiB after the flood")
+    }
+}
