@@ -48,6 +48,7 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "LocalMode",
                 dependencies: ["ControllerCore", "Repository", "Storage", "AgentClient", "LineProtocol", "Subprocess",
+                               .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                                .product(name: "Yams", package: "Yams"),
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),

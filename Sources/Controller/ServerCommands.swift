@@ -61,18 +61,23 @@ struct ServerOptions: ParsableArguments {
 
     var logger: Logger { makeLogger(verbose ? .debug : .warning) }
 
-    /// Local mode: the installation and the engine, with a server given by flags saved as the default.
-    func localEngine(pool: BlockingPool, say: (String) -> Void) throws -> (Installation, Engine, FileResourceStore) {
+    /// Local mode: the installation and the engine. A server given by flags becomes the default
+    /// only once it was reached and its repository opened (created, for a backup, when the
+    /// location is empty): a wrong URL or password never replaces a default that works.
+    func localEngine(pool: BlockingPool, createRepository: Bool, say: @escaping @Sendable (String) -> Void) async throws
+        -> (Installation, Engine, FileResourceStore) {
         let installation = try mode.installation(namespace: chenamespace)
         let drivers = LocalMode.drivers(installation, logger: logger)
         let store = FileResourceStore(stateDir: installation.stateDir, logger: logger)
+        let engine = Engine(drivers: drivers, pool: pool, logger: logger)
         if let server = try flagServer() {
-            try LocalMode.saveDefaultServer(server, installation)
+            _ = try await engine.withJob(server, stage: say) { try await $0.openRepository(create: createRepository) }
+            try LocalMode.saveDefaultServer(server, installation, logger: logger)
             say("Using backup server \(server.url) (now the default)")
         } else if let name = backupServerConfigName, !store.exists(.backupServerConfiguration, name) {
             throw CLIError("CheBackupServerConfiguration \(name) not found (create it with chebackup apply -f)")
         }
-        return (installation, Engine(drivers: drivers, pool: pool, logger: logger), store)
+        return (installation, engine, store)
     }
 
     /// With -r: that server and its secrets from the flags and the usual variables. Without: nil.
@@ -146,7 +151,7 @@ struct ServerBackup: AsyncParsableCommand {
                 printOut("Backup snapshot ID: \(status.snapshotId ?? "?")")
                 return
             }
-            let (installation, engine, store) = try server.localEngine(pool: pool) { say($0) }
+            let (installation, engine, store) = try await server.localEngine(pool: pool, createRepository: true) { say($0) }
             let name = "backup-" + operationSuffix()
             try store.write(CheClusterBackup(
                 metadata: ObjectMeta(name: name, namespace: installation.namespace, creationTimestamp: Engine.now()),
@@ -185,7 +190,7 @@ struct ServerRestore: AsyncParsableCommand {
                 say(status.message ?? "")
                 return
             }
-            let (installation, engine, store) = try server.localEngine(pool: pool) { say($0) }
+            let (installation, engine, store) = try await server.localEngine(pool: pool, createRepository: false) { say($0) }
             let name = "restore-" + operationSuffix()
             try store.write(CheClusterRestore(
                 metadata: ObjectMeta(name: name, namespace: installation.namespace, creationTimestamp: Engine.now()),
@@ -238,7 +243,7 @@ struct CheSnapshots: AsyncParsableCommand {
                 let cluster = try server.cluster { _ in }
                 engine = Engine(drivers: cluster.drivers(), pool: pool, logger: server.logger)
             } else {
-                engine = try server.localEngine(pool: pool) { _ in }.1
+                engine = try await server.localEngine(pool: pool, createRepository: false) { _ in }.1
             }
             let backupServer = try await engine.resolve(configRef: server.backupServerConfigName, useInternal: nil)
             let all = try await engine.withJob(backupServer, stage: { _ in }) { job in

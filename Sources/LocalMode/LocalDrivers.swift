@@ -15,7 +15,7 @@ public enum LocalMode {
         return Drivers(resources: store, secrets: store, agents: ConfiguredAgents(installation: installation),
                        token: TokenFile(path: installation.tokenFile), objects: ObjectsDirectory(installation: installation),
                        internalServer: InternalServerProcessHost(installation: installation, store: store),
-                       che: NoCheServer(), defaultServer: { try DefaultServerFile(installation).load() })
+                       che: NoCheServer(), defaultServer: { try await DefaultServerFile(installation).load(store) })
     }
 }
 
@@ -93,29 +93,81 @@ public enum ObjectFiles {
     }
 }
 
-/// The default server (`server:backup -r`), kept in the state directory.
+/// The default server (`server:backup -r`), kept in the state directory. The file names where
+/// the server is, never its secrets: those are Secrets in the state directory, as for every
+/// other configuration. A REST, S3 or SFTP server becomes the CheBackupServerConfiguration
+/// `chebackup-default` (with Secrets `chebackup-default-…`); a `local:` repository, which has no
+/// configuration form, is kept as its URL and the Secret with its password.
 struct DefaultServerFile {
+    static let configurationName = "chebackup-default"
     let path: String
     let stateDir: String
+    let namespace: String
 
     init(_ installation: Installation) {
         stateDir = installation.stateDir
+        namespace = installation.namespace
         path = installation.stateDir + "/default-server.json"
     }
 
-    func load() throws -> BackupServer? {
-        guard let data = FileManager.default.contents(atPath: path) else { return nil }
-        do { return try JSONDecoder().decode(BackupServer.self, from: data) } catch {
-            throw ControllerError(.invalidResource, "the default backup server settings \(path) are damaged: \(error)")
-        }
+    /// What the file holds: a configuration's name, or a local repository and its password's Secret.
+    struct Reference: Codable {
+        var configuration: String?
+        var url: String?
+        var repositoryPasswordSecretRef: String?
     }
 
-    func save(_ server: BackupServer) throws {
+    func load(_ store: FileResourceStore) async throws -> BackupServer? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        if let legacy = try? JSONDecoder().decode(BackupServer.self, from: data) {
+            // Written by an older version, passwords and all: move them into Secrets.
+            try save(legacy, store)
+            return legacy
+        }
+        guard let reference = try? JSONDecoder().decode(Reference.self, from: data) else {
+            throw ControllerError(.invalidResource, "the default backup server settings \(path) are damaged")
+        }
+        if let name = reference.configuration {
+            guard let config = try await store.get(CheBackupServerConfiguration.self, name) else {
+                throw ControllerError(.notFound, "the default backup server's CheBackupServerConfiguration \(name) is gone: give -r again")
+            }
+            return try await BackupServer(configuration: config, secrets: store)
+        }
+        guard let url = reference.url, let secretName = reference.repositoryPasswordSecretRef else {
+            throw ControllerError(.invalidResource, "the default backup server settings \(path) name no server")
+        }
+        guard let password = try await store.secret(secretName)?.value("repo-password") else {
+            throw ControllerError(.notFound, "secret \(secretName) (the default server's repository password) not found: give -r and -p again")
+        }
+        return BackupServer(url: url, secrets: RepositorySecrets(repositoryPassword: password), isInternal: false)
+    }
+
+    func save(_ server: BackupServer, _ store: FileResourceStore) throws {
+        let meta = { (name: String) in ObjectMeta(name: name, namespace: namespace, creationTimestamp: Engine.now()) }
+        var reference = Reference()
+        if case .local = try? RepositoryURL.parse(server.url) {
+            let secret = Secret(metadata: meta(Self.configurationName + "-repo-password"),
+                                stringData: ["repo-password": server.secrets.repositoryPassword])
+            try store.write(secret)
+            reference.url = server.url
+            reference.repositoryPasswordSecretRef = secret.metadata.name
+        } else {
+            let (config, secrets) = try server.configuration(name: Self.configurationName, namespace: namespace,
+                                                             secretPrefix: Self.configurationName + "-")
+            for var secret in secrets {
+                secret.metadata.creationTimestamp = Engine.now()
+                try store.write(secret)
+            }
+            var stamped = config
+            stamped.metadata.creationTimestamp = Engine.now()
+            try store.write(stamped)
+            reference.configuration = config.metadata.name
+        }
         try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let temp = path + ".\(getpid()).tmp"
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        guard FileManager.default.createFile(atPath: temp, contents: try encoder.encode(server), attributes: [.posixPermissions: 0o600]),
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        guard FileManager.default.createFile(atPath: temp, contents: try encoder.encode(reference), attributes: [.posixPermissions: 0o600]),
               rename(temp, path) == 0 else {
             throw ControllerError(.store, "cannot save the default backup server in \(stateDir)")
         }
@@ -123,8 +175,9 @@ struct DefaultServerFile {
 }
 
 extension LocalMode {
-    /// Makes `server` the default for later commands.
-    public static func saveDefaultServer(_ server: BackupServer, _ installation: Installation) throws {
-        try DefaultServerFile(installation).save(server)
+    /// Makes `server` the default for later commands: call it only once the server was reached
+    /// and its repository opened.
+    public static func saveDefaultServer(_ server: BackupServer, _ installation: Installation, logger: Logger) throws {
+        try DefaultServerFile(installation).save(server, FileResourceStore(stateDir: installation.stateDir, logger: logger))
     }
 }

@@ -76,6 +76,88 @@ import TestSupport
         #expect(try String(contentsOfFile: s.objects + "/checluster.yaml", encoding: .utf8) == "kind: CheCluster\n")
     }
 
+    /// `-r` makes a server the default only once it was reached and opened, and the default
+    /// names a configuration whose Secrets hold the credentials: none in `default-server.json`.
+    @Test(.enabled(if: TestServices.available(TestServices.s3URL)))
+    func aServerBecomesTheDefaultOnlyOnceOpenedAndKeepsNoSecretOutsideSecrets() throws {
+        let s = try setUp()
+        defer { s.dir.remove() }
+        let url = "\(TestServices.s3URL ?? "s3:http://127.0.0.1:1")/\(TestServices.unique("default"))"
+        let keyID = TestServices.env["CHEBACKUP_TEST_S3_KEY_ID"] ?? ""
+        let secret = TestServices.env["CHEBACKUP_TEST_S3_SECRET"] ?? ""
+        let defaultFile = s.dir.file("state/default-server.json")
+        let wrong = try chebackup(s, ["server:backup", "-r", url, "-p", "s3-repo-password", "--aws-access-key-id", keyID,
+                                      "--aws-secret-access-key", "not-the-secret"])
+        #expect(wrong.status != 0, "\(wrong.stdout)")
+        #expect(wrong.stderr.split(separator: "\n").count == 1, "\(wrong.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: defaultFile), "a server that refused us became the default")
+        let onInternal = try chebackup(s, ["server:backup"])
+        #expect(onInternal.status == 0 && onInternal.stdout.contains("Setting up the internal backup server"), "\(onInternal.stdout)\(onInternal.stderr)")
+
+        let right = try chebackup(s, ["server:backup", "-r", url, "-p", "s3-repo-password", "--aws-access-key-id", keyID,
+                                      "--aws-secret-access-key", secret])
+        #expect(right.status == 0, "\(right.stdout)\(right.stderr)")
+        let saved = try String(contentsOfFile: defaultFile, encoding: .utf8)
+        #expect(saved.contains("chebackup-default") && !saved.contains(secret) && !saved.contains("s3-repo-password"), "\(saved)")
+        // The passwords are in Secret files only (mode 0600), nowhere else in the state directory.
+        let state = s.dir.file("state")
+        for file in FileManager.default.enumerator(atPath: state)?.compactMap({ $0 as? String }) ?? [] {
+            let path = state + "/" + file
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { continue }
+            if text.contains(secret) || text.contains("s3-repo-password") {
+                #expect(file.hasPrefix("resources/Secret/chebackup-default-"), "a secret in \(file)")
+                #expect((try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) == 0o600)
+            }
+        }
+        let again = try chebackup(s, ["server:backup"])
+        #expect(again.status == 0 && again.stdout.contains("Connecting to the backup repository s3:"), "\(again.stdout)\(again.stderr)")
+        // A later wrong -r leaves the working default in place.
+        let bad = try chebackup(s, ["server:backup", "-r", "rest:http://127.0.0.1:1/nothing", "-p", "x"])
+        #expect(bad.status != 0)
+        #expect(try String(contentsOfFile: defaultFile, encoding: .utf8) == saved)
+    }
+
+    /// A default written by an older version (passwords inline) is moved into Secrets on first use.
+    @Test func anOldDefaultWithInlinePasswordsIsMovedIntoSecrets() throws {
+        let s = try setUp()
+        defer { s.dir.remove() }
+        let repo = s.dir.file("old-default-repo")
+        let first = try chebackup(s, ["server:backup", "-r", "local:" + repo, "-p", "local-repo-password"])
+        #expect(first.status == 0, "\(first.stdout)\(first.stderr)")
+        let defaultFile = s.dir.file("state/default-server.json")
+        let legacy = "{\"isInternal\":false,\"secrets\":{\"repositoryPassword\":\"local-repo-password\"},\"url\":\"local:\(repo)\"}"
+        try legacy.write(toFile: defaultFile, atomically: true, encoding: .utf8)
+        let second = try chebackup(s, ["server:backup"])
+        #expect(second.status == 0, "\(second.stdout)\(second.stderr)")
+        let saved = try String(contentsOfFile: defaultFile, encoding: .utf8)
+        #expect(!saved.contains("local-repo-password") && saved.contains("chebackup-default-repo-password"), "\(saved)")
+        let list = try chebackup(s, ["snapshots", "--json"])
+        #expect((try JSONSerialization.jsonObject(with: list.stdoutData) as? [[String: Any]])?.count == 2)
+    }
+
+    /// The internal server checks credentials: without them nothing can be read or deleted.
+    @Test func theInternalServerNeedsItsCredentials() throws {
+        let s = try setUp()
+        defer { s.dir.remove() }
+        #expect(try chebackup(s, ["server:backup"]).status == 0)
+        let config = try String(contentsOfFile: s.dir.file("state/resources/CheBackupServerConfiguration/chebackup-internal.yaml"), encoding: .utf8)
+        #expect(config.contains("credentialsSecretRef: chebackup-internal-rest-credentials"), "\(config)")
+        let htpasswd = try String(contentsOfFile: s.dir.file("state/backup-server.htpasswd"), encoding: .utf8)
+        #expect(htpasswd.hasPrefix("chebackup:$2"), "bcrypt entries only")
+        // The server the controller starts, started the same way: anonymous requests get 401.
+        let port = freeLoopbackPort()
+        let server = try ChildProcess(bin, ["rest-server", "--path", s.dir.file("state/backup-server"), "--listen", "127.0.0.1:\(port)",
+                                            "--htpasswd", s.dir.file("state/backup-server.htpasswd")], log: s.dir.file("rs.log"))
+        defer { server.kill() }
+        #expect(waitForPort(port))
+        let anonymous = try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/che/config"])
+        #expect(anonymous.stdout == "401", "\(anonymous.stdout)")
+        let delete = try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "http://127.0.0.1:\(port)/che/config"])
+        #expect(delete.stdout == "401", "\(delete.stdout)")
+        // Its repository is still whole: a second backup and the list work.
+        #expect(try chebackup(s, ["server:backup"]).status == 0)
+    }
+
     @Test func restoringIntoAnotherNamespaceNeedsRelocate() throws {
         let s = try setUp()
         defer { s.dir.remove() }

@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""Independent client of the che-backup agent control protocol, version 1.
+"""Independent client of the che-backup agent control protocol, version 2.
 
 Written from protocol.md only, to check that the specification and the agent agree.
-Library: AgentConnection, handshake(), seal_secrets(), backup_message(), restore_message(),
-run_request().
+Library: AgentConnection (line framing; once `welcome` is verified every line it sends is
+wrapped in an envelope and every line it receives is verified: MAC and sequence number),
+handshake(), proof(), line_mac(), envelope_line(), open_envelope(), seal_secrets(),
+backup_message(), restore_message(), run_request().
 Command line: ``agent_client.py --address ADDR --token-file FILE conformance
-[--files-repo URL --repo-password PW]`` runs a battery of checks against a running agent.
+[--files-repo URL --repo-password PW] [--handshake-timeout-expected S]
+[--max-pending-expected N] [--max-line-length N]`` runs a battery of checks against a running
+agent (the last line is ``N passed, M failed``). The agent's --handshake-timeout,
+--max-pending-connections and --max-line-length must match the three expectations (defaults
+10 s, 64, 1 MiB); a short handshake time-out (e.g. 2) keeps the run short.
 ``... backup --repo URL [--parts A,B]`` and ``... restore --repo URL --snapshot ID [--parts A,B]``
 drive one backup or restore (benchmarks) and print a JSON summary line; the repository password
 comes from --repo-password or $BACKUP_REPOSITORY_PASSWORD. A backup writes no snapshot (only the
 controller does): restore a snapshot that `chebackup server:backup` wrote.
+A man in the middle for tests is in tamper_proxy.py, next to this file.
 """
 
 import argparse
@@ -22,23 +29,35 @@ import os
 import random
 import socket
 import sys
+import threading
 import time
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-PROTOCOLS = [1]
+PROTOCOLS = [2]
 TIMEOUT = 15.0
-MAX_LINE = 1 << 20
-CONTROLLER_LABEL = b"chebackup-controller-v1"
-AGENT_LABEL = b"chebackup-agent-v1"
-SESSION_LABEL = b"chebackup-session-v1"
+MAX_LINE = 1 << 20             # after auth, from the controller (agent option --max-line-length)
+PRE_AUTH_MAX_LINE = 4 << 10    # before auth
+MAX_AGENT_LINE = 64 << 20      # from an agent
+HANDSHAKE_TIMEOUT = 10.0       # agent option --handshake-timeout
+MAX_PENDING = 64               # agent option --max-pending-connections
+CONTROLLER_LABEL = b"chebackup-controller-v2"
+AGENT_LABEL = b"chebackup-agent-v2"
+SESSION_LABEL = b"chebackup-session-v2"
+CONTROLLER_MAC_LABEL = b"chebackup-mac-controller-v2"
+AGENT_MAC_LABEL = b"chebackup-mac-agent-v2"
 ERROR_CODES = {"bad_json", "line_too_long", "unknown_type", "invalid_request",
-               "unsupported_version", "unauthorized", "out_of_order", "busy", "unknown_request",
-               "cancelled", "repository", "source_failed", "restore_failed", "internal"}
+               "unsupported_version", "unauthorized", "tampered", "out_of_order", "busy",
+               "unknown_request", "cancelled", "repository", "source_failed", "restore_failed",
+               "internal"}
 
 
 class ProtocolError(Exception):
     """The agent broke the protocol, or the conversation did not go as a check expects."""
+
+
+class TamperedLine(ProtocolError):
+    """A line from the agent after `welcome` is not an authentic envelope with the next seq."""
 
 
 def b64(data):
@@ -54,9 +73,58 @@ def unb64(text):
         raise ProtocolError(f"not base64: {text!r}") from error
 
 
-def proof(token, label, agent_nonce, controller_nonce):
-    """HMAC-SHA256(token, label ‖ Na ‖ Nc): the proofs and the session key."""
-    return hmac.new(token, label + agent_nonce + controller_nonce, hashlib.sha256).digest()
+def version_bytes(version):
+    """V: the chosen version as 4 bytes, big-endian."""
+    return version.to_bytes(4, "big")
+
+
+def proof(token, label, agent_nonce, controller_nonce, hello_hash=b"", version=b""):
+    """HMAC-SHA256(token, label ‖ Na ‖ Nc ‖ H ‖ V): the proofs (with H and V) and the keys."""
+    return hmac.new(token, label + agent_nonce + controller_nonce + hello_hash + version,
+                    hashlib.sha256).digest()
+
+
+def line_mac(key, seq, msg):
+    """HMAC-SHA256(K, seq as 8 bytes big-endian ‖ UTF-8 bytes of msg)."""
+    return hmac.new(key, seq.to_bytes(8, "big", signed=seq < 0) + msg.encode("utf-8"),
+                    hashlib.sha256).digest()
+
+
+def compact(message):
+    """A message's JSON text, as sent."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def envelope_line(key, seq, msg):
+    """The envelope (bytes, no newline) carrying message text `msg` as line number `seq`."""
+    return compact({"mac": b64(line_mac(key, seq, msg)), "msg": msg, "seq": seq}).encode("utf-8")
+
+
+def open_envelope(key, seq, line):
+    """The message text of envelope `line` if its MAC (under `key`) and its seq (`seq`) verify.
+
+    Raise TamperedLine otherwise: a line that is not such an envelope ends the connection.
+    """
+    try:
+        envelope = json.loads(line)
+    except ValueError as error:
+        raise TamperedLine(f"line {seq} is not JSON: {line[:200]!r}") from error
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("msg"), str) \
+            or not isinstance(envelope.get("mac"), str) or type(envelope.get("seq")) is not int:
+        raise TamperedLine(f"line {seq} is not an envelope: {line[:200]!r}")
+    if envelope["seq"] != seq:
+        raise TamperedLine(f"line {seq} carries seq {envelope['seq']}")
+    try:
+        expected = line_mac(key, seq, envelope["msg"])
+    except UnicodeEncodeError as error:   # a lone surrogate: no UTF-8 bytes to authenticate
+        raise TamperedLine(f"line {seq}: msg is not Unicode text") from error
+    try:
+        mac = unb64(envelope["mac"])
+    except ProtocolError as error:
+        raise TamperedLine(f"line {seq}: mac is not base64") from error
+    if not hmac.compare_digest(mac, expected):
+        raise TamperedLine(f"line {seq}: wrong MAC")
+    return envelope["msg"]
 
 
 def seal_secrets(session_key, request_id, secrets):
@@ -76,35 +144,60 @@ def backup_message(request_id, url, box, parts=None):
     return message
 
 
-def restore_message(request_id, url, box, snapshot, parts=None):
-    """A restore request of `snapshot` (64 hex digits) with an already sealed secrets box."""
+def restore_message(request_id, url, box, snapshot, parts=None, rewrite=None,
+                    keep_extraneous=None):
+    """A restore request of `snapshot` (64 hex digits) with an already sealed secrets box.
+
+    `rewrite` is a list of (from, to) pairs (postgres role), `keep_extraneous` a bool (files).
+    """
     message = {"type": "restore", "id": request_id, "snapshot": snapshot,
                "repository": {"url": url, "secrets": {"box": box}}}
     if parts is not None:
         message["parts"] = parts
+    if rewrite is not None:
+        message["rewrite"] = [{"from": old, "to": new} for old, new in rewrite]
+    if keep_extraneous is not None:
+        message["keepExtraneous"] = keep_extraneous
     return message
 
 
+def connect(address, timeout):
+    """A socket connected to `HOST:PORT` or `unix:/path`."""
+    if address.startswith("unix:"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target = address[len("unix:"):]
+    else:
+        host, _, port = address.rpartition(":")
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        target = (host.strip("[]"), int(port))
+    sock.settimeout(timeout)
+    sock.connect(target)
+    return sock
+
+
 class AgentConnection:
-    """One connection to an agent: line framing, an inbox of unclaimed messages, a raw log."""
+    """One connection to an agent: framing, envelopes after `welcome`, an inbox, a raw log.
+
+    Before `welcome`, send() writes plain lines and read_message() reads plain lines. Once
+    handshake() has verified the agent's proof it calls start_envelopes(): from then on send()
+    wraps each message in an envelope numbered from 0 (MAC under Kc) and read_message() accepts
+    only envelopes from the agent with the next seq and a MAC under Ka (TamperedLine otherwise).
+    read_message() also enforces ordering invariant 7: a message about a request whose final
+    message arrived, or an event for a request never sent, is a ProtocolError.
+    """
 
     def __init__(self, address, timeout=TIMEOUT):
         """Connect to `HOST:PORT` or `unix:/path`; every receive times out after `timeout`."""
-        if address.startswith("unix:"):
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            target = address[len("unix:"):]
-        else:
-            host, _, port = address.rpartition(":")
-            self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-            target = (host.strip("[]"), int(port))
-        self.sock.settimeout(timeout)
-        self.sock.connect(target)
+        self.sock = connect(address, timeout)
         self.buffer = b""
         self.received = bytearray()   # everything the agent sent, to look for leaked secrets
         self.inbox = []               # messages read but not yet claimed
         self.finished = set()         # ids whose final message arrived
-        self.stray = []               # messages about a request after its final message
-        self.hello = self.session_key = None
+        self.sent_ids = set()         # ids of the messages sent (an event needs its request)
+        self.hello = self.hello_line = self.session_key = None
+        self.send_key = self.receive_key = None   # Kc, Ka once welcome is verified
+        self.send_seq = self.receive_seq = 0
+        self.last_line = None         # the last line received, as it came (without "\r\n")
 
     def close(self):
         """Close the socket."""
@@ -116,12 +209,44 @@ class AgentConnection:
     def __exit__(self, *exc):
         self.close()
 
+    @property
+    def enveloped(self):
+        """True once lines are envelopes (after a verified welcome)."""
+        return self.send_key is not None
+
+    def start_envelopes(self, controller_key, agent_key):
+        """From now on, lines are envelopes: ours MACed with Kc, the agent's checked with Ka."""
+        self.send_key, self.receive_key = controller_key, agent_key
+        self.send_seq = self.receive_seq = 0
+
     def send(self, message):
-        """Send one JSON message as a line."""
-        self.send_raw(json.dumps(message).encode() + b"\n")
+        """Send one message: a plain line before welcome, the next envelope after it."""
+        self.send_text(compact(message))
+
+    def send_text(self, text):
+        """Send message text `text` (any string, malformed ones too) the way send() does."""
+        self._note_id(text)
+        if self.enveloped:
+            self.send_raw(self.next_envelope(text) + b"\n")
+        else:
+            self.send_raw(text.encode("utf-8") + b"\n")
+
+    def next_envelope(self, text):
+        """The envelope (bytes, no newline) for `text` with the next seq; uses up that seq."""
+        line = envelope_line(self.send_key, self.send_seq, text)
+        self.send_seq += 1
+        return line
+
+    def _note_id(self, text):
+        try:
+            message = json.loads(text, strict=False)
+        except ValueError:
+            return
+        if isinstance(message, dict) and isinstance(message.get("id"), str):
+            self.sent_ids.add(message["id"])
 
     def send_raw(self, data):
-        """Send raw bytes (the caller supplies the newlines)."""
+        """Send raw bytes (the caller supplies the newlines and any envelope)."""
         self.sock.sendall(data)
 
     def read_line(self):
@@ -129,25 +254,41 @@ class AgentConnection:
         while True:
             while b"\n" in self.buffer:
                 line, self.buffer = self.buffer.split(b"\n", 1)
-                if line.removesuffix(b"\r"):
-                    return line.removesuffix(b"\r")
-            chunk = self.sock.recv(65536)   # raises socket.timeout: a check never hangs
+                line = line.removesuffix(b"\r")
+                if line:
+                    self.last_line = line
+                    return line
+            if len(self.buffer) > MAX_AGENT_LINE:
+                raise ProtocolError(f"agent line longer than {MAX_AGENT_LINE} bytes")
+            try:
+                chunk = self.sock.recv(65536)   # raises socket.timeout: a check never hangs
+            except (ConnectionResetError, BrokenPipeError) as error:
+                raise ProtocolError(f"connection reset by the agent: {error}") from error
             if not chunk:
                 raise ProtocolError("connection closed by the agent")
             self.received += chunk
             self.buffer += chunk
 
     def read_message(self):
-        """The next message from the socket; it must be a JSON object with a string type."""
+        """The next message from the socket (verified and opened after welcome)."""
         line = self.read_line()
+        if self.enveloped:
+            text = open_envelope(self.receive_key, self.receive_seq, line)
+            self.receive_seq += 1
+        else:
+            text = line
         try:
-            message = json.loads(line)
+            message = json.loads(text)
         except ValueError as error:
-            raise ProtocolError(f"agent sent a line that is not JSON: {line[:200]!r}") from error
+            raise ProtocolError(f"agent sent a message that is not JSON: {text[:200]!r}") \
+                from error
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            raise ProtocolError(f"agent sent a line that is not a typed object: {line[:200]!r}")
-        if message.get("id") in self.finished:
-            self.stray.append(message)
+            raise ProtocolError(f"agent sent a message that is not a typed object: {text[:200]!r}")
+        request_id = message.get("id")
+        if request_id in self.finished:
+            raise ProtocolError(f"message about {request_id} after its final message: {message}")
+        if message["type"] == "event" and request_id not in self.sent_ids:
+            raise ProtocolError(f"event for a request never sent: {message}")
         return message
 
     def take(self, predicate):
@@ -172,8 +313,9 @@ class AgentConnection:
             try:
                 message = self.take(lambda m: m.get("id") == request_id)
             except socket.timeout as error:
-                raise ProtocolError(f"no final message for {request_id} within {TIMEOUT:g} s "
-                                    f"(after {len(events)} events)") from error
+                raise ProtocolError(f"no final message for {request_id} within "
+                                    f"{self.sock.gettimeout():g} s (after {len(events)} events)") \
+                    from error
             if message["type"] == "event":
                 events.append(message)
             elif message["type"] in ("result", "error"):
@@ -190,7 +332,8 @@ class AgentConnection:
     def expect_closed(self):
         """Raise ProtocolError unless the agent closes the connection within the timeout."""
         if self.buffer.strip() or self.inbox:
-            raise ProtocolError(f"unexpected data before close: {self.buffer[:200]!r}")
+            raise ProtocolError(f"unexpected data before close: {self.buffer[:200]!r} "
+                                f"{self.inbox[:2]}")
         try:
             chunk = self.sock.recv(65536)
         except (ConnectionResetError, BrokenPipeError):
@@ -218,47 +361,73 @@ def read_hello(conn):
         raise ProtocolError(f"hello.role is {hello['role']!r}")
     if len(unb64(hello["nonce"])) != 32:
         raise ProtocolError("hello.nonce is not 32 bytes")
-    conn.hello = hello
+    conn.hello, conn.hello_line = hello, conn.last_line
     return hello
 
 
-def handshake(conn, token, protocol=None, proof_token=None):
-    """Authenticate: send auth, verify the agent's proof in welcome, derive the session key.
+def padded(message, length, measure):
+    """`message` with a field `pad` of "x"s so that len(measure(text)) == `length`."""
+    base = len(measure(compact(dict(message, pad=""))))
+    if base > length:
+        raise ValueError(f"cannot pad to {length}: already {base}")
+    return compact(dict(message, pad="x" * (length - base)))
 
-    `protocol` and `proof_token` override the version and the token of our proof (negative
-    checks); with an override the agent's reply is returned unverified.
+
+def handshake(conn, token, protocol=None, proof_token=None, make_proof=None, auth_length=None):
+    """Authenticate: send auth, verify the agent's proof in welcome, derive the keys.
+
+    `protocol` (the version sent and put in V), `proof_token` (the token of our proof) and
+    `make_proof(agent_nonce, controller_nonce, hello_hash, version)` (our whole proof) are
+    overrides for negative checks; with one the agent's reply is returned unverified.
+    `auth_length` pads the auth line to that many bytes (an ignored field `pad`).
     """
     hello = read_hello(conn)
     common = sorted(set(hello["protocols"]) & set(PROTOCOLS))
     if protocol is None and not common:
         conn.close()
         raise ProtocolError(f"no common version: agent {hello['protocols']}, us {PROTOCOLS}")
+    chosen = common[-1] if protocol is None else protocol
     agent_nonce, controller_nonce = unb64(hello["nonce"]), os.urandom(32)
-    mine = proof(proof_token or token, CONTROLLER_LABEL, agent_nonce, controller_nonce)
-    conn.send({"type": "auth", "protocol": protocol or common[-1],
-               "nonce": b64(controller_nonce), "proof": b64(mine)})
+    hello_hash, version = hashlib.sha256(conn.hello_line).digest(), version_bytes(chosen)
+    if make_proof is not None:
+        mine = make_proof(agent_nonce, controller_nonce, hello_hash, version)
+    else:
+        mine = proof(proof_token or token, CONTROLLER_LABEL, agent_nonce, controller_nonce,
+                     hello_hash, version)
+    auth = {"type": "auth", "protocol": chosen, "nonce": b64(controller_nonce),
+            "proof": b64(mine)}
+    if auth_length is None:
+        conn.send(auth)
+    else:
+        conn.send_text(padded(auth, auth_length, lambda text: text.encode("utf-8")))
     reply = conn.read_message()
-    if protocol is not None or proof_token is not None:
+    if protocol is not None or proof_token is not None or make_proof is not None:
         return reply
-    expected = proof(token, AGENT_LABEL, agent_nonce, controller_nonce)
+    expected = proof(token, AGENT_LABEL, agent_nonce, controller_nonce, hello_hash, version)
     if reply["type"] != "welcome" or not isinstance(reply.get("proof"), str) \
             or not hmac.compare_digest(unb64(reply["proof"]), expected):
         conn.close()   # an impostor learns nothing and gets no secrets
         raise ProtocolError(f"expected a welcome with the agent's correct proof, got {reply}")
     conn.session_key = proof(token, SESSION_LABEL, agent_nonce, controller_nonce)
+    conn.start_envelopes(proof(token, CONTROLLER_MAC_LABEL, agent_nonce, controller_nonce),
+                         proof(token, AGENT_MAC_LABEL, agent_nonce, controller_nonce))
     return reply
 
 
 # Conformance checks: each takes the options, returns an optional note, raises on failure. --
 
-def expect_error(message, code, request_id=None):
-    """Raise ProtocolError unless `message` is an error with `code` (and `request_id`)."""
+def expect_error(message, code, request_id=None, without_id=False):
+    """Raise ProtocolError unless `message` is an error with `code` (and `request_id`, or no
+    id) whose message is one line."""
     if message.get("type") != "error" or message.get("code") != code:
         raise ProtocolError(f"expected error {code}, got {message}")
-    if not isinstance(message.get("message"), str):
-        raise ProtocolError(f"error without a message string: {message}")
+    text = message.get("message")
+    if not isinstance(text, str) or not text or "\n" in text or "\r" in text:
+        raise ProtocolError(f"error message is not one line of text: {message}")
     if request_id is not None and message.get("id") != request_id:
         raise ProtocolError(f"error should carry id {request_id!r}: {message}")
+    if without_id and "id" in message:
+        raise ProtocolError(f"error should carry no id: {message}")
 
 
 def authed(opts):
@@ -275,6 +444,12 @@ def ping_works(conn, request_id="p-after"):
         raise ProtocolError(f"ping: {final}")
 
 
+def fresh_ping(opts):
+    """Raise ProtocolError unless a new connection authenticates and gets a pong."""
+    with authed(opts) as conn:
+        ping_works(conn, "p-fresh")
+
+
 def status(conn, request_id):
     """(state, running) from a status request."""
     final, _ = conn.request({"type": "status", "id": request_id})
@@ -284,20 +459,21 @@ def status(conn, request_id):
 
 
 def check_hello(opts):
-    """hello is well-formed and offers protocol 1."""
+    """hello is well-formed, offers protocol 2 and no longer 1."""
     with AgentConnection(opts.address) as conn:
         hello = read_hello(conn)
-        if 1 not in hello["protocols"]:
-            raise ProtocolError(f"protocols lacks 1: {hello['protocols']}")
+        if 2 not in hello["protocols"] or 1 in hello["protocols"]:
+            raise ProtocolError(f"protocols should hold 2 and not 1: {hello['protocols']}")
         return f"role {hello['role']}, {hello['agentVersion']}, {hello['capabilities']}"
 
 
 def check_auth_ping_status(opts):
-    """Good auth gets a welcome with the right proof; ping says pong, status idle."""
+    """Good auth gets a welcome with the right proof; ping says pong, status idle (enveloped)."""
     with authed(opts) as conn:
         ping_works(conn, "p1")
         if status(conn, "s1")[0] != "idle":
             raise ProtocolError("status is not idle")
+        return f"agent lines 0..{conn.receive_seq - 1} verified"
 
 
 def refused(opts, code, misbehave):
@@ -323,9 +499,54 @@ def check_wrong_token(opts):
     def short_nonce(conn, hello):
         """auth with a 16-byte nonce and a proof over it."""
         nonce = os.urandom(16)
-        mine = proof(opts.token, CONTROLLER_LABEL, unb64(hello["nonce"]), nonce)
-        conn.send({"type": "auth", "protocol": 1, "nonce": b64(nonce), "proof": b64(mine)})
+        mine = proof(opts.token, CONTROLLER_LABEL, unb64(hello["nonce"]), nonce,
+                     hashlib.sha256(conn.hello_line).digest(), version_bytes(2))
+        conn.send({"type": "auth", "protocol": 2, "nonce": b64(nonce), "proof": b64(mine)})
     return "16-byte nonce: " + refused(opts, None, short_nonce)
+
+
+def check_hello_binding(opts):
+    """Proofs over another hello line or another version (or the v1 shape) get unauthorized."""
+    token = opts.token
+
+    def other_hello(conn):
+        """H of the hello with its role changed (a hello changed in transit)."""
+        changed = dict(conn.hello, role="postgres" if conn.hello["role"] == "files" else "files")
+        return hashlib.sha256(compact(changed).encode()).digest()
+
+    def reserialised(conn):
+        """H of the same hello, serialised otherwise (the bytes, not the meaning, count)."""
+        text = json.dumps(conn.hello, indent=None, separators=(", ", ": ")).encode()
+        if text == conn.hello_line:
+            text += b" "
+        return hashlib.sha256(text).digest()
+
+    variants = {
+        "role changed in H": lambda c, na, nc, h, v: proof(token, CONTROLLER_LABEL, na, nc,
+                                                           other_hello(c), v),
+        "hello re-serialised in H": lambda c, na, nc, h, v: proof(token, CONTROLLER_LABEL, na, nc,
+                                                                  reserialised(c), v),
+        "H over the line with its newline": lambda c, na, nc, h, v: proof(
+            token, CONTROLLER_LABEL, na, nc, hashlib.sha256(c.hello_line + b"\n").digest(), v),
+        "V = 1 while protocol 2": lambda c, na, nc, h, v: proof(token, CONTROLLER_LABEL, na, nc,
+                                                                h, version_bytes(1)),
+        "V little-endian": lambda c, na, nc, h, v: proof(token, CONTROLLER_LABEL, na, nc, h,
+                                                         v[::-1]),
+        "without H and V": lambda c, na, nc, h, v: proof(token, CONTROLLER_LABEL, na, nc),
+        "v1 label with H and V": lambda c, na, nc, h, v: proof(token, b"chebackup-controller-v1",
+                                                               na, nc, h, v),
+        "agent's label": lambda c, na, nc, h, v: proof(token, AGENT_LABEL, na, nc, h, v),
+    }
+    for name, make in variants.items():
+        with AgentConnection(opts.address) as conn:
+            reply = handshake(conn, token, protocol=2,
+                              make_proof=lambda na, nc, h, v, c=conn, m=make: m(c, na, nc, h, v))
+            try:
+                expect_error(reply, "unauthorized")
+                conn.expect_closed()
+            except ProtocolError as error:
+                raise ProtocolError(f"{name}: {error}") from error
+    return f"{len(variants)} variants refused"
 
 
 def check_request_before_auth(opts):
@@ -339,51 +560,100 @@ def check_garbage_before_auth(opts):
 
 
 def check_unsupported_version(opts):
-    """auth with protocol 99 (correct proof) gets unsupported_version and a close."""
+    """auth with protocol 99 (a proof with V = 99) gets unsupported_version and a close."""
     with AgentConnection(opts.address) as conn:
         expect_error(handshake(conn, opts.token, protocol=99), "unsupported_version")
         conn.expect_closed()
 
 
-def check_bad_json_after_auth(opts):
-    """After auth a non-JSON line gets bad_json and the connection still works."""
-    with authed(opts) as conn:
-        conn.send_raw(b"this is not json\n")
-        expect_error(conn.next_error(without_id=True), "bad_json")
+def check_protocol_1(opts):
+    """A v1 auth (protocol 1, v1 proof) gets unsupported_version and a close; so does protocol 1
+    with a v2-style proof over V = 1."""
+    def v1(agent_nonce, controller_nonce, _hello_hash, _version):
+        return proof(opts.token, b"chebackup-controller-v1", agent_nonce, controller_nonce)
+    for name, make in (("v1 proof", v1), ("v2 proof, V = 1", None)):
+        with AgentConnection(opts.address) as conn:
+            reply = handshake(conn, opts.token, protocol=1, make_proof=make)
+            try:
+                expect_error(reply, "unsupported_version")
+                conn.expect_closed()
+            except ProtocolError as error:
+                raise ProtocolError(f"{name}: {error}") from error
+
+
+def check_auth_at_limit(opts):
+    """An auth line of exactly 4 KiB (padded with an ignored field) is accepted."""
+    with AgentConnection(opts.address) as conn:
+        handshake(conn, opts.token, auth_length=PRE_AUTH_MAX_LINE)
         ping_works(conn)
 
 
-def check_malformed_messages(opts):
-    """Array, no type, unknown type, non-string id, missing fields: stable codes."""
+def check_long_line_before_auth(opts):
+    """4 KiB + 1 bytes before auth, never ended by a newline: line_too_long (no id), closed."""
+    with AgentConnection(opts.address) as conn:
+        read_hello(conn)
+        prefix = b'{"type":"auth","protocol":2,"pad":"'
+        conn.send_raw(prefix + b"x" * (PRE_AUTH_MAX_LINE + 1 - len(prefix)))
+        expect_error(conn.read_message(), "line_too_long", without_id=True)
+        conn.expect_closed()
+
+
+def check_bad_json_after_auth(opts):
+    """An authentic envelope whose msg is not JSON (or whitespace) gets bad_json; goes on."""
     with authed(opts) as conn:
-        conn.send_raw(b"[1, 2, 3]\n")
+        for text in ("this is not json", " \t "):
+            conn.send_text(text)
+            expect_error(conn.next_error(without_id=True), "bad_json")
+        ping_works(conn)
+
+
+def check_empty_lines_after_auth(opts):
+    """Empty lines between envelopes are ignored and use up no seq."""
+    with authed(opts) as conn:
+        ping_works(conn, "p1")
+        conn.send_raw(b"\n\r\n\n")
+        ping_works(conn, "p2")
+
+
+def check_malformed_messages(opts):
+    """In authentic envelopes: array, no type, unknown type, bad id, missing fields: codes."""
+    with authed(opts) as conn:
+        conn.send_text("[1, 2, 3]")
         expect_error(conn.next_error(without_id=True), "bad_json")
         conn.send({"id": "nt1", "hello": "no type"})
-        untyped = conn.next_error()
-        if untyped.get("code") not in ("invalid_request", "unknown_type"):
-            raise ProtocolError(f"object without type: {untyped}")
+        expect_error(conn.next_error(), "invalid_request", "nt1")
         conn.send({"type": "frobnicate", "id": "u1"})
         expect_error(conn.next_error(), "unknown_type", "u1")
         for message, request_id in (({"type": "ping", "id": 42}, None), ({"type": "ping"}, None),
                                     ({"type": "cancel", "id": "c-no-target"}, "c-no-target")):
             conn.send(message)
             expect_error(conn.next_error(), "invalid_request", request_id)
+        reply, _ = conn.request({"type": "status", "id": "s-extra", "later": {"field": [1]}})
+        if reply.get("type") != "result":
+            raise ProtocolError(f"a field not described should be ignored: {reply}")
         ping_works(conn)
-    return f"object without type -> {untyped['code']}"
 
 
-def check_oversize_line(opts):
-    """A line twice the limit gets line_too_long; the connection and the agent live on."""
+def check_line_at_limit(opts):
+    """An envelope of exactly the line limit (a ping padded with an ignored field) works."""
     with authed(opts) as conn:
-        conn.send_raw(b"A" * (2 * opts.max_line_length) + b"\n")
-        expect_error(conn.next_error(without_id=True), "line_too_long")
+        seq = conn.send_seq
+        text = padded({"type": "ping", "id": "big"}, opts.max_line_length,
+                      lambda t: envelope_line(conn.send_key, seq, t))
+        line = conn.next_envelope(text)
+        if len(line) != opts.max_line_length:
+            raise ValueError(f"padded envelope is {len(line)} bytes")
+        conn.sent_ids.add("big")
+        conn.send_raw(line + b"\n")
+        final, _ = conn.final("big")
+        if final.get("type") != "result" or final.get("state") != "pong":
+            raise ProtocolError(f"ping of {len(line)} bytes: {final}")
         ping_works(conn)
-    with authed(opts) as conn:
-        ping_works(conn)
+    return f"{opts.max_line_length} bytes"
 
 
 def fuzz_lines(rng, count):
-    """`count` malformed lines (no newline inside, never blank), each worth one error."""
+    """`count` malformed message texts (no newline, never blank), each worth one error."""
     ping = b'{"type":"ping","id":"fz"}'
     fixed = [b"[" * 10000, b'{"a":' * 10000, b"[" * 10000 + b"]" * 10000, b"\x00" * 64,
              b'{"type":"ping\x00","id":"z"}', ping + b"\x00", b"\xff\xfe" + ping,
@@ -409,37 +679,48 @@ def fuzz_lines(rng, count):
         line = line.replace(b"\n", b"?")
         if not line.replace(b"\r", b"").strip(b" \t"):
             line = b"?" + line
-        lines.append(line)
+        try:   # msg is text: bytes that are not UTF-8 become the characters U+0000..U+00FF
+            lines.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(line.decode("latin-1"))
     return lines
 
 
 def check_fuzz(opts):
-    """200 malformed lines at once: one error each, then ping works, and a new connection."""
+    """200 malformed messages in authentic envelopes at once: one error each, then ping works,
+    and a new connection."""
     seed = random.randrange(1 << 30)
-    lines = fuzz_lines(random.Random(seed), 200)
+    texts = fuzz_lines(random.Random(seed), 200)
     with authed(opts) as conn:
-        conn.send_raw(b"".join(line + b"\n" for line in lines))
+        conn.send_raw(b"".join(conn.next_envelope(text) + b"\n" for text in texts))
         ping_works(conn, "after-fuzz")
         replies = conn.inbox
-        bad = [m for m in replies if m["type"] != "error" or m.get("code") not in ERROR_CODES]
-        if bad or len(replies) != len(lines):
-            raise ProtocolError(f"seed {seed}: {len(lines)} lines, {len(replies)} replies, "
+        bad = []
+        for reply in replies:
+            try:
+                expect_error(reply, reply.get("code"))
+            except ProtocolError:
+                bad.append(reply)
+            else:
+                if reply["code"] not in ERROR_CODES or reply["code"] == "tampered":
+                    bad.append(reply)
+        if bad or len(replies) != len(texts):
+            raise ProtocolError(f"seed {seed}: {len(texts)} lines, {len(replies)} replies, "
                                 f"not errors: {bad[:3]}")
-    with authed(opts) as conn:
-        ping_works(conn)
+    fresh_ping(opts)
     return f"seed {seed}, codes {sorted({m['code'] for m in replies})}"
 
 
 def check_controller_only(opts):
     """Well-formed hello, welcome, event, result, error and a second auth: out_of_order."""
     nonce = b64(os.urandom(32))
-    messages = [{"type": "hello", "protocols": [1], "role": "files", "agentVersion": "x",
+    messages = [{"type": "hello", "protocols": [2], "role": "files", "agentVersion": "x",
                  "installationId": "x", "capabilities": ["ping"], "nonce": nonce},
                 {"type": "welcome", "proof": nonce},
                 {"type": "event", "id": "o1", "stage": "x", "bytes": 0, "items": 0},
                 {"type": "result", "id": "o2", "state": "pong"},
                 {"type": "error", "id": "o3", "code": "internal", "message": "x"},
-                {"type": "auth", "protocol": 1, "nonce": nonce, "proof": nonce}]
+                {"type": "auth", "protocol": 2, "nonce": nonce, "proof": nonce}]
     with authed(opts) as conn:
         for message in messages:
             conn.send(message)
@@ -460,10 +741,252 @@ def check_bad_secrets(opts):
     with authed(opts) as conn:
         boxes = {"bx1": seal_secrets(conn.session_key, "other-id", {"repositoryPassword": "x"}),
                  "bx2": seal_secrets(os.urandom(32), "bx2", {"repositoryPassword": "x"}),
-                 "bx3": b64(b"not a box")}
+                 "bx3": seal_secrets(conn.send_key, "bx3", {"repositoryPassword": "x"}),
+                 "bx4": b64(b"not a box")}
         for request_id, box in boxes.items():
             final, _ = conn.request(backup_message(request_id, url, box))
             expect_error(final, "invalid_request", request_id)
+    return "other id, random key, Kc instead of Ks, not a box"
+
+
+# v2 line integrity: each ends the connection with a `tampered` error -------------------------
+
+def tampered_ends(conn, opts, allowed=()):
+    """The agent answers `tampered` (an envelope, no id, one line) and closes; a new connection
+    works. Messages about the requests `allowed` (still running) may come before it."""
+    while True:
+        reply = conn.read_message()
+        if reply.get("id") in allowed and reply["type"] == "event":
+            continue
+        break
+    expect_error(reply, "tampered", without_id=True)
+    conn.inbox = [m for m in conn.inbox if m.get("id") not in allowed]
+    conn.expect_closed()
+    fresh_ping(opts)
+    return reply["message"]
+
+
+def variants_end_tampered(opts, variants):
+    """Run each `variant(conn)` on a new authenticated connection; each must end tampered."""
+    messages = []
+    for name, variant in variants:
+        with authed(opts) as conn:
+            try:
+                variant(conn)
+                messages.append(tampered_ends(conn, opts))
+            except ProtocolError as error:
+                raise ProtocolError(f"{name}: {error}") from error
+    return messages
+
+
+def changed_msg(conn, new_msg):
+    """Send the next envelope of a ping with its msg replaced by `new_msg(original)`."""
+    line = json.loads(conn.next_envelope(compact({"type": "ping", "id": "p-orig"})))
+    line["msg"] = new_msg(line["msg"])
+    conn.send_raw(compact(line).encode() + b"\n")
+
+
+def check_tampered_modified(opts):
+    """An envelope whose msg changed (MAC kept), or whose MAC changed: tampered, closed, and
+    the changed request is not served."""
+    def msg_changed(conn):
+        changed_msg(conn, lambda m: m.replace("p-orig", "p-evil"))
+
+    def same_meaning(conn):
+        ping_works(conn, "p1")   # this one at line 1
+        changed_msg(conn, lambda m: m.replace(",", ", "))
+
+    def mac_flipped(conn):
+        line = json.loads(conn.next_envelope(compact({"type": "ping", "id": "p-orig"})))
+        mac = bytearray(unb64(line["mac"]))
+        mac[0] ^= 1
+        line["mac"] = b64(bytes(mac))
+        conn.send_raw(compact(line).encode() + b"\n")
+
+    def seq_changed(conn):
+        ping_works(conn, "p1")
+        line = json.loads(conn.next_envelope(compact({"type": "ping", "id": "p-orig"})))
+        line["seq"] = 0   # a line 1 relabelled as 0 (its MAC is over 1)
+        conn.send_raw(compact(line).encode() + b"\n")
+    messages = variants_end_tampered(opts, [("msg changed", msg_changed),
+                                            ("msg re-spaced", same_meaning),
+                                            ("mac bit flipped", mac_flipped),
+                                            ("seq changed", seq_changed)])
+    return f"message: {messages[0]!r}"
+
+
+def check_tampered_replayed(opts):
+    """The same envelope sent twice: the first is answered, the replay ends the connection."""
+    def replay(conn):
+        line = conn.next_envelope(compact({"type": "ping", "id": "p1"}))
+        conn.sent_ids.add("p1")
+        conn.send_raw(line + b"\n")
+        final, _ = conn.final("p1")
+        if final.get("state") != "pong":
+            raise ProtocolError(f"ping: {final}")
+        conn.send_raw(line + b"\n")
+
+    def replay_later(conn):
+        first = conn.next_envelope(compact({"type": "ping", "id": "p1"}))
+        conn.sent_ids.add("p1")
+        conn.send_raw(first + b"\n")
+        conn.final("p1")
+        ping_works(conn, "p2")
+        conn.send_raw(first + b"\n")   # line 0 again where line 2 is due
+    return variants_end_tampered(opts, [("replay at once", replay),
+                                        ("replay later", replay_later)])[0]
+
+
+def check_tampered_skipped(opts):
+    """A skipped seq (a dropped line): tampered, closed, the later line not served."""
+    def first_dropped(conn):
+        conn.next_envelope(compact({"type": "ping", "id": "p-dropped"}))   # never sent
+        conn.send(({"type": "ping", "id": "p-next"}))
+
+    def later_dropped(conn):
+        ping_works(conn, "p1")
+        conn.next_envelope(compact({"type": "ping", "id": "p-dropped"}))
+        conn.send({"type": "ping", "id": "p-next"})
+
+    def far_ahead(conn):
+        conn.send_seq = 1 << 40
+        conn.send({"type": "ping", "id": "p-next"})
+    return variants_end_tampered(opts, [("line 0 dropped", first_dropped),
+                                        ("line 1 dropped", later_dropped),
+                                        ("seq 2^40", far_ahead)])[0]
+
+
+def check_tampered_not_envelope(opts):
+    """Lines after welcome that are not authentic envelopes: a plain message (first or later),
+    not JSON, whitespace, an array, msg not a string, no mac, seq a string, mac not base64 or
+    short, MACed with Ks or with the agent's key: each ends the connection."""
+    def raw(data):
+        return lambda conn: conn.send_raw(data + b"\n")
+
+    def plain_later(conn):
+        ping_works(conn, "p1")
+        conn.send_raw(compact({"type": "ping", "id": "p2"}).encode() + b"\n")
+
+    def edited(edit):
+        def variant(conn):
+            line = json.loads(conn.next_envelope(compact({"type": "ping", "id": "p1"})))
+            edit(conn, line)
+            conn.send_raw(compact(line).encode() + b"\n")
+        return variant
+
+    def keyed(pick):
+        def variant(conn):
+            text = compact({"type": "ping", "id": "p1"})
+            conn.send_raw(envelope_line(pick(conn), 0, text) + b"\n")
+        return variant
+    plain = compact({"type": "ping", "id": "p1"}).encode()
+    variants = [("plain message first", raw(plain)), ("plain message later", plain_later),
+                ("not JSON", raw(b"this is not json")), ("whitespace only", raw(b" \t ")),
+                ("JSON array", raw(b"[1,2]")),
+                ("msg an object", edited(lambda c, e: e.update(msg={"type": "ping", "id": "p"}))),
+                ("no mac", edited(lambda c, e: e.pop("mac"))),
+                ("seq a string", edited(lambda c, e: e.update(seq="0"))),
+                ("mac not base64", edited(lambda c, e: e.update(mac="%%%%"))),
+                ("mac 16 bytes", edited(lambda c, e: e.update(mac=b64(unb64(e["mac"])[:16])))),
+                ("MAC under Ks", keyed(lambda c: c.session_key)),
+                ("MAC under Ka", keyed(lambda c: c.receive_key))]
+    variants_end_tampered(opts, variants)
+    return f"{len(variants)} variants"
+
+
+def check_tampered_reflected(opts):
+    """The agent's own line sent back to it ends the connection: one whose seq differs from
+    ours and, with a files repository, one whose seq is the one we are due (only Ka ≠ Kc
+    tells it apart; a backup runs briefly for it)."""
+    def reflect(conn):
+        ping_works(conn, "p1")
+        conn.send_raw(conn.last_line + b"\n")
+    variants_end_tampered(opts, [("agent's line 0 at line 1", reflect)])
+    if not (opts.files_repo and opts.repo_password):
+        return "same-seq variant skipped: needs --files-repo and --repo-password"
+    with authed(opts) as conn:
+        conn.send(sealed_backup(conn, opts, "br1"))   # our line 0; the agent's events follow
+        conn.take(lambda m: m.get("id") == "br1")     # the agent's line 0
+        conn.take(lambda m: m.get("id") == "br1")     # the agent's line 1: seq 1, as ours
+        if conn.last_line is None or json.loads(conn.last_line).get("seq") != conn.send_seq:
+            raise ProtocolError("could not line up the agent's seq with ours")
+        conn.inbox.clear()
+        conn.send_raw(conn.last_line + b"\n")
+        message = tampered_ends(conn, opts, allowed={"br1"})
+    wait_idle(opts)
+    return f"same seq too: {message!r}"
+
+
+def check_tampered_oversize(opts):
+    """After auth, a line passing the limit, never ended: tampered (no id), closed."""
+    with authed(opts) as conn:
+        ping_works(conn, "p1")
+        prefix = b'{"mac":"' + b"A" * 44 + b'","msg":"'
+        conn.send_raw(prefix + b"x" * (opts.max_line_length + 1 - len(prefix)))
+        return tampered_ends(conn, opts)
+
+
+def check_rewrite_not_dns(opts):
+    """A restore whose rewrite from/to is not a DNS name gets invalid_request (before anything
+    is restored: the snapshot does not even exist); DNS names (up to 253 characters) do not."""
+    url = opts.files_repo or "local:/nonexistent/repository"
+    password = opts.repo_password or "x"
+    snapshot = os.urandom(32).hex()
+    longest = ".".join(["a" * 63] * 3 + ["b" * 61])   # 253 characters
+    bad = ["x$rewrite$; DROP TABLE t; --", "che.example.com'", "che example.com",
+           "che.example.com/x", longest + "c", "$(id).example.com"]   # newline: one-line check
+    with authed(opts) as conn:
+        def restore(request_id, rewrite):
+            box = seal_secrets(conn.session_key, request_id, {"repositoryPassword": password})
+            return conn.request(restore_message(request_id, url, box, snapshot,
+                                                rewrite=rewrite))[0]
+        failures = []
+        for index, value in enumerate(bad):
+            for side in (0, 1):
+                pair = ["che.example.com", "che.other.org"]
+                pair[side] = value
+                request_id = f"rw{index}{'ft'[side]}"
+                final = restore(request_id, [tuple(pair)])
+                try:
+                    expect_error(final, "invalid_request", request_id)
+                except ProtocolError as error:
+                    failures.append(f"rewrite {pair}: {error}")
+        final = restore("rw-ok", [("che.example.com", "eclipse-che.svc"), (longest, "a-b.c9")])
+        if final.get("type") == "error" and final.get("code") == "invalid_request":
+            failures.append(f"DNS names refused: {final}")
+        if failures:
+            raise ProtocolError(f"{len(failures)} of {2 * len(bad) + 1} wrong: "
+                                + " | ".join(failures))
+    return (f"{2 * len(bad)} refused; DNS names passed the check "
+            f"(then {final.get('code') or final.get('type')}: no such snapshot)")
+
+
+def check_error_messages_one_line(opts):
+    """An error message stays one line when it names a value the controller sent holding a
+    newline or carriage return: a type, a cancel target, a rewrite value, a type before auth."""
+    failures = []
+
+    def expect(final, code, request_id, what):
+        try:
+            expect_error(final, code, request_id)
+        except ProtocolError as error:
+            failures.append(f"{what}: {error}")
+    with authed(opts) as conn:
+        expect(conn.request({"type": "fro\nb", "id": "e1"})[0], "unknown_type", "e1",
+               "type with a newline")
+        expect(conn.request({"type": "cancel", "id": "e2", "target": "no\r\nthing"})[0],
+               "unknown_request", "e2", "cancel target with CR LF")
+        box = seal_secrets(conn.session_key, "e3", {"repositoryPassword": "x"})
+        expect(conn.request(restore_message("e3", opts.files_repo or "local:/nonexistent", box,
+                                            os.urandom(32).hex(),
+                                            rewrite=[("che.example.com\n", "a.b")]))[0],
+               "invalid_request", "e3", "rewrite value with a newline")
+    with AgentConnection(opts.address) as conn:
+        read_hello(conn)
+        conn.send({"type": "ba\nckup", "id": "e4"})
+        expect(conn.read_message(), "unknown_type", "e4", "type with a newline before auth")
+    if failures:
+        raise ProtocolError(f"{len(failures)} of 4: " + " | ".join(failures))
 
 
 def sealed_backup(conn, opts, request_id):
@@ -485,6 +1008,13 @@ def no_leak(conn, opts):
     """Raise ProtocolError if the repository password is in anything the agent sent."""
     if opts.repo_password.encode() in conn.received:
         raise ProtocolError("the repository password appears in what the agent sent")
+
+
+def quiet_after(conn, seconds, request_id):
+    """Wait `seconds` (events come once a second), then ping: read_message() raises on any
+    message about a request after its final message."""
+    time.sleep(seconds)
+    ping_works(conn, request_id)
 
 
 def wait_idle(opts, seconds=30):
@@ -509,16 +1039,14 @@ def check_backup_busy(opts):
         state = status(conn, "s1")
         if state != ("busy", "b1"):
             raise ProtocolError(f"status while b1 runs: {state}")
-        time.sleep(2)   # let messages about b2 that should not exist show up
-        ping_works(conn)
+        quiet_after(conn, 2, "p-quiet")   # messages about b2 or s1 would raise
         no_leak(conn, opts)
-        if conn.stray:
-            raise ProtocolError(f"messages after the final error of b2: {conn.stray[:2]}")
     return f"idle {wait_idle(opts)} status polls after disconnecting from b1"
 
 
 def check_backup_cancel(opts):
-    """cancel of a running b1 says cancelling; b1 ends cancelled (or had finished); idle."""
+    """cancel of a running b1 says cancelling; b1 ends cancelled (or had finished); idle; no
+    event for b1 after its final message."""
     with authed(opts) as conn:
         conn.send(sealed_backup(conn, opts, "b1"))
         conn.inbox.insert(0, conn.take(lambda m: m.get("id") == "b1"))   # b1 is running
@@ -535,13 +1063,15 @@ def check_backup_cancel(opts):
         state = status(conn, "s2")
         if state[0] != "idle":
             raise ProtocolError(f"status right after b1 ended: {state}")
+        quiet_after(conn, 1.5, "p-quiet")
         no_leak(conn, opts)
     return (f"b1 cancelled after {len(events)} events" if final["type"] == "error"
             else "b1 had already finished: result")
 
 
 def check_backup_full(opts):
-    """b3 runs to completion: events with stages, a result with well-formed parts."""
+    """b3 runs to completion: events with stages, a result with well-formed parts, and no
+    event for b3 after the result (1.5 s)."""
     with authed(opts) as conn:
         final, events = conn.request(sealed_backup(conn, opts, "b3"))
         if final["type"] != "result":
@@ -554,6 +1084,7 @@ def check_backup_full(opts):
             raise ProtocolError(f"b3 parts malformed: {str(parts)[:300]}")
         if not events:
             raise ProtocolError("b3 sent no events")
+        quiet_after(conn, 1.5, "p-quiet")
         no_leak(conn, opts)
     short = "; password too short for the leak check" if len(opts.repo_password) < 8 else ""
     return (f"parts {[p['name'] for p in parts]}, {len(events)} events, "
@@ -565,6 +1096,129 @@ def check_disconnect_mid_backup(opts):
     with authed(opts) as conn:
         conn.send(sealed_backup(conn, opts, "bd1"))
     return f"idle after {wait_idle(opts)} status polls"
+
+
+class HandshakeWatch(threading.Thread):
+    """A connection that never authenticates (silent, or trickling an unended line a byte
+    every 0.25 s); records when the agent closes it. Started when the conformance run starts,
+    so that waiting for the agent's time-out overlaps the other checks."""
+
+    def __init__(self, address, trickle, give_up):
+        super().__init__(daemon=True)
+        self.sock = connect(address, 0.25)
+        self.opened = time.monotonic()
+        self.trickle, self.give_up = trickle, give_up
+        self.closed, self.data, self.sent = None, bytearray(), 0
+
+    def run(self):
+        while time.monotonic() < self.opened + self.give_up:
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                if self.trickle and self.sent < 1000:
+                    try:
+                        self.sock.sendall(b"{" if not self.sent else b" ")
+                        self.sent += 1
+                    except OSError:
+                        self.closed = time.monotonic()
+                        break
+                continue
+            except OSError:
+                self.closed = time.monotonic()
+                break
+            if not chunk:
+                self.closed = time.monotonic()
+                break
+            self.data += chunk
+        self.sock.close()
+
+
+def start_watches(opts):
+    """The connections check_handshake_timeout looks at."""
+    give_up = opts.handshake_timeout_expected + handshake_margin(opts) + 5
+    return [HandshakeWatch(opts.address, trickle, give_up) for trickle in (False, True)]
+
+
+def handshake_margin(opts):
+    """How late after the expected time-out the close may come."""
+    return 2 + 0.25 * opts.handshake_timeout_expected
+
+
+def check_handshake_timeout(opts):
+    """A connection that sends nothing, and one that trickles an unended line, are closed by
+    the agent after the handshake time-out (not before), with at most an error after hello."""
+    watches = opts.watches or []
+    if not watches:
+        raise ProtocolError("the watched connections could not be opened")
+    notes = []
+    for watch in watches:
+        name = "trickling" if watch.trickle else "silent"
+        watch.join(max(0.0, watch.opened + opts.handshake_timeout_expected
+                       + handshake_margin(opts) - time.monotonic()))
+        if watch.closed is None:
+            raise ProtocolError(f"{name} connection still open "
+                                f"{time.monotonic() - watch.opened:.1f} s after connecting")
+        after = watch.closed - watch.opened
+        if after < opts.handshake_timeout_expected - 0.5:
+            raise ProtocolError(f"{name} connection closed after {after:.1f} s, before the "
+                                f"{opts.handshake_timeout_expected:g} s time-out")
+        lines = [json.loads(line) for line in bytes(watch.data).split(b"\n") if line.strip()]
+        if not lines or lines[0].get("type") != "hello":
+            raise ProtocolError(f"{name} connection: no hello: {bytes(watch.data[:200])!r}")
+        extra = lines[1:]
+        if len(extra) > 1 or any(m.get("type") != "error" or "id" in m for m in extra):
+            raise ProtocolError(f"{name} connection: after hello {extra}")
+        if extra:
+            expect_error(extra[0], extra[0].get("code"))
+        said = f"error {extra[0]['code']}" if extra else "no error"
+        notes.append(f"{name}: closed after {after:.1f} s, {said}")
+    return "; ".join(notes)
+
+
+def admission(opts):
+    """None if a new connection gets a hello and no refusal right after; else the refusal."""
+    with AgentConnection(opts.address, timeout=2) as conn:
+        first = conn.read_message()
+        if first.get("type") != "hello":
+            return first
+        conn.sock.settimeout(0.3)
+        try:
+            return conn.read_message()
+        except socket.timeout:
+            return None
+
+
+def check_pending_cap(opts):
+    """With max-pending connections waiting to authenticate, one more gets busy without an id
+    and is closed; once one of them leaves, a new connection is served again."""
+    waiting = []
+    try:
+        for index in range(opts.max_pending_expected):
+            conn = AgentConnection(opts.address)
+            waiting.append(conn)
+            try:
+                read_hello(conn)
+            except ProtocolError as error:
+                raise ProtocolError(f"connection {index + 1} of {opts.max_pending_expected} "
+                                    f"waiting to authenticate: {error}") from error
+        with AgentConnection(opts.address) as extra:
+            first = extra.read_message()
+            hello_first = first.get("type") == "hello"
+            reply = extra.read_message() if hello_first else first
+            expect_error(reply, "busy", without_id=True)
+            extra.expect_closed()
+        waiting.pop().close()
+        deadline = time.monotonic() + 3
+        while (refusal := admission(opts)) is not None:   # the agent notices the close soon
+            if time.monotonic() > deadline:
+                raise ProtocolError(f"a slot was freed, but a new connection got {refusal}")
+            time.sleep(0.1)
+    finally:
+        for conn in waiting:
+            conn.close()
+    fresh_ping(opts)
+    return (f"{opts.max_pending_expected} waiting; the next got "
+            f"{'hello, then ' if hello_first else ''}busy: {reply['message']!r}")
 
 
 # Driving one backup or restore (benchmarks) ---------------------------------------------------
@@ -615,42 +1269,68 @@ def drive(opts):
     return 0
 
 
+# (name, check, needs the files repository)
 CHECKS = [("hello", check_hello, False),
           ("auth-ping-status", check_auth_ping_status, False),
           ("wrong-token", check_wrong_token, False),
+          ("hello-binding", check_hello_binding, False),
           ("request-before-auth", check_request_before_auth, False),
           ("garbage-before-auth", check_garbage_before_auth, False),
           ("unsupported-version", check_unsupported_version, False),
+          ("protocol-1-refused", check_protocol_1, False),
+          ("auth-line-at-limit", check_auth_at_limit, False),
+          ("long-line-before-auth", check_long_line_before_auth, False),
           ("bad-json-after-auth", check_bad_json_after_auth, False),
+          ("empty-lines-after-auth", check_empty_lines_after_auth, False),
           ("malformed-messages", check_malformed_messages, False),
-          ("oversize-line", check_oversize_line, False),
+          ("line-at-limit", check_line_at_limit, False),
           ("fuzz", check_fuzz, False),
           ("controller-only-types", check_controller_only, False),
           ("cancel-unknown", check_cancel_unknown, False),
           ("bad-secrets", check_bad_secrets, False),
+          ("tampered-modified", check_tampered_modified, False),
+          ("tampered-replayed", check_tampered_replayed, False),
+          ("tampered-skipped", check_tampered_skipped, False),
+          ("tampered-not-envelope", check_tampered_not_envelope, False),
+          ("tampered-reflected", check_tampered_reflected, False),
+          ("tampered-oversize-line", check_tampered_oversize, False),
+          ("rewrite-not-dns", check_rewrite_not_dns, False),
+          ("error-messages-one-line", check_error_messages_one_line, False),
           ("backup-busy", check_backup_busy, True),
           ("backup-cancel", check_backup_cancel, True),
           ("backup-full", check_backup_full, True),
-          ("disconnect-mid-backup", check_disconnect_mid_backup, True)]
+          ("disconnect-mid-backup", check_disconnect_mid_backup, True),
+          ("handshake-timeout", check_handshake_timeout, False),
+          ("pending-connection-cap", check_pending_cap, False)]
 
 
 def conformance(opts):
     """Run every check, print PASS/FAIL (or SKIP) lines and the tally; return the exit code."""
+    start = time.monotonic()
+    try:
+        opts.watches = start_watches(opts)
+        for watch in opts.watches:
+            watch.start()
+    except OSError as error:
+        print(f"agent_client: cannot connect to {opts.address}: {error}", file=sys.stderr)
+        opts.watches = None
     passed = failed = 0
     for name, check, needs_repo in CHECKS:
         if needs_repo and not (opts.files_repo and opts.repo_password):
             print(f"SKIP {name}: needs --files-repo and --repo-password", flush=True)
             continue
+        began = time.monotonic()
         try:
-            if needs_repo:
-                wait_idle(opts)   # a backup check starts from an idle agent
+            wait_idle(opts)   # every check starts from an idle agent
             note = check(opts)
         except Exception as error:   # pylint: disable=broad-except  (report, go on)
             print(f"FAIL {name}: {type(error).__name__}: {error}", flush=True)
             failed += 1
         else:
-            print(f"PASS {name}" + (f" ({note})" if note else ""), flush=True)
+            print(f"PASS {name} [{time.monotonic() - began:.1f} s]"
+                  + (f" ({note})" if note else ""), flush=True)
             passed += 1
+    print(f"conformance took {time.monotonic() - start:.1f} s", flush=True)
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 
@@ -663,7 +1343,11 @@ def main(argv=None):
     parser.add_argument("--files-repo", help="repository URL a files agent can reach")
     parser.add_argument("--repo-password")
     parser.add_argument("--max-line-length", type=int, default=MAX_LINE,
-                        help="the agent's --max-line-length")
+                        help="conformance: the agent's --max-line-length")
+    parser.add_argument("--handshake-timeout-expected", type=float, default=HANDSHAKE_TIMEOUT,
+                        metavar="SECONDS", help="conformance: the agent's --handshake-timeout")
+    parser.add_argument("--max-pending-expected", type=int, default=MAX_PENDING, metavar="N",
+                        help="conformance: the agent's --max-pending-connections")
     parser.add_argument("--repo", help="backup, restore: repository URL the agent can reach")
     parser.add_argument("--parts", help="backup, restore: comma-separated part names (default: all)")
     parser.add_argument("--snapshot", help="restore: snapshot id (64 hex digits)")
