@@ -105,6 +105,7 @@ final class Session: Sendable {
                     }
                     continue
                 }
+                if case .line(let line) = item, line.isEmpty { continue }  // empty lines are ignored, and use no number
                 let opened: LineOpener.Opened = keys.withLock { k in
                     switch item {
                     case .tooLong(let n): return .tampered(k!.opener.tooLong(n, limit: framer.maxLineLength))

@@ -262,6 +262,7 @@ public enum AgentClient {
                         }
                         continue
                     }
+                    if case .line(let line) = item, line.isEmpty { continue }
                     let opened: LineOpener.Opened = opener.withLock { o -> LineOpener.Opened in
                         guard o != nil else { return .tampered("the agent at \(endpoint) sent a line before it was authenticated") }
                         switch item {

@@ -256,7 +256,24 @@ public struct ErrorMessage: Codable, Sendable, Equatable, Error {
     public init(id: String? = nil, code: ErrorCode, message: String) {
         self.id = id
         self.code = code.rawValue
-        self.message = message
+        self.message = Self.oneLine(message)
+    }
+
+    /// The message as one line whatever it quotes (values the peer sent may hold newlines):
+    /// control characters are shown escaped (`\n`, `\r`, `\t`, `\u{1b}`).
+    public static func oneLine(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else { return text }
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20 || scalar.value == 0x7F: out += "\\u{\(String(scalar.value, radix: 16))}"
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 }
 

@@ -30,14 +30,16 @@ import TestSupport
         let log = dir.file("proxy-\(UUID().uuidString).log")
         var arguments = [proxyScript, "--listen", "127.0.0.1:\(listen)", "--upstream", "\(host):\(port)",
                          "--direction", direction, "--line", "\(line)", "--action", action]
-        if let field, let value { arguments += ["--field", field, "--value", value] }
+        if let field, let value { arguments += ["--field", field, "--json-value", value] }
         if let type { arguments += ["--type", type] }
         let process = try ChildProcess(which("python3")!, ["-u"] + arguments, log: log)
         // The proxy serves one connection: wait for its word instead of probing the port.
-        for _ in 0..<200 {
-            if ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("listening on") { break }
-            Thread.sleep(forTimeInterval: 0.05)
+        var listening = false
+        for _ in 0..<1200 where !listening {
+            listening = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("listening on")
+            if !listening { Thread.sleep(forTimeInterval: 0.05) }
         }
+        guard listening else { throw ConformanceFailure("the tamper proxy did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")") }
         return Proxy(process: process, endpoint: .tcp(host: "127.0.0.1", port: listen), log: log)
     }
 
@@ -90,7 +92,7 @@ import TestSupport
         let latest = s.latest
 
         // Roll a restore back to the old snapshot.
-        var p = try proxy(s.agent, s.dir, direction: "c2a", line: 0, action: "modify", field: "snapshot", value: s.old.hex)
+        var p = try proxy(s.agent, s.dir, direction: "c2a", line: 0, action: "modify", field: "snapshot", value: "\"\(s.old.hex)\"")
         var error = await refused(p) { try await $0.restore(url: url, secrets: secrets, snapshot: latest) }
         #expect(error?.code == "tampered", "\(String(describing: error))")
         #expect(error?.message.contains("line 0 from the controller failed its integrity check") == true, "\(String(describing: error))")

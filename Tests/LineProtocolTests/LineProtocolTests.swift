@@ -51,6 +51,12 @@ import TestSupport
         #expect(framer.pending == 0)
     }
 
+    @Test func errorMessagesStayOneLineWhateverTheyQuote() {
+        let e = ErrorMessage(code: .unknownRequest, message: "no running request no\r\nthing\u{1b}[2J")
+        #expect(e.message == "no running request no\\r\\nthing\\u{1b}[2J")
+        #expect(!LineCodec.encode(.error(e)).contains(0x0A))
+    }
+
     @Test func anIncompleteLineWaits() {
         var framer = LineFramer()
         #expect(framer.feed(Data("{\"type\":".utf8)).isEmpty)

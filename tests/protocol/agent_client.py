@@ -1188,6 +1188,15 @@ def admission(opts):
             return None
 
 
+def wait_admitted(opts, after, seconds=3):
+    """Wait until a new connection is served (the agent notices closes soon, not at once)."""
+    deadline = time.monotonic() + seconds
+    while (refusal := admission(opts)) is not None:
+        if time.monotonic() > deadline:
+            raise ProtocolError(f"{after}, but {seconds} s later a new connection got {refusal}")
+        time.sleep(0.1)
+
+
 def check_pending_cap(opts):
     """With max-pending connections waiting to authenticate, one more gets busy without an id
     and is closed; once one of them leaves, a new connection is served again."""
@@ -1208,14 +1217,11 @@ def check_pending_cap(opts):
             expect_error(reply, "busy", without_id=True)
             extra.expect_closed()
         waiting.pop().close()
-        deadline = time.monotonic() + 3
-        while (refusal := admission(opts)) is not None:   # the agent notices the close soon
-            if time.monotonic() > deadline:
-                raise ProtocolError(f"a slot was freed, but a new connection got {refusal}")
-            time.sleep(0.1)
+        wait_admitted(opts, "a slot was freed")
     finally:
         for conn in waiting:
             conn.close()
+    wait_admitted(opts, "all were closed")
     fresh_ping(opts)
     return (f"{opts.max_pending_expected} waiting; the next got "
             f"{'hello, then ' if hello_first else ''}busy: {reply['message']!r}")

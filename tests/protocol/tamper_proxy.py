@@ -2,13 +2,14 @@
 """A man in the middle for tests of the che-backup control protocol, version 2 (protocol.md).
 
     tamper_proxy.py --listen HOST:PORT --upstream HOST:PORT --direction c2a|a2c --line N
-                    --action modify|drop|replay|swap
+                    --action modify|drop|replay|swap [--type TYPE]
                     [--field NAME (--value TEXT | --json-value JSON)] [--swap-wait SECONDS]
 
 Accepts one connection on --listen, connects it to --upstream (the agent), forwards the lines
 both ways unchanged except one: the N-th line after `welcome` (counted from 0, like the
 envelopes' seq; empty lines are not counted) in --direction (c2a: controller to agent, a2c:
-agent to controller) gets --action:
+agent to controller) gets --action. With --type, the chosen line is instead the first one,
+from the N-th on, whose message has that type (say the `result` after a backup's events):
 
   modify  change the message inside the envelope, keep its mac and seq: with --field, set that
           top-level field of the message (msg's JSON) to --value (a string) or --json-value
@@ -69,7 +70,7 @@ class TamperProxy:
     """One proxied connection; see the module docstring."""
 
     def __init__(self, listen, upstream, direction, line, action, field=None, value=_UNSET,
-                 swap_wait=5.0, log=sys.stderr):
+                 swap_wait=5.0, log=sys.stderr, message_type=None):
         if direction not in DIRECTIONS or action not in ACTIONS or line < 0:
             raise ValueError(f"direction {direction!r}, action {action!r}, line {line}")
         if field is not None and (action != "modify" or value is _UNSET):
@@ -77,6 +78,7 @@ class TamperProxy:
         self.upstream = split_address(upstream)
         self.direction, self.line, self.action = direction, line, action
         self.field, self.value, self.swap_wait, self.log = field, value, swap_wait, log
+        self.message_type = message_type
         host, port = split_address(listen)
         self.server = socket.create_server((host, port),
                                            family=socket.AF_INET6 if ":" in host
@@ -147,7 +149,8 @@ class TamperProxy:
                         out += [line, held]
                         held, raw, self.done = None, True, True
                         self.note(f"swapped {name} lines {self.line} and {self.line + 1}")
-                    elif index == self.line:
+                    elif self.chosen(index, content):
+                        self.line = index
                         held = self.act(content, line, out, name)
                         raw = held is None
                         index += 1
@@ -173,6 +176,18 @@ class TamperProxy:
             dst.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+    def chosen(self, index, content):
+        """Line `index` (with bytes `content`) is the one to act on: the --line-th, or with
+        --type the first from the --line-th on whose message has that type."""
+        if self.message_type is None:
+            return index == self.line
+        if index < self.line:
+            return False
+        try:
+            return json.loads(json.loads(content)["msg"]).get("type") == self.message_type
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return False
 
     @staticmethod
     def is_welcome(content):
@@ -220,6 +235,7 @@ def main(argv=None):
     parser.add_argument("--line", required=True, type=int,
                         help="which line after welcome, from 0 (the envelope's seq)")
     parser.add_argument("--action", required=True, choices=ACTIONS)
+    parser.add_argument("--type", help="act on the first line from --line on whose message has this type")
     parser.add_argument("--field", help="modify: the top-level message field to set")
     values = parser.add_mutually_exclusive_group()
     values.add_argument("--value", help="modify --field: the new value, a string")
@@ -241,7 +257,7 @@ def main(argv=None):
         parser.error("--field and --value/--json-value go together, with --action modify")
     try:
         proxy = TamperProxy(opts.listen, opts.upstream, opts.direction, opts.line, opts.action,
-                            opts.field, value, opts.swap_wait)
+                            opts.field, value, opts.swap_wait, message_type=opts.type)
     except ValueError as error:
         parser.error(str(error))
     host, port = proxy.address
