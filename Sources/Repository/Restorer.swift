@@ -45,11 +45,13 @@ public final class Restorer: Sendable {
     }
 
     /// Restores a tree part: a directory root's contents go into `target`; a file or symlink root
-    /// becomes `target/<name>`.
+    /// becomes `target/<name>`. A `target` that exists must be a directory; whether it may hold
+    /// files already is the caller's rule (see `checkTarget`).
     public func restoreTree(_ part: Part, into target: String) async throws -> RestoreStats {
         guard part.kind == .tree else {
             throw RepositoryError(.invalidArgument, "part \(part.name) is a stream: restore it to a file or --stdout")
         }
+        try Self.refuseNonDirectory(target)
         try FS.makeDirectories(target)
         try await repo.preloadTrees(connections: options.connections)
         var files: [FileJob] = []

@@ -173,6 +173,44 @@ import TestSupport
         #expect(restore.stderr.contains(name) && restore.stderr.contains("corrupted"), "\(restore.stderr)")
     }
 
+    /// restic's rules for `--target`: a regular file is refused and left as it was (it used to
+    /// be replaced by a directory, exit 0); a non-empty directory only with --overwrite; a new or
+    /// empty directory is fine.
+    @Test func restoreTargetRules() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let repo = try initRepo(dir)
+        try FileManager.default.createDirectory(atPath: dir.file("src"), withIntermediateDirectories: true)
+        let content = Data("restored content\n".utf8)
+        try content.write(to: URL(fileURLWithPath: dir.file("src/f")))
+        #expect(try chebackup(["repo", "backup", "-r", repo, dir.file("src")]).status == 0)
+
+        let precious = Data("do not replace me\n".utf8)
+        try precious.write(to: URL(fileURLWithPath: dir.file("file")))
+        for extra in [[], ["--overwrite"]] {
+            let r = try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("file")] + extra)
+            expectOneLineError(r, contains: "\(dir.file("file")) exists and is not a directory")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("file"))) == precious, "the file was changed")
+        }
+
+        try FileManager.default.createDirectory(atPath: dir.file("full"), withIntermediateDirectories: true)
+        try precious.write(to: URL(fileURLWithPath: dir.file("full/f")))
+        let refused = try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("full")])
+        expectOneLineError(refused, contains: "is not empty")
+        #expect(refused.stderr.contains("--overwrite"), "\(refused.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("full/f"))) == precious, "a refused restore wrote")
+        let overwritten = try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("full"), "--overwrite"])
+        #expect(overwritten.status == 0, "\(overwritten.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("full/f"))) == content)
+
+        try FileManager.default.createDirectory(atPath: dir.file("empty"), withIntermediateDirectories: true)
+        for target in ["empty", "new/deeper"] {
+            let r = try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file(target)])
+            #expect(r.status == 0, "\(target): \(r.stderr)")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file(target + "/f"))) == content)
+        }
+    }
+
     @Test func badArgumentsAreRefused() throws {
         let dir = TempDir()
         defer { dir.remove() }

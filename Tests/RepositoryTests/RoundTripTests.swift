@@ -93,6 +93,32 @@ import TestSupport
         #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")
     }
 
+    /// Restore never replaces a file with a directory: a target that is a regular file is
+    /// refused and left as it was. A non-empty directory is restored into (the agents' rule).
+    @Test func aTargetThatIsAFileIsRefusedAndKept() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try makeSourceTree(in: dir.file("src"))
+        let repo = try await makeRepository()
+        let result = try await repo.backup([.path(dir.file("src"), name: "files")])
+        let precious = Data("not a directory\n".utf8)
+        try precious.write(to: URL(fileURLWithPath: dir.file("file")))
+        await expectCode(.invalidArgument) {
+            _ = try await Restorer(repository: repo).restoreTree(result.snapshot.parts[0], into: dir.file("file"))
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("file"))) == precious)
+        #expect(throws: RepositoryError.self) { try Restorer.checkTarget(dir.file("file"), overwrite: true) }
+        try FileManager.default.createDirectory(atPath: dir.file("full"), withIntermediateDirectories: true)
+        try precious.write(to: URL(fileURLWithPath: dir.file("full/other")))
+        #expect(throws: RepositoryError.self) { try Restorer.checkTarget(dir.file("full"), overwrite: false) }
+        try Restorer.checkTarget(dir.file("full"), overwrite: true)
+        try Restorer.checkTarget(dir.file("missing"), overwrite: false)
+        _ = try await Restorer(repository: repo).restoreTree(result.snapshot.parts[0], into: dir.file("full"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("full/other"))) == precious)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("full/random.bin"))) ==
+                Data(contentsOf: URL(fileURLWithPath: dir.file("src/random.bin"))))
+    }
+
     @Test func secondKeyOpensTheSameRepository() async throws {
         let storage = MemoryStorage()
         let repo = try await makeRepository(storage)
