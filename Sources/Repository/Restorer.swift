@@ -93,9 +93,7 @@ public final class Restorer: Sendable {
             for name in try FS.list(path) where !wanted.contains(name) { try FS.removeTree(path + "/" + name) }
         }
         for node in tree.nodes {
-            guard !node.name.isEmpty, node.name != ".", node.name != "..", !node.name.contains("/") else {
-                throw RepositoryError(.corrupted, "the snapshot holds an invalid file name \"\(node.name)\" in \(path)")
-            }
+            try node.validateName(in: path)
             let child = path + "/" + node.name
             switch node.type {
             case .dir:
