@@ -25,9 +25,23 @@ final class TreeCache: Sendable {
 }
 
 extension Repository {
+    /// Loads a whole pack (as long as the index says) and checks that its bytes hash to its name.
+    func loadWholePack(_ pack: PackID) async throws -> Data {
+        guard let size = index.packSize(pack) else {
+            throw RepositoryError(.missing, "pack \(pack) is not in the index")
+        }
+        let data = try await loadPackRange(pack, 0..<size)
+        guard ObjectID(hashing: data) == pack else {
+            throw RepositoryError(.corrupted, "pack \(pack) is corrupted: its content does not match its name")
+        }
+        return data
+    }
+
     /// Loads every tree blob into memory with one request per tree pack, several at a time,
     /// when the tree packs add up to at most `limit` bytes. Later `loadTree` calls are served
-    /// from memory; without the preload they still work, one request each.
+    /// from memory; without the preload they still work, one request each. Each pack is read
+    /// whole and checked against its name (format §2), so damage anywhere in it, also in its
+    /// header or trailer or a truncation, fails the preload as corruption naming the pack.
     public func preloadTrees(connections: Int = 4, limit: Int64 = 256 << 20) async throws {
         guard treeCache.markLoaded() else { return }
         let byPack = Dictionary(grouping: index.allLocations().filter { $0.blob.type == .tree }, by: \.pack)
@@ -41,12 +55,10 @@ extension Repository {
                 let (pack, blobs) = work[next]
                 next += 1
                 group.addTask {
-                    let lower = blobs.map { Int64($0.blob.offset) }.min()!
-                    let upper = blobs.map { Int64($0.blob.offset) + Int64($0.blob.length) }.max()!
-                    let data = try await self.loadPackRange(pack, lower..<upper)
+                    let data = try await self.loadWholePack(pack)
                     return try data.withUnsafeBytes { raw in
                         try blobs.map { location in
-                            let start = Int(Int64(location.blob.offset) - lower)
+                            let start = Int(location.blob.offset)
                             let plain = try self.openBlob(UnsafeRawBufferPointer(rebasing: raw[start..<(start + Int(location.blob.length))]), location)
                             return (location.blob.id, plain)
                         }

@@ -294,6 +294,37 @@ import TestSupport
         }
     }
 
+    /// Damage to a tree pack where no tree blob lies (its header, its trailer, its end cut off)
+    /// is caught by restore, which reads tree packs whole and checks them against their names
+    /// (it used to read only the blobs' range and exit 0), and by check --read-data.
+    @Test(arguments: ["flip tree pack header", "flip tree pack trailer", "truncate tree pack"])
+    func treePackDamageFailsTheRestore(_ damage: String) async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try makeSourceTree(in: dir.file("src"))
+        let memory = MemoryStorage()
+        let repo = try await makeRepository(memory)
+        let result = try await repo.backup([.path(dir.file("src"), name: "files")])
+        let victim = try #require(try await memory.list(.data).map { Handle(.data, $0.name) }.first { treePack($0, repo) })
+        switch damage {
+        case "flip tree pack header": memory.tamper(victim) { $0[$0.count - 8 - 20] ^= 0x10 }
+        case "flip tree pack trailer": memory.tamper(victim) { $0[$0.count - 2] ^= 0x10 }
+        default: memory.tamper(victim) { $0 = $0.prefix($0.count - 4) }
+        }
+        let opened = try await Repository.open(storage: memory, password: "pw", logger: testLogger)
+        do {
+            _ = try await Restorer(repository: opened).restoreTree(result.snapshot.parts[0], into: dir.file("out"))
+            Issue.record("\(damage): restore succeeded")
+        } catch let error as RepositoryError {
+            #expect(error.code == .corrupted, "\(error.code): \(error.message)")
+            #expect(error.message.contains("pack \(victim.name.prefix(8))"), "\(error.message)")
+            #expect(!error.message.contains("\n"))
+        }
+        let report = try await Checker(repository: try await Repository.open(storage: memory, password: "pw", logger: testLogger))
+            .check(readData: true)
+        #expect(report.errors.contains { $0.contains(victim.name.prefix(8)) }, "\(report.errors)")
+    }
+
     @Test func healthyRepositoryChecksClean() async throws {
         let dir = TempDir()
         defer { dir.remove() }
