@@ -265,14 +265,19 @@ public final class Repository: Sendable {
         return try JSON.decode(Tree.self, data, what: "tree \(id)")
     }
 
-    /// Loads and decodes every tree under `roots`, a level at a time, up to `window` trees at
-    /// once (decoding JSON is most of the work once the trees are preloaded, so both cores help).
-    public func loadTrees(under roots: [BlobID], window: Int) async throws -> [BlobID: Tree] {
+    /// Loads and decodes every tree under `roots`, a level at a time. For each level the packs
+    /// holding its trees that are not in memory yet are loaded whole (checked against their
+    /// names), `connections` at a time, and every tree of them kept: the packs read are those of
+    /// these trees only, so the cost grows with what is under `roots`, not with the repository.
+    /// Then up to `window` trees are decoded at once (decoding JSON is most of the work once the
+    /// packs are in, so both cores help).
+    public func loadTrees(under roots: [BlobID], window: Int, connections: Int = 4) async throws -> [BlobID: Tree] {
         var trees: [BlobID: Tree] = [:]
         var level = roots
         while !level.isEmpty {
             var wanted = Set<BlobID>()
             let ids = level.filter { trees[$0] == nil && wanted.insert($0).inserted }
+            try await loadTreePacks(holding: ids, connections: connections)
             try await withThrowingTaskGroup(of: (BlobID, Tree).self) { group in
                 var next = ids.makeIterator()
                 for _ in 0..<window {

@@ -53,12 +53,12 @@ public final class Restorer: Sendable {
         }
         try Self.refuseNonDirectory(target)
         try FS.makeDirectories(target)
-        try await repo.preloadTrees(connections: options.connections)
         var files: [FileJob] = []
         var dirs: [(String, Node)] = []
         var links: [(String, Node)] = []
         do {  // the decoded trees are dropped once planned
-            let trees = try await repo.loadTrees(under: part.root.subtree.map { [$0] } ?? [], window: max(2, options.connections))
+            let trees = try await repo.loadTrees(under: part.root.subtree.map { [$0] } ?? [], window: max(2, options.connections),
+                                                 connections: options.connections)
             if part.root.type == .dir {
                 try plan(part.root, at: target, trees: trees, files: &files, dirs: &dirs, links: &links)
             } else {
