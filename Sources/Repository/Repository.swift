@@ -44,13 +44,17 @@ public final class Repository: Sendable {
             throw RepositoryError(.invalidArgument, "pack size \(options.packSize) out of range (64 KiB – 1 GiB)")
         }
         if try await storage.exists(.config) {
-            throw RepositoryError(.alreadyInitialized, "a repository already exists at \(storage.location)")
+            throw RepositoryError(.alreadyInitialized, "\(storage.location) is already a repository")
         }
         let existingKeys: [FileInfo]
         do {
             existingKeys = try await storage.list(.keys)
         } catch let error as StorageError where error.code == .notFound {
             existingKeys = []  // the location does not exist yet (REST servers answer 404)
+        }
+        // Another init may be between its key file and its config: look for the config again.
+        if !existingKeys.isEmpty, try await configAppears(in: storage) {
+            throw RepositoryError(.alreadyInitialized, "\(storage.location) is already a repository (another init created it at the same time)")
         }
         if !existingKeys.isEmpty {
             throw RepositoryError(.alreadyInitialized,
@@ -61,10 +65,29 @@ public final class Repository: Sendable {
         let config = RepositoryConfig(id: Crypto.random(32).map { String(format: "%02x", $0) }.joined(),
                                       chunker: options.chunker, packSize: options.packSize, created: Date())
         let repo = Repository(storage: storage, keys: keys, config: config, logger: logger)
-        try await repo.addKey(password: password, kdf: options.kdf)
-        // The config goes last: a repository whose init was interrupted has no config and is not one.
-        try await storage.save(.config, data: Envelope.seal(JSON.encode(config), kind: .config, key: keys.encryption))
+        let key = try await repo.addKey(password: password, kdf: options.kdf)
+        // The config goes last: a repository whose init was interrupted has no config and is not
+        // one. It is created only if absent: of two inits at once, one wins, and the other's key
+        // (which wraps master keys that open nothing) is removed again.
+        do {
+            try await storage.saveNew(.config, data: Envelope.seal(JSON.encode(config), kind: .config, key: keys.encryption))
+        } catch let error as StorageError where error.code == .alreadyExists {
+            do { try await storage.remove(Handle(.keys, key.hex)) } catch {
+                logger.warning("cannot remove the key file \(key) of the init that lost: \(error); it opens nothing and is skipped")
+            }
+            throw RepositoryError(.alreadyInitialized, "\(storage.location) is already a repository (another init created it at the same time)")
+        }
         return repo
+    }
+
+    /// Whether `config` exists within a moment (an init that has written its key file writes its
+    /// config right after).
+    private static func configAppears(in storage: any Storage) async throws -> Bool {
+        for _ in 0..<5 {
+            if try await storage.exists(.config) { return true }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        return try await storage.exists(.config)
     }
 
     /// Opens an existing repository with `password` and loads its index.

@@ -26,6 +26,7 @@ public final class CountingStorage: Storage {
     public var defaultConnections: Int { base.defaultConnections }
     public func create() async throws { try await base.create() }
     public func save(_ handle: Handle, data: Data) async throws { try await base.save(handle, data: data) }
+    public func saveNew(_ handle: Handle, data: Data) async throws { try await base.saveNew(handle, data: data) }
     public func makeStagingFile(for type: FileType) throws -> StagedFile { try base.makeStagingFile(for: type) }
     public func save(_ handle: Handle, staged: StagedFile) async throws { try await base.save(handle, staged: staged) }
 
