@@ -166,9 +166,10 @@ struct RepoRestore: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "restore", abstract: "Restore a snapshot.")
     @OptionGroup var repo: RepositoryOptionsGroup
     @Argument(help: "Snapshot id (any unique prefix) or \"latest\".") var snapshot: String
-    @Option(help: "Directory to restore into.") var target: String?
+    @Option(help: "Directory to restore into: new or empty (or give --overwrite).") var target: String?
     @Flag(help: "Write a stream part to standard output.") var stdout = false
     @Option(help: "Restore only this part.") var part: String?
+    @Flag(help: "Restore into a target directory that is not empty, replacing the files the snapshot holds.") var overwrite = false
     @Flag(help: "Remove files in the target that the snapshot does not hold.") var delete = false
     @Flag(help: "Also recompute every chunk's id from the restored bytes (as check --read-data does; one more SHA-256 pass).")
     var verifyIds = false
@@ -179,6 +180,7 @@ struct RepoRestore: AsyncParsableCommand {
 
     func run() async throws {
         try await runReportingErrors { pool in
+            if let target { try Restorer.checkTarget(target, overwrite: overwrite) }
             let repository = try await repo.openRepository(pool: pool)
             let (id, snapshot) = try await repository.resolveSnapshot(self.snapshot)
             var parts = snapshot.parts

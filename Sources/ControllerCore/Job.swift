@@ -46,6 +46,7 @@ public struct Job: Sendable {
         let agents = try await drivers.agents.agents()
         var options = BackupOptions()
         options.connections = repo.storage.defaultConnections
+        options.installation = info.id  // the parent: this installation's latest snapshot, whatever host wrote it
         let objects = try await drivers.objects.backup(into: repo, part: Self.objectsPart, options: options)
         let (server, logger, stage) = (self.server, self.logger, self.stage)
         let agentParts = try await withThrowingTaskGroup(of: [Part].self) { group in
@@ -66,7 +67,7 @@ public struct Job: Sendable {
         stage("Sending the snapshot")
         options.metadata = [
             "backupFormat": "1", "cheVersion": info.cheVersion, "namespace": info.namespace,
-            "domain": info.domain, "installationId": info.id,
+            "domain": info.domain, Repository.installationKey: info.id,
         ]
         options.tags = ["che"]
         return try await repo.commitSnapshot(parts: objects.parts + agentParts, options: options, parent: objects.parent)

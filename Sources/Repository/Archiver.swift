@@ -34,8 +34,15 @@ public struct BackupOptions: Sendable {
     public var hostname = ProcessInfo.processInfo.hostName
     public var metadata: [String: String] = [:]
     /// The snapshot whose unchanged files are not read again. Nil: for each part, the latest
-    /// snapshot of this host that has a part of the same name.
+    /// snapshot that has a part of the same name and, when `installation` is set, whose
+    /// metadata names that installation (`installationId`). Host names are not compared: the
+    /// controller records its own host name on snapshots whose parts agents on other hosts
+    /// store, and a pod's host name changes when it is recreated.
     public var parent: SnapshotID?
+    /// The installation whose snapshots may be parents (the controller's `installationId`).
+    /// Nil: any snapshot with a part of the same name (the `repo` commands, and agents, which
+    /// do not know the id the controller records).
+    public var installation: String?
     /// Read every file, even unchanged ones.
     public var force = false
     /// Upload slots (packs stored at once).

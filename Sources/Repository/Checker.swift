@@ -72,7 +72,10 @@ public final class Checker: Sendable {
                 let snapshot = try await repo.loadSnapshot(id)
                 report.snapshots += 1
                 for part in snapshot.parts {
-                    try await checkNode(part.root, path: "snapshot \(id) part \(part.name)", seen: &seenTrees, report: &report)
+                    let path = "snapshot \(id) part \(part.name)"
+                    // A directory root's name is informational; any other root is restored under its name.
+                    if part.kind == .tree && part.root.type != .dir { checkName(part.root, in: path, report: &report) }
+                    try await checkNode(part.root, path: path, seen: &seenTrees, report: &report)
                 }
             } catch let error as RepositoryError {
                 report.errors.append(error.message)
@@ -96,10 +99,20 @@ public final class Checker: Sendable {
         do {
             let tree = try await repo.loadTree(subtree)
             for child in tree.nodes {
+                checkName(child, in: "\(path)/\(node.name)", report: &report)
                 try await checkNode(child, path: "\(path)/\(node.name)", seen: &seen, report: &report)
             }
         } catch let error as RepositoryError {
             report.errors.append("\(path)/\(node.name): \(error.message)")
+        }
+    }
+
+    /// A name restore would refuse (the same rule, `Node.validateName`) is an error.
+    private func checkName(_ node: Node, in path: String, report: inout CheckReport) {
+        do { try node.validateName(in: path) } catch let error as RepositoryError {
+            report.errors.append(error.message)
+        } catch {
+            report.errors.append("\(path): \(error)")
         }
     }
 

@@ -107,6 +107,10 @@ extension Repository {
         return (try await saveSnapshot(snapshot), snapshot)
     }
 
+    /// The snapshot metadata key naming the installation a snapshot was taken of.
+    public static let installationKey = "installationId"
+
+    /// For each part name, the part of the newest snapshot that has it (see `BackupOptions.parent`).
     private func findParents(names: [String], options: BackupOptions) async throws
         -> (snapshot: SnapshotID?, parts: [String: Part]) {
         if options.force { return (nil, [:]) }
@@ -116,7 +120,8 @@ extension Repository {
         }
         var parts: [String: Part] = [:]
         var chosen: SnapshotID?
-        for (id, snapshot) in try await listSnapshots().reversed() where snapshot.hostname == options.hostname {
+        for (id, snapshot) in try await listSnapshots().reversed()
+            where options.installation == nil || snapshot.metadata[Self.installationKey] == options.installation {
             for part in snapshot.parts where names.contains(part.name) && parts[part.name] == nil {
                 parts[part.name] = part
                 chosen = chosen ?? id

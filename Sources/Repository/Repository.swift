@@ -44,13 +44,17 @@ public final class Repository: Sendable {
             throw RepositoryError(.invalidArgument, "pack size \(options.packSize) out of range (64 KiB – 1 GiB)")
         }
         if try await storage.exists(.config) {
-            throw RepositoryError(.alreadyInitialized, "a repository already exists at \(storage.location)")
+            throw RepositoryError(.alreadyInitialized, "\(storage.location) is already a repository")
         }
         let existingKeys: [FileInfo]
         do {
             existingKeys = try await storage.list(.keys)
         } catch let error as StorageError where error.code == .notFound {
             existingKeys = []  // the location does not exist yet (REST servers answer 404)
+        }
+        // Another init may be between its key file and its config: look for the config again.
+        if !existingKeys.isEmpty, try await configAppears(in: storage) {
+            throw RepositoryError(.alreadyInitialized, "\(storage.location) is already a repository (another init created it at the same time)")
         }
         if !existingKeys.isEmpty {
             throw RepositoryError(.alreadyInitialized,
@@ -61,10 +65,29 @@ public final class Repository: Sendable {
         let config = RepositoryConfig(id: Crypto.random(32).map { String(format: "%02x", $0) }.joined(),
                                       chunker: options.chunker, packSize: options.packSize, created: Date())
         let repo = Repository(storage: storage, keys: keys, config: config, logger: logger)
-        try await repo.addKey(password: password, kdf: options.kdf)
-        // The config goes last: a repository whose init was interrupted has no config and is not one.
-        try await storage.save(.config, data: Envelope.seal(JSON.encode(config), kind: .config, key: keys.encryption))
+        let key = try await repo.addKey(password: password, kdf: options.kdf)
+        // The config goes last: a repository whose init was interrupted has no config and is not
+        // one. It is created only if absent: of two inits at once, one wins, and the other's key
+        // (which wraps master keys that open nothing) is removed again.
+        do {
+            try await storage.saveNew(.config, data: Envelope.seal(JSON.encode(config), kind: .config, key: keys.encryption))
+        } catch let error as StorageError where error.code == .alreadyExists {
+            do { try await storage.remove(Handle(.keys, key.hex)) } catch {
+                logger.warning("cannot remove the key file \(key) of the init that lost: \(error); it opens nothing and is skipped")
+            }
+            throw RepositoryError(.alreadyInitialized, "\(storage.location) is already a repository (another init created it at the same time)")
+        }
         return repo
+    }
+
+    /// Whether `config` exists within a moment (an init that has written its key file writes its
+    /// config right after).
+    private static func configAppears(in storage: any Storage) async throws -> Bool {
+        for _ in 0..<5 {
+            if try await storage.exists(.config) { return true }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        return try await storage.exists(.config)
     }
 
     /// Opens an existing repository with `password` and loads its index.
@@ -265,14 +288,19 @@ public final class Repository: Sendable {
         return try JSON.decode(Tree.self, data, what: "tree \(id)")
     }
 
-    /// Loads and decodes every tree under `roots`, a level at a time, up to `window` trees at
-    /// once (decoding JSON is most of the work once the trees are preloaded, so both cores help).
-    public func loadTrees(under roots: [BlobID], window: Int) async throws -> [BlobID: Tree] {
+    /// Loads and decodes every tree under `roots`, a level at a time. For each level the packs
+    /// holding its trees that are not in memory yet are loaded whole (checked against their
+    /// names), `connections` at a time, and every tree of them kept: the packs read are those of
+    /// these trees only, so the cost grows with what is under `roots`, not with the repository.
+    /// Then up to `window` trees are decoded at once (decoding JSON is most of the work once the
+    /// packs are in, so both cores help).
+    public func loadTrees(under roots: [BlobID], window: Int, connections: Int = 4) async throws -> [BlobID: Tree] {
         var trees: [BlobID: Tree] = [:]
         var level = roots
         while !level.isEmpty {
             var wanted = Set<BlobID>()
             let ids = level.filter { trees[$0] == nil && wanted.insert($0).inserted }
+            try await loadTreePacks(holding: ids, connections: connections)
             try await withThrowingTaskGroup(of: (BlobID, Tree).self) { group in
                 var next = ids.makeIterator()
                 for _ in 0..<window {

@@ -45,18 +45,20 @@ public final class Restorer: Sendable {
     }
 
     /// Restores a tree part: a directory root's contents go into `target`; a file or symlink root
-    /// becomes `target/<name>`.
+    /// becomes `target/<name>`. A `target` that exists must be a directory; whether it may hold
+    /// files already is the caller's rule (see `checkTarget`).
     public func restoreTree(_ part: Part, into target: String) async throws -> RestoreStats {
         guard part.kind == .tree else {
             throw RepositoryError(.invalidArgument, "part \(part.name) is a stream: restore it to a file or --stdout")
         }
+        try Self.refuseNonDirectory(target)
         try FS.makeDirectories(target)
-        try await repo.preloadTrees(connections: options.connections)
         var files: [FileJob] = []
         var dirs: [(String, Node)] = []
         var links: [(String, Node)] = []
         do {  // the decoded trees are dropped once planned
-            let trees = try await repo.loadTrees(under: part.root.subtree.map { [$0] } ?? [], window: max(2, options.connections))
+            let trees = try await repo.loadTrees(under: part.root.subtree.map { [$0] } ?? [], window: max(2, options.connections),
+                                                 connections: options.connections)
             if part.root.type == .dir {
                 try plan(part.root, at: target, trees: trees, files: &files, dirs: &dirs, links: &links)
             } else {
@@ -91,9 +93,7 @@ public final class Restorer: Sendable {
             for name in try FS.list(path) where !wanted.contains(name) { try FS.removeTree(path + "/" + name) }
         }
         for node in tree.nodes {
-            guard !node.name.isEmpty, node.name != ".", node.name != "..", !node.name.contains("/") else {
-                throw RepositoryError(.corrupted, "the snapshot holds an invalid file name \"\(node.name)\" in \(path)")
-            }
+            try node.validateName(in: path)
             let child = path + "/" + node.name
             switch node.type {
             case .dir:

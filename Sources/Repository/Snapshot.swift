@@ -44,6 +44,32 @@ public struct Node: Codable, Sendable, Equatable {
     }
 }
 
+extension Node {
+    /// Whether `name` can name an entry inside a directory: not empty, not `.` or `..`, no `/`
+    /// and no NUL (which would cut the name short at the system call). Restore refuses any other
+    /// name and check reports it: this one rule serves both.
+    public static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty && name != "." && name != ".." && !name.utf8.contains(UInt8(ascii: "/")) && !name.utf8.contains(0)
+    }
+
+    /// Throws `.corrupted` when this node's name is not a valid entry name (see `isValidName`);
+    /// `path` is the directory it would be restored into.
+    public func validateName(in path: String) throws {
+        guard Self.isValidName(name) else {
+            throw RepositoryError(.corrupted, "the snapshot holds an invalid file name \"\(name.debugEscaped)\" in \(path)")
+        }
+    }
+}
+
+extension String {
+    /// The string with control characters (NUL, newlines…) escaped, so a message stays one line.
+    var debugEscaped: String {
+        String(String.UnicodeScalarView(unicodeScalars.flatMap { scalar -> [Unicode.Scalar] in
+            scalar.properties.generalCategory == .control ? Array(scalar.escaped(asASCII: false).unicodeScalars) : [scalar]
+        }))
+    }
+}
+
 /// One directory's entries, sorted by name. Stored as a tree blob (JSON).
 public struct Tree: Codable, Sendable {
     public var nodes: [Node]

@@ -2,13 +2,25 @@ import Foundation
 import Storage
 import Synchronization
 
-/// Tree blobs kept in memory after one bulk load: restore and check walk every directory, and
-/// fetching each tree with its own range request costs a round trip per directory (hundreds of
-/// requests for a Che workspace tree). Tree blobs live in packs of their own, so loading those
-/// packs whole brings every tree in a few requests.
+/// Tree blobs kept in memory after their packs were loaded: restore and check walk every
+/// directory, and fetching each tree with its own range request costs a round trip per
+/// directory (hundreds of requests for a Che workspace tree). Tree blobs live in packs of their
+/// own, so loading those packs whole brings many trees in one request. Only the packs a walk
+/// needs are loaded (restore), or all of them (check), up to `limit` bytes of packs per
+/// repository; trees beyond it are read one by one.
 final class TreeCache: Sendable {
+    /// Bytes of tree packs one repository loads into memory at most.
+    static let limit: Int64 = 256 << 20
+
     private let trees = Mutex<[BlobID: Data]>([:])
-    private let loaded = Mutex(false)
+    private struct Loads {
+        /// Every pack load started, under way or done: a pack is loaded once, and a walk that
+        /// needs a pack another walk is loading waits for that load.
+        var tasks: [PackID: Task<Void, any Error>] = [:]
+        var bytes: Int64 = 0
+        var all = false
+    }
+    private let loads = Mutex(Loads())
 
     func get(_ id: BlobID) -> Data? { trees.withLock { $0[id] } }
 
@@ -16,48 +28,86 @@ final class TreeCache: Sendable {
         trees.withLock { for (id, data) in entries { $0[id] = data } }
     }
 
-    fileprivate func markLoaded() -> Bool {
-        loaded.withLock { was in
-            defer { was = true }
-            return !was
+    /// The loads of `packs` (with their sizes): those already started are shared; new ones are
+    /// started with `start` while the packs loaded add up to at most `limit` bytes. A pack past
+    /// the limit gets no load.
+    fileprivate func loads(of packs: [(PackID, Int64)], limit: Int64,
+                           start: (PackID) -> Task<Void, any Error>) -> [Task<Void, any Error>] {
+        loads.withLock { state in
+            packs.compactMap { pack, size in
+                if let task = state.tasks[pack] { return task }
+                guard state.bytes + size <= limit else { return nil }
+                state.bytes += size
+                let task = start(pack)
+                state.tasks[pack] = task
+                return task
+            }
+        }
+    }
+
+    /// True the first time it is called.
+    fileprivate func claimAll() -> Bool {
+        loads.withLock { state in
+            defer { state.all = true }
+            return !state.all
         }
     }
 }
 
 extension Repository {
-    /// Loads every tree blob into memory with one request per tree pack, several at a time,
-    /// when the tree packs add up to at most `limit` bytes. Later `loadTree` calls are served
-    /// from memory; without the preload they still work, one request each.
+    /// Loads a whole pack (as long as the index says) and checks that its bytes hash to its name.
+    func loadWholePack(_ pack: PackID) async throws -> Data {
+        guard let size = index.packSize(pack) else {
+            throw RepositoryError(.missing, "pack \(pack) is not in the index")
+        }
+        let data = try await loadPackRange(pack, 0..<size)
+        guard ObjectID(hashing: data) == pack else {
+            throw RepositoryError(.corrupted, "pack \(pack) is corrupted: its content does not match its name")
+        }
+        return data
+    }
+
+    /// Loads every tree pack of the repository (what check, which walks every snapshot, needs),
+    /// several at a time, when they add up to at most `limit` bytes. Later `loadTree` calls are
+    /// served from memory; without the preload they still work, one request each. Each pack is
+    /// read whole and checked against its name (format §2), so damage anywhere in it, also in
+    /// its header or trailer or a truncation, fails the preload as corruption naming the pack.
     public func preloadTrees(connections: Int = 4, limit: Int64 = 256 << 20) async throws {
-        guard treeCache.markLoaded() else { return }
-        let byPack = Dictionary(grouping: index.allLocations().filter { $0.blob.type == .tree }, by: \.pack)
-        let total = byPack.keys.reduce(Int64(0)) { $0 + (index.packSize($1) ?? 0) }
-        guard total <= limit, !byPack.isEmpty else { return }
-        let work = Array(byPack)
-        try await withThrowingTaskGroup(of: [(BlobID, Data)].self) { group in
-            var next = 0
-            func launch() {
-                guard next < work.count else { return }
-                let (pack, blobs) = work[next]
-                next += 1
-                group.addTask {
-                    let lower = blobs.map { Int64($0.blob.offset) }.min()!
-                    let upper = blobs.map { Int64($0.blob.offset) + Int64($0.blob.length) }.max()!
-                    let data = try await self.loadPackRange(pack, lower..<upper)
-                    return try data.withUnsafeBytes { raw in
-                        try blobs.map { location in
-                            let start = Int(Int64(location.blob.offset) - lower)
-                            let plain = try self.openBlob(UnsafeRawBufferPointer(rebasing: raw[start..<(start + Int(location.blob.length))]), location)
-                            return (location.blob.id, plain)
-                        }
-                    }
-                }
-            }
-            for _ in 0..<max(1, connections) { launch() }
-            while let entries = try await group.next() {
-                treeCache.put(entries)
-                launch()
+        guard treeCache.claimAll() else { return }
+        let packs = Set(index.allLocations().filter { $0.blob.type == .tree }.map(\.pack)).map { ($0, index.packSize($0) ?? 0) }
+        guard packs.reduce(0, { $0 + $1.1 }) <= limit else { return }
+        try await loadTreePacks(packs, connections: connections, limit: limit)
+    }
+
+    /// Loads the packs holding `ids` (trees not in memory yet) whole, checked, and keeps every
+    /// tree blob of them in memory.
+    func loadTreePacks(holding ids: [BlobID], connections: Int, limit: Int64 = TreeCache.limit) async throws {
+        let packs = Set(ids.filter { treeCache.get($0) == nil }.compactMap { index.lookup($0)?.pack })
+        try await loadTreePacks(packs.map { ($0, index.packSize($0) ?? 0) }, connections: connections, limit: limit)
+    }
+
+    private func loadTreePacks(_ packs: [(PackID, Int64)], connections: Int, limit: Int64) async throws {
+        guard !packs.isEmpty else { return }
+        let slots = AsyncSemaphore(permits: max(1, connections))
+        let tasks = treeCache.loads(of: packs, limit: limit) { pack in
+            Task { try await slots.withPermit { try await self.cacheTreePack(pack) } }
+        }
+        for task in tasks { try await task.value }
+    }
+
+    /// Keeps every tree blob of `pack` (read whole and checked) in memory; the pack's own header
+    /// says where they are, so no scan of the index is needed.
+    private func cacheTreePack(_ pack: PackID) async throws {
+        let data = try await loadWholePack(pack)
+        let entries = try PackFormat.decodeHeader(tail: data, packSize: Int64(data.count), key: keys.encryption, pack: pack)
+        let trees = try data.withUnsafeBytes { raw in
+            try entries.filter { $0.type == .tree }.map { entry in
+                let start = Int(entry.offset)
+                let plain = try openBlob(UnsafeRawBufferPointer(rebasing: raw[start..<(start + Int(entry.length))]),
+                                         BlobLocation(pack: pack, blob: entry))
+                return (entry.id, plain)
             }
         }
+        treeCache.put(trees)
     }
 }

@@ -73,9 +73,10 @@ extension RestResponder {
 
     /// Streams the request body into a temporary file next to the target, fsyncs it, places it
     /// under its name and fsyncs the directory: a dropped upload leaves nothing visible. Where
-    /// append-only protects the file, the placement is link(2), which fails if the name exists:
-    /// checking and placing are one step, so an upload that began before the file appeared
-    /// cannot replace it. Elsewhere it is rename(2), which replaces as restic expects.
+    /// append-only protects the file, and always for `config`, the placement is link(2), which
+    /// fails if the name exists: checking and placing are one step, so an upload that began
+    /// before the file appeared cannot replace it. Elsewhere it is rename(2), which replaces as
+    /// restic expects.
     func receive(_ request: Request, into location: Location, type: String) async throws -> Response {
         if let declared = request.headers[.contentLength].flatMap({ Int64($0) }), declared > configuration.maxRequestSize {
             throw HTTPFailure(.contentTooLarge, "request body larger than \(configuration.maxRequestSize) bytes")
@@ -87,10 +88,13 @@ extension RestResponder {
             throw HTTPFailure(.notFound, "no such repository (create it with POST ?create=true)")
         }
         defer { close(dir) }
-        let createOnly = configuration.appendOnly && type != "locks"
+        // A repository's config is never replaced (restic's rest-server refuses it too): two
+        // clients creating one repository at once cannot both succeed with different keys.
+        let createOnly = type == "config" || (configuration.appendOnly && type != "locks")
+        let refusal = type == "config" ? Self.configRefusal : Self.appendOnlyRefusal
         var existing = stat()
         if createOnly && fstatat(dir, location.name, &existing, AT_SYMLINK_NOFOLLOW) == 0 {
-            throw Self.appendOnlyRefusal
+            throw refusal
         }
         let temp = uploads.begin()
         defer { uploads.end(temp) }
@@ -128,7 +132,7 @@ extension RestResponder {
         if createOnly {
             // The temporary name is removed by the defer once the file has its own.
             guard linkat(dir, temp, dir, location.name, 0) == 0 else {
-                if errno == EEXIST { throw Self.appendOnlyRefusal }
+                if errno == EEXIST { throw refusal }
                 throw HTTPFailure(.internalServerError, "cannot store: \(errorText())")
             }
         } else {
@@ -140,6 +144,7 @@ extension RestResponder {
     }
 
     static let appendOnlyRefusal = HTTPFailure(.forbidden, "append-only: the file exists and cannot be replaced")
+    static let configRefusal = HTTPFailure(.forbidden, "the repository's config exists and is never replaced")
 
     func list(repo: String, type: String, v2: Bool) throws -> Response {
         let entries = try rootDirectory.withDirectory(repoComponents(repo) + [type]) { base in

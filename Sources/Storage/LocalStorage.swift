@@ -55,6 +55,34 @@ public struct LocalStorage: Storage {
         try await save(handle, staged: staged)
     }
 
+    /// Written to `tmp/`, fsynced, then linked under its name: link(2) fails when the name
+    /// exists, so checking and placing are one step, also between processes.
+    public func saveNew(_ handle: Handle, data: Data) async throws {
+        let target = try path(handle)
+        let staged = try makeStagingFile(for: handle.type)
+        guard let temp = staged.path else { throw StorageError(.permanent, "create \(handle): the staging file has no name") }
+        let taken = try await pool.run { () throws -> Bool in
+            try staged.write(data, at: 0)
+            guard fsync(staged.fd) == 0 else { throw posixError("fsync", temp) }
+            let dir = (target as NSString).deletingLastPathComponent
+            if handle.type == .data, mkdir(dir, 0o700) != 0, errno != EEXIST {
+                throw posixError("create directory", dir)
+            }
+            guard link(temp, target) == 0 else {
+                if errno == EEXIST { return true }
+                throw posixError("create", handle.description)
+            }
+            let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if dfd >= 0 {
+                fsync(dfd)
+                close(dfd)
+            }
+            return false
+        }
+        // The temporary name goes with `staged`.
+        if taken { try await existing(handle, matches: data) }
+    }
+
     /// fsync, rename into place, fsync the directory. A file staged elsewhere is copied in.
     public func save(_ handle: Handle, staged: StagedFile) async throws {
         let target = try path(handle)

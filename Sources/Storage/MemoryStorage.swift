@@ -17,6 +17,17 @@ public final class MemoryStorage: Storage {
         files.withLock { $0[handle] = data }
     }
 
+    public func saveNew(_ handle: Handle, data: Data) async throws {
+        try validate(handle)
+        try files.withLock { files in
+            if let existing = files[handle] {
+                guard existing == data else { throw StorageError(.alreadyExists, "\(handle) already exists") }
+                return
+            }
+            files[handle] = data
+        }
+    }
+
     public func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data {
         guard let data = files.withLock({ $0[handle] }) else {
             throw StorageError(.notFound, "\(handle) not found")

@@ -44,6 +44,22 @@ public struct RESTStorage: Storage {
         try await post(handle) { $0.body = data }
     }
 
+    /// restic's REST protocol has no create-only upload, but restic's rest-server and ours refuse
+    /// to replace `config` (403); rclone's replaces it. So: a name already taken is refused here
+    /// before uploading, a 403 from a server that has the file is its refusal, and a 200 is
+    /// confirmed by reading the file back (`confirmCreated`).
+    public func saveNew(_ handle: Handle, data: Data) async throws {
+        try handle.validateForRemote()
+        if try await exists(handle) { return try await existing(handle, matches: data) }
+        var r = request("POST", url(handle))
+        r.body = data
+        r.headers = [("Content-Type", "application/octet-stream")]
+        let response = try await transport.perform(r)
+        if response.status == 403, try await exists(handle) { return try await existing(handle, matches: data) }
+        _ = try checked(response, "create \(handle)")
+        try await confirmCreated(handle, data)
+    }
+
     /// Streams the staged file from disk.
     public func save(_ handle: Handle, staged: StagedFile) async throws {
         try staged.finish()

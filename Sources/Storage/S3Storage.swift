@@ -41,7 +41,8 @@ public struct S3Storage: Storage {
 
     /// Sends a signed request. `path` is the object key (or empty for the bucket), `query` unencoded pairs.
     func send(_ method: String, key: String?, query: [(String, String)] = [], body: Data? = nil,
-              file: StagedFile? = nil, range: Range<Int64>? = nil, consume: ByteConsumer? = nil) async throws -> CurlResponse {
+              file: StagedFile? = nil, range: Range<Int64>? = nil, consume: ByteConsumer? = nil,
+              extraHeaders: [(String, String)] = []) async throws -> CurlResponse {
         var canonicalURI = "/" + S3Signer.encode(remote.bucket)
         if let key { canonicalURI += "/" + key.split(separator: "/", omittingEmptySubsequences: false).map { S3Signer.encode(String($0)) }.joined(separator: "/") }
         let canonicalQuery = query.map { (S3Signer.encode($0.0), S3Signer.encode($0.1, keepSlash: slashQuirk.value)) }
@@ -55,7 +56,7 @@ public struct S3Storage: Storage {
         let authorization = S3Signer.authorization(method: method, uri: canonicalURI, query: canonicalQuery, headers: headers,
                                                    payloadHash: payloadHash, date: now, credentials: credentials)
         var r = CurlRequest(method: method, url: "\(remote.scheme)://\(remote.hostPort)\(canonicalURI)\(canonicalQuery.isEmpty ? "" : "?" + canonicalQuery)")
-        r.headers = headers.filter { $0.0 != "host" && $0.0 != "range" } + [("Authorization", authorization)]
+        r.headers = headers.filter { $0.0 != "host" && $0.0 != "range" } + [("Authorization", authorization)] + extraHeaders
         if body != nil || file != nil {
             r.body = body
             r.bodyFile = file
@@ -89,6 +90,18 @@ public struct S3Storage: Storage {
     public func save(_ handle: Handle, data: Data) async throws {
         try handle.validateForRemote()
         _ = try checked(try await send("PUT", key: key(handle), body: data), "save \(handle)")
+    }
+
+    /// A conditional put (`If-None-Match: *`): S3 answers 412 when the key exists (409 while
+    /// another conditional put of it is under way). Servers that ignore the header are caught by
+    /// reading the object back (`confirmCreated`).
+    public func saveNew(_ handle: Handle, data: Data) async throws {
+        try handle.validateForRemote()
+        let response = try await send("PUT", key: key(handle), body: data, extraHeaders: [("If-None-Match", "*")])
+        if response.status == 412 { return try await existing(handle, matches: data) }
+        if response.status == 409 { throw StorageError(.transient, "create \(handle): another create of it is under way") }
+        _ = try checked(response, "create \(handle)")
+        try await confirmCreated(handle, data)
     }
 
     /// Streams the staged file from disk; its SHA-256 is already known for the signature.

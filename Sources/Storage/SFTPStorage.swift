@@ -76,8 +76,20 @@ public struct SFTPStorage: Storage {
         try await upload(handle) { $0.bodyFile = staged }
     }
 
-    /// Uploads to a temporary name in the repository's `tmp/`, then renames into place.
-    private func upload(_ handle: Handle, body: (inout CurlRequest) -> Void) async throws {
+    /// The upload's rename fails when the name exists (OpenSSH's SSH_FXP_RENAME does not
+    /// replace); a server whose rename replaces is caught by reading the file back.
+    public func saveNew(_ handle: Handle, data: Data) async throws {
+        if try await upload(handle, body: { $0.body = data }) {
+            return try await existing(handle, matches: data)
+        }
+        try await confirmCreated(handle, data)
+    }
+
+    /// Uploads to a temporary name in the repository's `tmp/`, then renames into place. True
+    /// when the rename failed because the name exists: `save` then succeeds (same name, same
+    /// content), `saveNew` compares.
+    @discardableResult
+    private func upload(_ handle: Handle, body: (inout CurlRequest) -> Void) async throws -> Bool {
         let rel = try relative(handle)
         let temp = "tmp/\(handle.type.rawValue)-\(UUID().uuidString)"
         var r = CurlRequest(method: "PUT", url: urlBase + "/" + temp)
@@ -91,9 +103,10 @@ public struct SFTPStorage: Storage {
         } catch let error as StorageError {
             // The rename fails when the target exists (SFTP v3 does not replace): same content by name.
             try? await commands(["*rm " + Self.quoted(serverBase + "/" + temp)])
-            if error.code == .permanent, (try? await stat(handle)) != nil { return }
+            if error.code == .permanent, (try? await stat(handle)) != nil { return true }
             throw error
         }
+        return false
     }
 
     public func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data {

@@ -10,6 +10,9 @@
 /// - `load` of a missing file fails with `.notFound`, and nothing else means "not found".
 /// - `load` with a range returns exactly those bytes; a range past the end fails with `.invalidRange`.
 /// - `list` never shows temporary or half-written files.
+/// - `saveNew` creates a file only if its name is free: of several writers racing to create one
+///   name, one succeeds and the others fail with `.alreadyExists`, the file holding the winner's
+///   bytes. It is what makes creating a repository (its `config`) exclusive.
 /// - Transient failures (`.transient`) may be retried; every other error is permanent.
 ///
 /// Retry and concurrency limits are not the backends' business: `StorageStack.compose` wraps any
@@ -59,6 +62,12 @@ public protocol Storage: Sendable {
     /// Prepares an empty location (directories, bucket, remote repository).
     func create() async throws
     func save(_ handle: Handle, data: Data) async throws
+    /// Stores `data` as `handle` only if no file of that name exists (create-only), atomically
+    /// as `save`: a file that exists with other bytes is left alone and the call fails with
+    /// `.alreadyExists`; one that holds exactly `data` counts as created (a retried create
+    /// whose first attempt had succeeded). Where the server cannot refuse an existing name, the
+    /// backend detects a lost race by reading the file back (`confirmCreated`).
+    func saveNew(_ handle: Handle, data: Data) async throws
     /// A new, empty file to write an object into before `save(_:staged:)`. Default: an unlinked
     /// temporary file; a local repository makes it inside its own directory, to rename it.
     func makeStagingFile(for type: FileType) throws -> StagedFile
@@ -114,6 +123,32 @@ extension Handle {
 }
 
 extension Storage {
+    /// For a create-only write that found the name taken: success when the file holds exactly
+    /// `data`, else `.alreadyExists`.
+    func existing(_ handle: Handle, matches data: Data) async throws {
+        let stored: Data
+        do {
+            stored = try await load(handle)
+        } catch let error as StorageError where error.code == .notFound {
+            throw StorageError(.transient, "create \(handle): the name was taken, then the file was gone")
+        }
+        guard stored == data else { throw StorageError(.alreadyExists, "\(handle) already exists") }
+    }
+
+    /// After a create-only write that the server may not have enforced (rclone's REST server
+    /// replaces files; S3-compatible servers may ignore `If-None-Match`; SFTP servers may rename
+    /// over a file): waits `settle`, for a racing writer's upload to land, then reads the file
+    /// back. Other bytes mean another writer's create won: `.alreadyExists`. On a server that
+    /// enforces create-only this only confirms; on one that does not, a writer whose upload
+    /// lands more than `settle` after ours can still replace it (nothing can prevent that there).
+    func confirmCreated(_ handle: Handle, _ data: Data, settle: Duration = createSettle) async throws {
+        try await Task.sleep(for: settle)
+        try await existing(handle, matches: data)
+    }
+
+    /// How long `confirmCreated` waits before reading back.
+    static var createSettle: Duration { .milliseconds(300) }
+
     /// `list(.config)` for backends without a directory of configs: the config, if it exists.
     func listConfigByStat() async throws -> [FileInfo] {
         do { return [try await stat(.config)] } catch let e as StorageError where e.code == .notFound { return [] }

@@ -54,6 +54,10 @@ public struct RetryingStorage: Storage {
     public func save(_ handle: Handle, data: Data) async throws {
         try await retry("save \(handle)") { try await base.save(handle, data: data) }
     }
+    /// A retry after an attempt that did store the file finds its own bytes: success.
+    public func saveNew(_ handle: Handle, data: Data) async throws {
+        try await retry("create \(handle)") { try await base.saveNew(handle, data: data) }
+    }
     public func makeStagingFile(for type: FileType) throws -> StagedFile { try base.makeStagingFile(for: type) }
     public func save(_ handle: Handle, staged: StagedFile) async throws {
         try await retry("save \(handle)") { try await base.save(handle, staged: staged) }
@@ -120,6 +124,9 @@ public struct LimitedStorage: Storage {
     public func create() async throws { try await semaphore.withPermit { try await base.create() } }
     public func save(_ handle: Handle, data: Data) async throws {
         try await semaphore.withPermit { try await base.save(handle, data: data) }
+    }
+    public func saveNew(_ handle: Handle, data: Data) async throws {
+        try await semaphore.withPermit { try await base.saveNew(handle, data: data) }
     }
     public func makeStagingFile(for type: FileType) throws -> StagedFile { try base.makeStagingFile(for: type) }
     public func save(_ handle: Handle, staged: StagedFile) async throws {

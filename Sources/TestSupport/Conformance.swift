@@ -40,6 +40,7 @@ public enum StorageConformance {
         ("invalid names", invalidNames),
         ("staged files", stagedFiles),
         ("streamed loads", streamedLoads),
+        ("create-only saves", createOnly),
     ]
 
     static func expect(_ condition: Bool, _ message: @autoclosure () -> String) throws {
@@ -238,6 +239,43 @@ public enum StorageConformance {
         try expect(!(try await storage.list(.data).contains { $0.name == handle.name }),
                    "an interrupted upload is visible in the listing")
         try await expectError(.notFound, "load of an interrupted upload") { _ = try await storage.load(handle) }
+    }
+
+    /// `saveNew` stores a free name, accepts its own bytes again (a retried create), refuses
+    /// other bytes with `.alreadyExists` and leaves the file alone; of several creates racing for
+    /// one name exactly one succeeds, and the file holds its bytes.
+    static let createOnly: Case = { storage, _ in
+        for handle in [Handle.config, Handle(.snapshots, name("new"))] {
+            let first = Data("first \(handle)".utf8)
+            try await storage.saveNew(handle, data: first)
+            try expect(try await storage.load(handle) == first, "saveNew of a free name stored other bytes (\(handle))")
+            try await storage.saveNew(handle, data: first)
+            try await expectError(.alreadyExists, "saveNew of a taken name (\(handle))") {
+                try await storage.saveNew(handle, data: Data("second \(handle)".utf8))
+            }
+            try expect(try await storage.load(handle) == first, "a refused saveNew changed the file (\(handle))")
+            try await storage.remove(handle)
+        }
+        let contenders = (0..<4).map { Data("contender \($0) \(name("c"))".utf8) }
+        let outcomes = try await withThrowingTaskGroup(of: (Data, Bool).self) { group in
+            for data in contenders {
+                group.addTask {
+                    do {
+                        try await storage.saveNew(.config, data: data)
+                        return (data, true)
+                    } catch let error as StorageError where error.code == .alreadyExists {
+                        return (data, false)
+                    }
+                }
+            }
+            var all: [(Data, Bool)] = []
+            for try await outcome in group { all.append(outcome) }
+            return all
+        }
+        let winners = outcomes.filter(\.1).map(\.0)
+        try expect(winners.count == 1, "\(winners.count) of \(contenders.count) racing creates succeeded")
+        try expect(try await storage.load(.config) == winners.first, "the file does not hold the winner's bytes")
+        try await storage.remove(.config)
     }
 
     static let invalidNames: Case = { storage, _ in

@@ -23,6 +23,11 @@ public final class FaultyStorage: Storage {
         try await base.save(handle, data: data)
     }
 
+    public func saveNew(_ handle: Handle, data: Data) async throws {
+        try decide(handle)
+        try await base.saveNew(handle, data: data)
+    }
+
     /// Staging goes to the base backend (a local repository stages in its own `tmp/`).
     public func makeStagingFile(for type: FileType) throws -> StagedFile { try base.makeStagingFile(for: type) }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TestSupport
+import Synchronization
 
 /// End-to-end tests of the `chebackup repo` commands, run as a user runs them.
 @Suite struct RepoCommandTests {
@@ -171,6 +172,77 @@ import TestSupport
         let restore = try chebackup(["repo", "restore", "latest", "-r", repo, "--stdout"])
         #expect(restore.status != 0)
         #expect(restore.stderr.contains(name) && restore.stderr.contains("corrupted"), "\(restore.stderr)")
+    }
+
+    /// restic's rules for `--target`: a regular file is refused and left as it was (it used to
+    /// be replaced by a directory, exit 0); a non-empty directory only with --overwrite; a new or
+    /// empty directory is fine.
+    @Test func restoreTargetRules() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let repo = try initRepo(dir)
+        try FileManager.default.createDirectory(atPath: dir.file("src"), withIntermediateDirectories: true)
+        let content = Data("restored content\n".utf8)
+        try content.write(to: URL(fileURLWithPath: dir.file("src/f")))
+        #expect(try chebackup(["repo", "backup", "-r", repo, dir.file("src")]).status == 0)
+
+        let precious = Data("do not replace me\n".utf8)
+        try precious.write(to: URL(fileURLWithPath: dir.file("file")))
+        for extra in [[], ["--overwrite"]] {
+            let r = try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("file")] + extra)
+            expectOneLineError(r, contains: "\(dir.file("file")) exists and is not a directory")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("file"))) == precious, "the file was changed")
+        }
+
+        try FileManager.default.createDirectory(atPath: dir.file("full"), withIntermediateDirectories: true)
+        try precious.write(to: URL(fileURLWithPath: dir.file("full/f")))
+        let refused = try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("full")])
+        expectOneLineError(refused, contains: "is not empty")
+        #expect(refused.stderr.contains("--overwrite"), "\(refused.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("full/f"))) == precious, "a refused restore wrote")
+        let overwritten = try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("full"), "--overwrite"])
+        #expect(overwritten.status == 0, "\(overwritten.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("full/f"))) == content)
+
+        try FileManager.default.createDirectory(atPath: dir.file("empty"), withIntermediateDirectories: true)
+        for target in ["empty", "new/deeper"] {
+            let r = try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file(target)])
+            #expect(r.status == 0, "\(target): \(r.stderr)")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file(target + "/f"))) == content)
+        }
+    }
+
+    /// Several `repo init` at once on one location: exactly one succeeds, the others fail with
+    /// one line saying it is already a repository, and the winner's password opens it (two inits
+    /// used to both succeed with different keys, leaving a password that opens nothing).
+    @Test(arguments: ["local", "rest (rclone)"])
+    func concurrentInitsHaveOneWinner(_ backend: String) throws {
+        if backend != "local" && !TestServices.available(TestServices.rcloneURL) { return }
+        for _ in 0..<3 {
+            let dir = TempDir()
+            defer { dir.remove() }
+            let repo = backend == "local" ? "local:" + dir.file("repo") : (TestServices.rcloneURL ?? "rest:http://127.0.0.1:1/") + TestServices.unique("init")
+            let passwords = (0..<3).map { "password number \($0)" }
+            let results = Mutex([Int: CommandResult]())
+            DispatchQueue.concurrentPerform(iterations: passwords.count) { i in
+                let r = try? self.chebackup(["repo", "init", "-r", repo], password: passwords[i])
+                results.withLock { $0[i] = r }
+            }
+            let all = results.withLock { $0 }
+            let winners = all.filter { $0.value.status == 0 }.map(\.key)
+            #expect(all.count == passwords.count && winners.count == 1, "\(winners.count) inits succeeded: \(all.mapValues(\.stderr))")
+            guard let winner = winners.first else { continue }
+            for (i, r) in all where i != winner {
+                #expect(r.status != 0)
+                #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("is already a repository"), "\(r.stderr)")
+                expectOneLineError(try chebackup(["repo", "snapshots", "-r", repo], password: passwords[i]), contains: "wrong password")
+            }
+            let opened = try chebackup(["repo", "snapshots", "-r", repo], password: passwords[winner])
+            #expect(opened.status == 0, "the winner's password does not open the repository: \(opened.stderr)")
+            if backend == "local" {
+                #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file("repo/keys")).count == 1, "the losers' key files stayed")
+            }
+        }
     }
 
     @Test func badArgumentsAreRefused() throws {

@@ -198,6 +198,47 @@ import TestSupport
         #expect(report.errors.contains { $0.contains("\(claimed)") && $0.contains("does not match its id") }, "\(report.errors)")
     }
 
+    /// A snapshot whose trees hold names restore refuses (`..`, `/`, NUL, a "/" under a
+    /// combining mark, which Swift's Character comparison does not see): check flags every one
+    /// of them (it used to pass them), and restore refuses each, writing nothing outside its target.
+    @Test func namesRestoreRefusesAreFlaggedByCheck() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let repo = try await makeRepository()
+        let writer = BlobWriter(repository: repo, connections: 1)
+        func tree(_ nodes: [Node]) async throws -> BlobID {
+            let data = JSON.encode(Tree(nodes: nodes))
+            let id = repo.blobID(data)
+            _ = try await writer.save(data, id: id, type: .tree)
+            return id
+        }
+        let bad = ["..", ".", "", "a/b", "../../escaped", "x\u{0}y", "x/\u{301}"]
+        var parts: [(String, Part)] = []
+        for (i, name) in bad.enumerated() {
+            let file = Node(name: name, type: .file, mode: 0o600, content: [])
+            let inner = try await tree([file])
+            let nested = Node(name: "sub", type: .dir, mode: 0o700, subtree: inner)
+            let top = try await tree([Node(name: "ok", type: .file, mode: 0o600, content: []), nested])
+            parts.append(("nested \(i)", Part(name: "p", kind: .tree, root: Node(name: "root", type: .dir, mode: 0o700, subtree: top),
+                                               source: nil, stats: PartStats())))
+            parts.append(("root \(i)", Part(name: "p", kind: .tree, root: file, source: nil, stats: PartStats())))
+        }
+        try await writer.flush()
+        var ids: [(String, SnapshotID, Part)] = []
+        for (label, part) in parts { ids.append((label, try await repo.commitSnapshot(parts: [part]).0, part)) }
+
+        let report = try await Checker(repository: repo).check(readData: true)
+        for (label, id, _) in ids {
+            #expect(report.errors.contains { $0.contains("\(id)") && $0.contains("invalid file name") }, "\(label): \(report.errors)")
+        }
+        #expect(report.errors.allSatisfy { !$0.contains("\n") && !$0.contains("\u{0}") }, "\(report.errors)")
+        for (label, _, part) in ids {
+            await expectCode(.corrupted) { _ = try await Restorer(repository: repo).restoreTree(part, into: dir.file("out/t")) }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file("out")) == ["t"], "\(label) wrote outside its target")
+            #expect(!FileManager.default.fileExists(atPath: dir.file("escaped")))
+        }
+    }
+
     @Test func unreadableSourceFailsTheBackup() async throws {
         let memory = MemoryStorage()
         let repo = try await makeRepository(memory)
@@ -251,6 +292,37 @@ import TestSupport
         } else {
             await expectCode(.corrupted) { _ = try await opened.loadSnapshot(result.id) }
         }
+    }
+
+    /// Damage to a tree pack where no tree blob lies (its header, its trailer, its end cut off)
+    /// is caught by restore, which reads tree packs whole and checks them against their names
+    /// (it used to read only the blobs' range and exit 0), and by check --read-data.
+    @Test(arguments: ["flip tree pack header", "flip tree pack trailer", "truncate tree pack"])
+    func treePackDamageFailsTheRestore(_ damage: String) async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try makeSourceTree(in: dir.file("src"))
+        let memory = MemoryStorage()
+        let repo = try await makeRepository(memory)
+        let result = try await repo.backup([.path(dir.file("src"), name: "files")])
+        let victim = try #require(try await memory.list(.data).map { Handle(.data, $0.name) }.first { treePack($0, repo) })
+        switch damage {
+        case "flip tree pack header": memory.tamper(victim) { $0[$0.count - 8 - 20] ^= 0x10 }
+        case "flip tree pack trailer": memory.tamper(victim) { $0[$0.count - 2] ^= 0x10 }
+        default: memory.tamper(victim) { $0 = $0.prefix($0.count - 4) }
+        }
+        let opened = try await Repository.open(storage: memory, password: "pw", logger: testLogger)
+        do {
+            _ = try await Restorer(repository: opened).restoreTree(result.snapshot.parts[0], into: dir.file("out"))
+            Issue.record("\(damage): restore succeeded")
+        } catch let error as RepositoryError {
+            #expect(error.code == .corrupted, "\(error.code): \(error.message)")
+            #expect(error.message.contains("pack \(victim.name.prefix(8))"), "\(error.message)")
+            #expect(!error.message.contains("\n"))
+        }
+        let report = try await Checker(repository: try await Repository.open(storage: memory, password: "pw", logger: testLogger))
+            .check(readData: true)
+        #expect(report.errors.contains { $0.contains(victim.name.prefix(8)) }, "\(report.errors)")
     }
 
     @Test func healthyRepositoryChecksClean() async throws {

@@ -77,6 +77,45 @@ import TestSupport
         #expect(try expectSameTree(dir.file("src"), dir.file("out")).isEmpty)
     }
 
+    /// The parent is found by part name (and installation, when given), not by host name: the
+    /// controller writes snapshots under its own host name while agents on other hosts store the
+    /// parts, so a backup from another host used to find no parent and read every file again.
+    @Test func theParentIsFoundWhateverHostWroteIt() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try makeSourceTree(in: dir.file("src"))
+        let repo = try await makeRepository()
+        // The controller's way: an agent (host "agent-0") stores the part, the controller (host
+        // "controller") writes the snapshot with the installation's id.
+        var agent = BackupOptions()
+        agent.hostname = "agent-0"
+        let first = try await repo.storeParts([.path(dir.file("src"), name: "files/projects")], options: agent)
+        var controller = BackupOptions()
+        controller.hostname = "controller"
+        controller.metadata = [Repository.installationKey: "che-1"]
+        let (firstID, _) = try await repo.commitSnapshot(parts: first.parts, options: controller)
+        let files = try describeTree(dir.file("src")).values.filter { $0.type == "file" }.count  // regular files; links are always stored
+        #expect(files > 30 && first.parts[0].stats.unchangedFiles == 0)
+
+        // The agent again, in a new pod with another host name.
+        agent.hostname = "agent-1"
+        let second = try await repo.storeParts([.path(dir.file("src"), name: "files/projects")], options: agent)
+        #expect(second.parent == firstID)
+        #expect(second.parts[0].stats.unchangedFiles == files, "\(second.parts[0].stats.unchangedFiles) of \(files) files unchanged")
+        #expect(second.parts[0].stats.newBytes == 0)
+
+        // By installation: the same installation matches from any host, another one does not.
+        var same = BackupOptions()
+        same.hostname = "controller-2"
+        same.installation = "che-1"
+        let third = try await repo.storeParts([.path(dir.file("src"), name: "files/projects")], options: same)
+        #expect(third.parent == firstID && third.parts[0].stats.unchangedFiles == files)
+        var other = same
+        other.installation = "che-2"
+        let fourth = try await repo.storeParts([.path(dir.file("src"), name: "files/projects")], options: other)
+        #expect(fourth.parent == nil && fourth.parts[0].stats.unchangedFiles == 0)
+    }
+
     @Test func restoreWithDeleteMakesTheTargetExactlyTheSnapshot() async throws {
         let dir = TempDir()
         defer { dir.remove() }
@@ -91,6 +130,32 @@ import TestSupport
         _ = try await Restorer(repository: repo, options: options).restoreTree(result.snapshot.parts[0], into: dir.file("out"))
         let problems = try expectSameTree(dir.file("src"), dir.file("out"))
         #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")
+    }
+
+    /// Restore never replaces a file with a directory: a target that is a regular file is
+    /// refused and left as it was. A non-empty directory is restored into (the agents' rule).
+    @Test func aTargetThatIsAFileIsRefusedAndKept() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try makeSourceTree(in: dir.file("src"))
+        let repo = try await makeRepository()
+        let result = try await repo.backup([.path(dir.file("src"), name: "files")])
+        let precious = Data("not a directory\n".utf8)
+        try precious.write(to: URL(fileURLWithPath: dir.file("file")))
+        await expectCode(.invalidArgument) {
+            _ = try await Restorer(repository: repo).restoreTree(result.snapshot.parts[0], into: dir.file("file"))
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("file"))) == precious)
+        #expect(throws: RepositoryError.self) { try Restorer.checkTarget(dir.file("file"), overwrite: true) }
+        try FileManager.default.createDirectory(atPath: dir.file("full"), withIntermediateDirectories: true)
+        try precious.write(to: URL(fileURLWithPath: dir.file("full/other")))
+        #expect(throws: RepositoryError.self) { try Restorer.checkTarget(dir.file("full"), overwrite: false) }
+        try Restorer.checkTarget(dir.file("full"), overwrite: true)
+        try Restorer.checkTarget(dir.file("missing"), overwrite: false)
+        _ = try await Restorer(repository: repo).restoreTree(result.snapshot.parts[0], into: dir.file("full"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("full/other"))) == precious)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("full/random.bin"))) ==
+                Data(contentsOf: URL(fileURLWithPath: dir.file("src/random.bin"))))
     }
 
     @Test func secondKeyOpensTheSameRepository() async throws {

@@ -87,6 +87,7 @@ final class FlakyStorage: Storage {
     }
 
     func save(_ handle: Handle, data: Data) async throws { try await track { try await base.save(handle, data: data) } }
+    func saveNew(_ handle: Handle, data: Data) async throws { try await track { try await base.saveNew(handle, data: data) } }
     func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data { try await track { try await base.load(handle, range: range) } }
     func stat(_ handle: Handle) async throws -> FileInfo { try await track { try await base.stat(handle) } }
     func list(_ type: FileType) async throws -> [FileInfo] { try await track { try await base.list(type) } }
@@ -106,6 +107,7 @@ final class BreakingStreamStorage: Storage {
     var defaultConnections: Int { 1 }
     func create() async throws {}
     func save(_ handle: Handle, data: Data) async throws { try await base.save(handle, data: data) }
+    func saveNew(_ handle: Handle, data: Data) async throws { try await base.saveNew(handle, data: data) }
     func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data { try await base.load(handle, range: range) }
     func stat(_ handle: Handle) async throws -> FileInfo { try await base.stat(handle) }
     func list(_ type: FileType) async throws -> [FileInfo] { try await base.list(type) }

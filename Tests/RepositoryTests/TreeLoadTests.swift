@@ -1,0 +1,87 @@
+import Foundation
+@testable import Repository
+import Storage
+import Testing
+import TestSupport
+
+@Suite struct TreeLoadTests {
+    /// `n` directories of `m` subdirectories, each with one small file; names and contents
+    /// unique to `tag`, so no tree is shared with another call's.
+    func makeTree(_ root: String, tag: String, n: Int, m: Int) throws {
+        for i in 0..<n {
+            for j in 0..<m {
+                let dir = "\(root)/\(tag)-d\(i)/\(tag)-e\(j)"
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                try Data("\(tag) \(i) \(j)\n".utf8).write(to: URL(fileURLWithPath: dir + "/f"))
+            }
+        }
+    }
+
+    /// A restore reads the tree packs of its snapshot's trees, each once, and no other snapshot's:
+    /// its cost grows with the snapshot, not with the repository's history (it used to load every
+    /// tree pack of the repository).
+    @Test func restoreReadsOnlyItsSnapshotsTreePacks() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let memory = MemoryStorage()
+        let repo = try await makeRepository(memory)
+        var snapshots: [Snapshot] = []
+        for k in 0..<8 {
+            let src = dir.file("src\(k)")
+            // Snapshot 4 is large enough for its trees to fill more than one tree pack.
+            try makeTree(src, tag: "s\(k)", n: k == 4 ? 40 : 3, m: k == 4 ? 25 : 2)
+            snapshots.append(try await repo.backup([.path(src, name: "files")]).snapshot)
+        }
+        let part = snapshots[4].parts[0]
+
+        // What the snapshot needs, worked out on a separate, uncounted handle.
+        let reference = try await Repository.open(storage: memory, password: "pw", logger: testLogger)
+        let ownTrees = try await reference.loadTrees(under: [try #require(part.root.subtree)], window: 2)
+        let ownTreePacks = Set(ownTrees.keys.map { reference.index.lookup($0)!.pack })
+        let ownDataPacks = Set(ownTrees.values.flatMap(\.nodes).flatMap { $0.content ?? [] }.map { reference.index.lookup($0)!.pack })
+        let allTreePacks = Set(reference.index.allLocations().filter { $0.blob.type == .tree }.map(\.pack))
+        let otherTreePacks = allTreePacks.subtracting(ownTreePacks)
+        #expect(ownTreePacks.count >= 2, "the test wants a snapshot spanning several tree packs")
+        #expect(otherTreePacks.count >= 7, "\(otherTreePacks.count) other tree packs")
+
+        let counting = CountingStorage(memory)
+        let opened = try await Repository.open(storage: counting, password: "pw", logger: testLogger)
+        counting.reset()
+        _ = try await Restorer(repository: opened).restoreTree(part, into: dir.file("out"))
+        let packReads = counting.reads.filter { $0.handle.type == .data }.map { ObjectID(hex: $0.handle.name)! }
+        let readTreePacks = Set(packReads).intersection(allTreePacks)
+        #expect(readTreePacks == ownTreePacks, "read \(readTreePacks.count) tree packs, the snapshot's trees live in \(ownTreePacks.count)")
+        #expect(Set(packReads).isDisjoint(with: otherTreePacks), "read other snapshots' tree packs")
+        #expect(Set(packReads).isSubset(of: ownTreePacks.union(ownDataPacks)))
+        for pack in ownTreePacks { #expect(packReads.filter { $0 == pack }.count == 1, "tree pack \(pack) read more than once") }
+        let problems = try expectSameTree(dir.file("src4"), dir.file("out"))
+        #expect(problems.isEmpty, "\(problems.prefix(5))")
+    }
+
+    /// Parts restored at once from one repository share the tree-pack loads: each pack is read
+    /// once, also when both walks want it at the same time.
+    @Test func concurrentRestoresShareTreePackLoads() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let memory = MemoryStorage()
+        let repo = try await makeRepository(memory)
+        try makeTree(dir.file("a"), tag: "a", n: 10, m: 10)
+        try makeTree(dir.file("b"), tag: "b", n: 10, m: 10)
+        let snapshot = try await repo.backup([.path(dir.file("a"), name: "a"), .path(dir.file("b"), name: "b")]).snapshot
+        let counting = CountingStorage(memory)
+        let opened = try await Repository.open(storage: counting, password: "pw", logger: testLogger)
+        counting.reset()
+        let restorer = Restorer(repository: opened)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for part in snapshot.parts {
+                group.addTask { _ = try await restorer.restoreTree(part, into: dir.file("out/" + part.name)) }
+            }
+            try await group.waitForAll()
+        }
+        let treePacks = Set(opened.index.allLocations().filter { $0.blob.type == .tree }.map(\.pack))
+        let treeReads = counting.reads.filter { $0.handle.type == .data && treePacks.contains(ObjectID(hex: $0.handle.name)!) }
+        #expect(treeReads.count == treePacks.count, "\(treeReads.count) tree-pack reads for \(treePacks.count) tree packs")
+        #expect(treeReads.allSatisfy { $0.range == 0..<opened.index.packSize(ObjectID(hex: $0.handle.name)!)! }, "tree packs are read whole")
+        for name in ["a", "b"] { #expect(try expectSameTree(dir.file(name), dir.file("out/" + name)).isEmpty) }
+    }
+}
