@@ -27,7 +27,7 @@ struct PostgresRole: Role {
         return out.split(separator: "\n").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 
-    func backup(_ repo: Repository, parts: [String]?, progress: ProgressCounters, stage: @escaping @Sendable (String) -> Void)
+    func backup(_ repo: Repository, parts: [String]?, installation: String?, progress: ProgressCounters, stage: @escaping @Sendable (String) -> Void)
         async throws -> [Part] {
         stage("listing databases")
         var names = ["globals"] + (try await listDatabases())
@@ -44,6 +44,7 @@ struct PostgresRole: Role {
         }
         var options = BackupOptions()
         options.partConcurrency = parallel
+        options.installation = installation
         options.connections = repo.storage.defaultConnections
         return try await repo.storeParts(sources, options: options, progress: progress).parts
     }

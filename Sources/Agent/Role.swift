@@ -10,7 +10,7 @@ extension Subprocess: StreamProducer {}
 protocol Role: Sendable {
     var name: String { get }
     /// Stores this role's parts (data and index, no snapshot) and returns them.
-    func backup(_ repo: Repository, parts: [String]?, progress: ProgressCounters, stage: @escaping @Sendable (String) -> Void)
+    func backup(_ repo: Repository, parts: [String]?, installation: String?, progress: ProgressCounters, stage: @escaping @Sendable (String) -> Void)
         async throws -> [Part]
     /// Restores this role's parts of `snapshot`; returns the names restored.
     func restore(_ repo: Repository, snapshot: Snapshot, parts: [String]?, keepExtraneous: Bool, rewrite: [Rewrite],
@@ -39,7 +39,7 @@ struct FilesRole: Role {
     let postHook: String?
     let hookTimeout: Duration
 
-    func backup(_ repo: Repository, parts: [String]?, progress: ProgressCounters, stage: @escaping @Sendable (String) -> Void)
+    func backup(_ repo: Repository, parts: [String]?, installation: String?, progress: ProgressCounters, stage: @escaping @Sendable (String) -> Void)
         async throws -> [Part] {
         let wanted = try selected(parts)
         if let preHook {
@@ -51,6 +51,7 @@ struct FilesRole: Role {
             stage("backing up \(wanted.map(\.0).joined(separator: ", "))")
             var options = BackupOptions()
             options.connections = repo.storage.defaultConnections
+            options.installation = installation
             let stored = try await repo.storeParts(wanted.map { .path($0.1, name: "files/" + $0.0) }, options: options, progress: progress)
             result = .success(stored.parts)
         } catch {

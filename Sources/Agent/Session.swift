@@ -173,7 +173,7 @@ final class Session: Sendable {
             send(.result(ResultMessage(id: m.id, state: "cancelling", running: m.target)))
         case .backup(let m):
             start(id: m.id, repository: m.repository) { repo, progress, stage in
-                let parts = try await self.server.role.backup(repo, parts: m.parts, progress: progress, stage: stage)
+                let parts = try await self.server.role.backup(repo, parts: m.parts, installation: m.installation, progress: progress, stage: stage)
                 return ResultMessage(id: m.id, parts: parts)
             }
         case .restore(let m):

@@ -83,11 +83,12 @@ public final class AgentSession: Sendable {
         return (r.state ?? "unknown", r.running)
     }
 
-    public func backup(url: String, secrets: RepositorySecrets, parts: [String]? = nil,
+    public func backup(url: String, secrets: RepositorySecrets, parts: [String]? = nil, installation: String? = nil,
                        onEvent: @escaping @Sendable (Event) -> Void = { _ in }) async throws -> [Part] {
         let id = Self.newID()
         let spec = RepositorySpec(url: url, secrets: key.seal(secrets, requestID: id))
-        return try await call(id, .backup(BackupRequest(id: id, repository: spec, parts: parts)), onEvent: onEvent).parts ?? []
+        let request = BackupRequest(id: id, repository: spec, parts: parts, installation: installation)
+        return try await call(id, .backup(request), onEvent: onEvent).parts ?? []
     }
 
     public func restore(url: String, secrets: RepositorySecrets, snapshot: SnapshotID, parts: [String]? = nil,

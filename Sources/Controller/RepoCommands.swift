@@ -284,3 +284,40 @@ enum RepositoryURLPath {
         return (p as NSString).standardizingPath
     }
 }
+
+struct RepoRepair: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "repair", abstract: "Rebuild damaged repository metadata.",
+        discussion: "Run it while nothing else uses the repository.",
+        subcommands: [RepoRepairIndex.self, RepoRepairSnapshots.self])
+}
+
+struct RepoRepairIndex: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "index", abstract: "Rebuild the index from the packs' headers, replacing every index file.")
+    @OptionGroup var repo: RepositoryOptionsGroup
+
+    func run() async throws {
+        try await runReportingErrors { pool in
+            let repository = try await repo.openRepository(pool: pool)
+            let result = try await repository.repairIndex(connections: repo.connections ?? repository.storage.defaultConnections)
+            for problem in result.unreadablePacks { printOut("warning: \(problem): its blobs are not indexed") }
+            printOut("indexed \(result.blobs) blobs in \(result.packs) packs; replaced \(result.replacedIndexFiles) index files")
+        }
+    }
+}
+
+struct RepoRepairSnapshots: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshots", abstract: "Remove snapshot files that cannot be read.")
+    @OptionGroup var repo: RepositoryOptionsGroup
+
+    func run() async throws {
+        try await runReportingErrors { pool in
+            let repository = try await repo.openRepository(pool: pool)
+            let removed = try await repository.repairSnapshots()
+            for id in removed { printOut("removed damaged snapshot \(id.hex)") }
+            printOut("\(removed.count) damaged snapshots removed")
+        }
+    }
+}

@@ -54,7 +54,7 @@ public struct Job: Sendable {
                 group.addTask {
                     try await connect(agent) { session in
                         stage("Backing up \(agent.role) data through the agent at \(agent.endpoint)")
-                        return try await session.backup(url: server.url, secrets: server.secrets) { event in
+                        return try await session.backup(url: server.url, secrets: server.secrets, installation: info.id) { event in
                             logger.debug("\(agent.role): \(event.stage) \(event.bytes) bytes")
                         }
                     }

@@ -129,11 +129,15 @@ public struct BackupRequest: Codable, Sendable, Equatable {
     public var repository: RepositorySpec
     /// Parts to back up (by name); nil: everything the agent is configured for.
     public var parts: [String]?
+    /// The installation being backed up: a part's parent (whose unchanged files are not read
+    /// again) is the newest snapshot of this installation with that part. Nil: of any.
+    public var installation: String?
 
-    public init(id: String, repository: RepositorySpec, parts: [String]? = nil) {
+    public init(id: String, repository: RepositorySpec, parts: [String]? = nil, installation: String? = nil) {
         self.id = id
         self.repository = repository
         self.parts = parts
+        self.installation = installation
     }
 }
 

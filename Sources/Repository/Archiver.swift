@@ -140,7 +140,11 @@ public final class Archiver: Sendable {
         stats.files = 1
         progress.add(bytes: 0, items: 1)
         let now = Int64(Date().timeIntervalSince1970 * 1e9)
-        let root = Node(name: name, type: .stream, mode: 0o600, mtimeNs: now, size: size, content: content)
+        var root = Node(name: name, type: .stream, mode: 0o600, mtimeNs: now, size: size)
+        let list = JSON.encode(ChunkList(content: content))
+        let listID = repo.blobID(list)
+        try await writer.save(list, id: listID, type: .tree)
+        root.contentList = listID
         return Part(name: name, kind: .stream, root: root, source: nil, stats: stats)
     }
 }

@@ -8,6 +8,8 @@ public struct CheckReport: Sendable {
     public var packs = 0
     public var blobs = 0
     public var packsRead = 0
+    /// Bytes (stored) of blobs no snapshot refers to.
+    public var orphanedBytes: Int64 = 0
 }
 
 /// Verifies a repository: every object's name against its hash, every snapshot's trees and
@@ -25,6 +27,11 @@ public final class Checker: Sendable {
     public func check(readData: Bool, connections: Int = 4) async throws -> CheckReport {
         var report = CheckReport()
         let storage = repo.storage
+        // A consistent view while a backup may run: the snapshot list first, then the index read
+        // again. A snapshot is written only after the index files of its data, so every snapshot
+        // listed here finds its blobs in the index read after it.
+        let snapshotFiles = try await storage.list(.snapshots)
+        try await repo.loadIndex()
 
         // Key, index and snapshot files: names must match content.
         for type in [FileType.keys, .index] {
@@ -66,30 +73,56 @@ public final class Checker: Sendable {
             report.errors.append(error.message)  // a damaged tree pack; each tree is then read on its own below
         }
         var seenTrees = Set<BlobID>()
-        for info in try await storage.list(.snapshots) {
-            guard let id = ObjectID(hex: info.name) else { continue }
+        var referenced = Set<BlobID>()
+        var parents: [(SnapshotID, SnapshotID)] = []
+        let snapshotIDs = Set(snapshotFiles.compactMap { ObjectID(hex: $0.name) })
+        for id in snapshotIDs.sorted() {
             do {
                 let snapshot = try await repo.loadSnapshot(id)
                 report.snapshots += 1
+                if let parent = snapshot.parent { parents.append((id, parent)) }
                 for part in snapshot.parts {
                     let path = "snapshot \(id) part \(part.name)"
                     // A directory root's name is informational; any other root is restored under its name.
                     if part.kind == .tree && part.root.type != .dir { checkName(part.root, in: path, report: &report) }
-                    try await checkNode(part.root, path: path, seen: &seenTrees, report: &report)
+                    try await checkNode(part.root, path: path, seen: &seenTrees, referenced: &referenced, report: &report)
                 }
             } catch let error as RepositoryError {
                 report.errors.append(error.message)
             }
+        }
+        // What deletion leaves behind (docs/format.md, "What can be detected"): a snapshot whose
+        // parent is gone, and data no snapshot refers to.
+        for (child, parent) in parents where !snapshotIDs.contains(parent) {
+            report.warnings.append("snapshot \(child) was made on top of snapshot \(parent), which is no longer in the repository (deleted?)")
+        }
+        let orphans = repo.index.unreferenced(by: referenced.union(seenTrees))
+        if orphans.blobs > 0 {
+            report.orphanedBytes = orphans.bytes
+            report.warnings.append("\(orphans.blobs) blobs (\(orphans.bytes) bytes) in \(orphans.packs.count) packs belong to no snapshot: a snapshot was deleted, or a backup did not finish (or is running now)")
         }
 
         if readData { try await readPacks(indexed, connections: connections, report: &report) }
         return report
     }
 
-    private func checkNode(_ node: Node, path: String, seen: inout Set<BlobID>, report: inout CheckReport) async throws {
-        for id in node.content ?? [] where !repo.index.has(id) {
+    private func checkNode(_ node: Node, path: String, seen: inout Set<BlobID>, referenced: inout Set<BlobID>,
+                           report: inout CheckReport) async throws {
+        var chunks = node.content ?? []
+        if let list = node.contentList {
+            referenced.insert(list)
+            if !repo.index.has(list) {
+                report.errors.append("\(path)/\(node.name): chunk list \(list) is not in the index")
+            } else {
+                do { chunks = try await repo.chunks(of: node) } catch let error as RepositoryError {
+                    report.errors.append("\(path)/\(node.name): \(error.message)")
+                }
+            }
+        }
+        for id in chunks where !repo.index.has(id) {
             report.errors.append("\(path)/\(node.name): chunk \(id) is not in the index")
         }
+        referenced.formUnion(chunks)
         guard node.type == .dir else { return }
         guard let subtree = node.subtree else {
             report.errors.append("\(path)/\(node.name): directory without a tree")
@@ -100,7 +133,7 @@ public final class Checker: Sendable {
             let tree = try await repo.loadTree(subtree)
             for child in tree.nodes {
                 checkName(child, in: "\(path)/\(node.name)", report: &report)
-                try await checkNode(child, path: "\(path)/\(node.name)", seen: &seen, report: &report)
+                try await checkNode(child, path: "\(path)/\(node.name)", seen: &seen, referenced: &referenced, report: &report)
             }
         } catch let error as RepositoryError {
             report.errors.append("\(path)/\(node.name): \(error.message)")

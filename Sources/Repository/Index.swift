@@ -83,6 +83,21 @@ public final class MasterIndex: Sendable {
     public var packs: [PackID: Int64] { state.withLock { $0.packSizes } }
     public func allLocations() -> [BlobLocation] { state.withLock { s in s.blobs.map { s.location($0.key, $0.value) } } }
 
+    /// The blobs not in `referenced`: how many, their stored bytes, the packs holding them.
+    public func unreferenced(by referenced: Set<BlobID>) -> (blobs: Int, bytes: Int64, packs: Set<PackID>) {
+        state.withLock { s in
+            var count = 0
+            var bytes: Int64 = 0
+            var packs = Set<PackID>()
+            for (id, e) in s.blobs where !referenced.contains(id) {
+                count += 1
+                bytes += Int64(e.length)
+                packs.insert(s.packIDs[Int(e.pack)])
+            }
+            return (count, bytes, packs)
+        }
+    }
+
     /// True when the caller must store `id`: it is neither stored nor being stored.
     func claim(_ id: BlobID) -> Bool {
         state.withLock { s in

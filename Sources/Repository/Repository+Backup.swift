@@ -95,7 +95,7 @@ extension Repository {
         guard !parts.isEmpty else { throw RepositoryError(.invalidArgument, "a snapshot needs at least one part") }
         if reloadIndex { try await loadIndex() }
         for part in parts {
-            let needed = (part.root.subtree.map { [$0] } ?? []) + (part.root.content ?? [])
+            let needed = (part.root.subtree.map { [$0] } ?? []) + (part.root.contentList.map { [$0] } ?? []) + (part.root.content ?? [])
             if let missing = needed.first(where: { !index.has($0) }) {
                 throw RepositoryError(.missing, "part \(part.name) refers to blob \(missing), which is not stored: no snapshot written")
             }

@@ -8,16 +8,34 @@ extension Repository {
     }
 
     public func loadSnapshot(_ id: SnapshotID) async throws -> Snapshot {
-        try await loadEncrypted(.snapshots, kind: .snapshot, id, as: Snapshot.self)
+        let snapshot = try await loadEncrypted(.snapshots, kind: .snapshot, id, as: Snapshot.self)
+        guard snapshot.version <= Snapshot.currentVersion else {
+            throw RepositoryError(.unsupported, "snapshot \(id) has format version \(snapshot.version); this program reads up to \(Snapshot.currentVersion): upgrade it")
+        }
+        return snapshot
     }
 
-    /// Every snapshot, oldest first.
+    /// The chunks of a file or stream node, in order: inline, or from its chunk list blob.
+    public func chunks(of node: Node) async throws -> [BlobID] {
+        guard let list = node.contentList else { return node.content ?? [] }
+        return try JSON.decode(ChunkList.self, try await loadBlob(list), what: "chunk list \(list) of \(node.name)").content
+    }
+
+    /// Every snapshot that can be read, oldest first. A damaged snapshot file is skipped with a
+    /// warning and remembered in `damaged` (`repo repair snapshots` removes it).
     public func listSnapshots() async throws -> [(id: SnapshotID, snapshot: Snapshot)] {
         let names = try await storage.list(.snapshots).compactMap { ObjectID(hex: $0.name) }
-        let loaded = try await withThrowingTaskGroup(of: (SnapshotID, Snapshot).self) { group in
-            for id in names { group.addTask { (id, try await self.loadSnapshot(id)) } }
+        let loaded = try await withThrowingTaskGroup(of: (SnapshotID, Snapshot)?.self) { group in
+            for id in names {
+                group.addTask {
+                    do { return (id, try await self.loadSnapshot(id)) } catch let error as RepositoryError where error.code == .corrupted {
+                        self.noteDamaged("snapshots/\(id.hex)", error.message)
+                        return nil
+                    }
+                }
+            }
             var all: [(id: SnapshotID, snapshot: Snapshot)] = []
-            for try await pair in group { all.append(pair) }
+            for try await pair in group { if let pair { all.append(pair) } }
             return all
         }
         return loaded.sorted { ($0.snapshot.time, $0.id) < ($1.snapshot.time, $1.id) }

@@ -26,6 +26,9 @@ public final class Repository: Sendable {
     let treeCache = TreeCache()
     public let logger: Logger
     let keys: MasterKeys
+    /// Index and snapshot files that could not be read (damaged) and were skipped, with why:
+    /// `repo repair index` / `repo repair snapshots` deal with them; `check` reports them.
+    public let damaged = Locked<[String: String]>([:])
 
     init(storage: any Storage, keys: MasterKeys, config: RepositoryConfig, logger: Logger) {
         self.storage = storage
@@ -189,22 +192,42 @@ public final class Repository: Sendable {
 
     // MARK: index
 
+    /// Loads every index file. A damaged one (it does not match its name, does not decrypt or
+    /// decode) is skipped with a warning and remembered in `damaged`: the blobs it alone lists
+    /// are then unknown (a backup stores them again; a restore that needs them says which blob is
+    /// missing), everything else works. `repo repair index` rebuilds the index from the packs.
+    /// Other failures (the storage is unreachable) still fail.
     func loadIndex() async throws {
         let files = try await storage.list(.index)
-        try await withThrowingTaskGroup(of: IndexFile.self) { group in
+        try await withThrowingTaskGroup(of: IndexFile?.self) { group in
             var next = files.makeIterator()
             func addNext() -> Bool {
                 guard let info = next.next() else { return false }
                 guard let id = ObjectID(hex: info.name) else { return addNext() }
-                group.addTask { try await self.loadEncrypted(.index, kind: .index, id, as: IndexFile.self) }
+                group.addTask {
+                    do {
+                        return try await self.loadEncrypted(.index, kind: .index, id, as: IndexFile.self)
+                    } catch let error as RepositoryError where error.code == .corrupted {
+                        self.noteDamaged("index/\(id.hex)", error.message)
+                        return nil
+                    }
+                }
                 return true
             }
             for _ in 0..<8 where !addNext() { break }
             while let file = try await group.next() {
-                index.addIndexed(file)
+                if let file { index.addIndexed(file) }
                 _ = addNext()
             }
         }
+    }
+
+    func noteDamaged(_ name: String, _ why: String) {
+        let first = damaged.withLock { d -> Bool in
+            defer { d[name] = why }
+            return d[name] == nil
+        }
+        if first { logger.warning("\(why): skipped (see `chebackup repo check`, `repo repair`)") }
     }
 
     /// Writes the packs stored since the last call into new index files.

@@ -5,7 +5,7 @@ extension Restorer {
     /// Writes a stream (or a file's content) to `fd` in order, fetching runs of neighbouring
     /// blobs with one request each, several runs at a time.
     public func restoreStream(_ node: Node, to fd: Int32, name: String) async throws -> Int64 {
-        let content = node.content ?? []
+        let content = try await repo.chunks(of: node)
         var runs: [(PackID, [BlobLocation])] = []
         for id in content {
             guard let location = repo.index.lookup(id) else {

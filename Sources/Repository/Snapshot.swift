@@ -23,6 +23,10 @@ public struct Node: Codable, Sendable, Equatable {
     public var linkTarget: String?
     /// The chunks of a file or stream, in order.
     public var content: [BlobID]?
+    /// A stream part's chunks, stored as a blob of their own (a `ChunkList`, in a tree pack)
+    /// instead of inline in `content` (snapshot version 2): a part then carries one id however
+    /// long its stream, and listing snapshots does not decode every chunk list.
+    public var contentList: BlobID?
     /// The tree blob of a directory.
     public var subtree: BlobID?
 
@@ -75,6 +79,12 @@ public struct Tree: Codable, Sendable {
     public var nodes: [Node]
 }
 
+/// A stream's chunks, in order: the blob a stream node's `contentList` names (JSON, stored like
+/// a tree blob).
+public struct ChunkList: Codable, Sendable {
+    public var content: [BlobID]
+}
+
 public enum PartKind: String, Codable, Sendable {
     case tree, stream
 }
@@ -103,7 +113,9 @@ public struct Part: Codable, Sendable {
 
 /// A snapshot record (`snapshots/<sha256>`): written last, after everything it refers to.
 public struct Snapshot: Codable, Sendable {
-    public var version = 1
+    /// 2: stream parts keep their chunks in a `ChunkList` blob. Version 1 (inline chunks) is read too.
+    public var version = Snapshot.currentVersion
+    public static let currentVersion = 2
     public var time: Date
     public var hostname: String
     public var username: String

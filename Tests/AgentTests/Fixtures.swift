@@ -62,16 +62,28 @@ final class AgentProcess: @unchecked Sendable {
         dir = TempDir("chebackup-agent")
         try tokenText.write(toFile: dir.file("token"), atomically: true, encoding: .utf8)
         chmod(dir.file("token"), 0o600)
-        let port = freeLoopbackPort()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: builtProduct("chebackup-agent"))
-        process.arguments = ["--role", role, "--listen", "127.0.0.1:\(port)", "--token-file", dir.file("token")] + arguments
+        // Port 0: the agent binds a free port itself and says which; a port picked beforehand
+        // could be taken by another test's process before the agent binds it.
+        process.arguments = ["--role", role, "--listen", "127.0.0.1:0", "--token-file", dir.file("token")] + arguments
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { _, new in new }
         process.environment = env
         self.process = try ChildProcess(launching: process, log: dir.file("agent.log"))
+        var port: Int?
+        for _ in 0..<1200 where port == nil {
+            let text = (try? String(contentsOfFile: dir.file("agent.log"), encoding: .utf8)) ?? ""
+            if let range = text.range(of: "agent listening on 127.0.0.1:"), text[range.upperBound...].contains("\n") {
+                port = Int(text[range.upperBound...].prefix { $0.isNumber })
+            } else if !process.isRunning {
+                break
+            } else {
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
+        guard let port else { throw ConformanceFailure("agent did not start: \((try? String(contentsOfFile: dir.file("agent.log"), encoding: .utf8)) ?? "")") }
         endpoint = .tcp(host: "127.0.0.1", port: port)
-        guard waitForPort(port) else { throw ConformanceFailure("agent did not start: \(log)") }
     }
 
     var log: String { (try? String(contentsOfFile: dir.file("agent.log"), encoding: .utf8)) ?? "" }

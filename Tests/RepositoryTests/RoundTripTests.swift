@@ -37,6 +37,53 @@ import TestSupport
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("dump.out"))) == stream)
     }
 
+    /// A stream's chunk list is a blob of its own: the part (what an agent's result line and the
+    /// snapshot carry) holds one id however long the stream, and a snapshot written by version 1,
+    /// with the chunks inline, still restores.
+    @Test func aStreamPartCarriesOneChunkListIdAndOldInlinePartsStillRestore() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        var gen = SeededBytes(seed: 13)
+        let stream = gen.data(6_000_000)
+        try stream.write(to: URL(fileURLWithPath: dir.file("dump")))
+        let storage = MemoryStorage()
+        let repo = try await makeRepository(storage)
+        let fd = open(dir.file("dump"), O_RDONLY)
+        defer { close(fd) }
+        let result = try await repo.backup([.stream(fd: fd, name: "db.dump")])
+        let part = result.snapshot.parts[0]
+        #expect(part.root.content == nil && part.root.contentList != nil)
+        #expect(result.snapshot.version == 2)
+        let chunks = try await repo.chunks(of: part.root)
+        #expect(chunks.count > 10, "a stream of many chunks")
+        #expect(JSON.encode(part).count < 1024, "the part stays small: \(JSON.encode(part).count) bytes for \(chunks.count) chunks")
+
+        let reopened = try await Repository.open(storage: storage, password: "pw", logger: testLogger)
+        func restored(_ node: Node) async throws -> Data {
+            let outFD = open(dir.file("out"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            _ = try await Restorer(repository: reopened).restoreStream(node, to: outFD, name: "out")
+            close(outFD)
+            return try Data(contentsOf: URL(fileURLWithPath: dir.file("out")))
+        }
+        #expect(try await restored(part.root) == stream)
+        // What version 1 wrote: the same chunks inline, in a version 1 snapshot.
+        var inline = part
+        inline.root.contentList = nil
+        inline.root.content = chunks
+        var old = result.snapshot
+        old.version = 1
+        old.parts = [inline]
+        let oldID = try await reopened.saveSnapshot(old)
+        let loaded = try await reopened.loadSnapshot(oldID)
+        #expect(try await restored(loaded.parts[0].root) == stream)
+        // A snapshot from a newer version is refused, not misread.
+        old.version = 3
+        let newer = try await reopened.saveSnapshot(old)
+        await #expect(throws: RepositoryError.self) { _ = try await reopened.loadSnapshot(newer) }
+        // check follows the chunk list and notices when it is gone from the index.
+        #expect(try await Checker(repository: reopened).check(readData: true).errors.filter { !$0.contains("format version 3") }.isEmpty)
+    }
+
     @Test func deduplicatesWithinAndAcrossSnapshots() async throws {
         let dir = TempDir()
         defer { dir.remove() }
