@@ -13,6 +13,46 @@ public struct LocalStorage: Storage {
         while root.count > 1 && root.hasSuffix("/") { root.removeLast() }
         self.root = root
         self.pool = pool
+        removeStaleStagingFiles()
+    }
+
+    /// This host's name as staging files carry it (letters, digits, `.`, `_` only).
+    public static let host: String = {
+        var buffer = [CChar](repeating: 0, count: 256)
+        gethostname(&buffer, buffer.count)
+        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let clean = String(name.unicodeScalars.filter { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "." || $0 == "_") })
+        return clean.isEmpty ? "host" : clean
+    }()
+
+    /// Staging files are `tmp/<type>-<host>-<pid>-<UUID>`. Those a killed writer left are
+    /// removed when a repository is opened: this host's whose process is gone, and anyone's
+    /// older than a day (older releases named them `<type>-<UUID>`: those too, once a day old).
+    /// A file of a live process, or of another host within the day, is never touched.
+    @discardableResult
+    public func removeStaleStagingFiles(now: time_t = time(nil)) -> Int {
+        let dir = root + "/tmp"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return 0 }
+        var removed = 0
+        for name in names {
+            var st = Foundation.stat()
+            guard lstat(dir + "/" + name, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
+            if Self.isStale(name, modified: st.st_mtim.tv_sec, now: now) && unlink(dir + "/" + name) == 0 { removed += 1 }
+        }
+        return removed
+    }
+
+    static func isStale(_ name: String, modified: time_t, now: time_t) -> Bool {
+        let old = now - modified > 86_400
+        let fields = name.split(separator: "-", maxSplits: 3)
+        guard fields.count == 4, let pid = Int32(fields[2]), pid > 0, UUID(uuidString: String(fields[3])) != nil else {
+            // An older release's `<type>-<UUID>`, or not ours at all: only by age, and only ours.
+            guard let dash = name.firstIndex(of: "-"), UUID(uuidString: String(name[name.index(after: dash)...])) != nil else { return false }
+            return old
+        }
+        if old { return true }
+        guard fields[1] == Self.host, pid != getpid() else { return false }
+        return kill(pid, 0) != 0 && errno == ESRCH
     }
 
     public var location: String { "local:\(root)" }
@@ -43,7 +83,7 @@ public struct LocalStorage: Storage {
     }
 
     public func makeStagingFile(for type: FileType) throws -> StagedFile {
-        let temp = "\(root)/tmp/\(type.rawValue)-\(UUID().uuidString)"
+        let temp = "\(root)/tmp/\(type.rawValue)-\(Self.host)-\(getpid())-\(UUID().uuidString)"
         let fd = open(temp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw posixError("create", temp) }
         return StagedFile(fd: fd, path: temp)

@@ -242,3 +242,44 @@ final class BreakingStreamStorage: Storage {
         #expect(throws: RepositoryURL.ParseError.self) { try RepositoryURL.parse("rest:host:99999/x") }
     }
 }
+
+/// Staging files a killed writer left in a local repository's `tmp/` (issue 11, item 23: 27
+/// killed backups left 536 MiB there) go when the repository is next opened; nothing a live
+/// writer or another host may still use does.
+@Suite struct StaleStagingFileTests {
+    @Test func killedWritersLeftoversGoAndLiveOnesStay() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let pool = BlockingPool(threads: 1)
+        let root = dir.file("repo")
+        try FileManager.default.createDirectory(atPath: root + "/tmp", withIntermediateDirectories: true)
+        let dead = Process()
+        dead.executableURL = URL(fileURLWithPath: "/bin/true")
+        try dead.run()
+        dead.waitUntilExit()
+        let host = LocalStorage.host
+        let uuid = { UUID().uuidString }
+        let files: [(String, Bool, Bool)] = [  // name, two days old, expected to go
+            ("data-\(host)-\(dead.processIdentifier)-\(uuid())", false, true),    // this host, process gone
+            ("data-\(host)-\(getppid())-\(uuid())", false, false),               // this host, process alive
+            ("data-\(host)-\(getpid())-\(uuid())", false, false),                // this very process
+            ("data-otherhost-\(dead.processIdentifier)-\(uuid())", false, false), // another host, within the day
+            ("data-otherhost-12345-\(uuid())", true, true),                       // another host, a day old
+            ("index-\(uuid())", false, false),                                    // an older release's, fresh
+            ("index-\(uuid())", true, true),                                      // an older release's, old
+            ("notes.txt", true, false),                                           // not ours
+        ]
+        for (name, old, _) in files {
+            let path = root + "/tmp/" + name
+            #expect(FileManager.default.createFile(atPath: path, contents: Data(repeating: 1, count: 1000)))
+            if old {
+                var times = [timespec(tv_sec: time(nil) - 2 * 86_400, tv_nsec: 0), timespec(tv_sec: time(nil) - 2 * 86_400, tv_nsec: 0)]
+                #expect(utimensat(AT_FDCWD, path, &times, 0) == 0)
+            }
+        }
+        _ = LocalStorage(path: root, pool: pool)
+        for (name, _, goes) in files {
+            #expect(FileManager.default.fileExists(atPath: root + "/tmp/" + name) == !goes, "\(name) should \(goes ? "" : "not ")be removed")
+        }
+    }
+}
