@@ -19,7 +19,7 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "File holding the shared token (as a mounted Kubernetes Secret).") var tokenFile: String
     @Option(help: "This installation's id, reported in the handshake.") var installationId = "local"
     @Option(help: "Longest accepted protocol line, in bytes.") var maxLineLength = 1 << 20
-    @Option(help: "Seconds a connection may take to authenticate.") var handshakeTimeout = 10
+    @Option(help: "Seconds a connection may take to authenticate.") var handshakeTimeout = 30
     @Option(help: "Connections that may wait to authenticate at once; more are refused.") var maxPendingConnections = 64
     @Option(name: .customLong("database"), help: "postgres: a database to back up (repeatable; default: all).") var databases: [String] = []
     @Option(help: "postgres: directory of pg_dump, pg_restore, psql.") var pgBin = "/usr/lib/postgresql/15/bin"

@@ -40,7 +40,7 @@ final class AgentServer: Sendable {
     /// The longest line accepted before authentication: an `auth` line is about 200 bytes.
     static let handshakeLineLimit = 4096
 
-    init(role: any Role, token: SharedToken, installationID: String, maxLineLength: Int, handshakeTimeout: Duration = .seconds(10),
+    init(role: any Role, token: SharedToken, installationID: String, maxLineLength: Int, handshakeTimeout: Duration = .seconds(30),
          maxUnauthenticated: Int = 64, logger: Logger) {
         self.role = role
         self.token = token

@@ -115,31 +115,30 @@ struct PostgresRole: Role {
                 """
             let psql = try Subprocess(tool("psql"), ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "from=\(r.from)", "-v", "to=\(r.to)",
                                                      "-1", "-d", db, "-f", "-"], stdin: true)
-            do {
-                try psql.writeAll(Data(script.utf8))
-                psql.closeStdin()
-                try await psql.finish()
-            } catch {
-                if psql.isRunning { psql.abort() }
-                _ = await psql.wait()
-                let detail = psql.stderrSummary
-                throw RepositoryError(.io, "psql failed rewriting \(db)\(detail.isEmpty ? ": \(error)" : ": " + detail)")
-            }
+            try await drive(psql, doing: "rewriting \(db)") { try $0.writeAll(Data(script.utf8)) }
         }
     }
 
     /// Streams a part into a program's standard input, then checks how the program ended.
     func feed(_ part: Part, to process: Subprocess, restorer: Restorer) async throws {
+        try await drive(process, doing: "restoring \(part.name)") {
+            _ = try await restorer.restoreStream(part.root, to: $0.stdinFD, name: "\($0.name) input")
+        }
+    }
+
+    /// Writes a program's standard input with `write`, closes it, and checks how the program
+    /// ended. A tool that died makes our writes fail: its own message (the tail of its standard
+    /// error) says why, so that is what the error carries.
+    func drive(_ process: Subprocess, doing what: String, _ write: (Subprocess) async throws -> Void) async throws {
         do {
-            _ = try await restorer.restoreStream(part.root, to: process.stdinFD, name: "\(process.name) input")
+            try await write(process)
             process.closeStdin()
             try await process.finish()
         } catch {
-            // A tool that died makes our writes fail: its own message says why.
             if process.isRunning { process.abort() }
             _ = await process.wait()
             let detail = process.stderrSummary
-            throw RepositoryError(.io, "\(process.name) failed restoring \(part.name)\(detail.isEmpty ? ": \(error)" : ": " + detail)")
+            throw RepositoryError(.io, "\(process.name) failed \(what)\(detail.isEmpty ? ": \(error)" : ": " + detail)")
         }
     }
 }

@@ -168,7 +168,7 @@ public enum AgentClient {
     /// request waits, the agent must send something (it sends an event a second while it works)
     /// at least every `idleTimeout`: a line withheld in transit must not hang the controller.
     public static func withSession<T: Sendable>(_ endpoint: AgentEndpoint, token: SharedToken, expectedRole: String? = nil,
-                                                handshakeTimeout: Duration = .seconds(10), idleTimeout: Duration = .seconds(120),
+                                                handshakeTimeout: Duration = .seconds(30), idleTimeout: Duration = .seconds(120),
                                                 _ body: @Sendable (AgentSession) async throws -> T) async throws -> T {
         let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connectTimeout(.seconds(5))
         let makeChannel: @Sendable (any Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, ByteBuffer>> = { channel in

@@ -311,6 +311,13 @@ public final class Repository: Sendable {
         return try JSON.decode(Tree.self, data, what: "tree \(id)")
     }
 
+    /// `loadTree`, taking the tree's bytes out of the cache (a walk that decodes each tree once).
+    func takeTree(_ id: BlobID) async throws -> Tree {
+        let data: Data
+        if let cached = treeCache.take(id) { data = cached } else { data = try await loadBlob(id) }
+        return try JSON.decode(Tree.self, data, what: "tree \(id)")
+    }
+
     /// Loads and decodes every tree under `roots`, a level at a time. For each level the packs
     /// holding its trees that are not in memory yet are loaded whole (checked against their
     /// names), `connections` at a time, and every tree of them kept: the packs read are those of
@@ -328,11 +335,11 @@ public final class Repository: Sendable {
                 var next = ids.makeIterator()
                 for _ in 0..<window {
                     guard let id = next.next() else { break }
-                    group.addTask { (id, try await self.loadTree(id)) }
+                    group.addTask { (id, try await self.takeTree(id)) }
                 }
                 while let (id, tree) = try await group.next() {
                     trees[id] = tree
-                    if let id = next.next() { group.addTask { (id, try await self.loadTree(id)) } }
+                    if let id = next.next() { group.addTask { (id, try await self.takeTree(id)) } }
                 }
             }
             level = ids.flatMap { trees[$0]!.nodes.compactMap(\.subtree) }

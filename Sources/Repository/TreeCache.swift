@@ -24,6 +24,10 @@ final class TreeCache: Sendable {
 
     func get(_ id: BlobID) -> Data? { trees.withLock { $0[id] } }
 
+    /// Removes and returns a tree blob: a walk that decodes every tree once (restore, check)
+    /// takes them, so the plaintext is not held twice, as bytes and decoded, for the whole walk.
+    func take(_ id: BlobID) -> Data? { trees.withLock { $0.removeValue(forKey: id) } }
+
     fileprivate func put(_ entries: [(BlobID, Data)]) {
         trees.withLock { for (id, data) in entries { $0[id] = data } }
     }

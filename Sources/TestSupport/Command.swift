@@ -61,3 +61,24 @@ public func run(_ executable: String, _ arguments: [String], environment: [Strin
     return CommandResult(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
                          stderr: String(decoding: errData.value, as: UTF8.self), stdoutData: outData)
 }
+
+/// `run`, on a thread of its own: the threads that run every test's tasks are one a core, and a
+/// test that blocks one for a command's duration starves the others (their agents' handshakes
+/// then time out). Async tests call this instead of `run`.
+public func runAsync(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+                     stdin: Data? = nil) async throws -> CommandResult {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            continuation.resume(with: Result { try run(executable, arguments, environment: environment, stdin: stdin) })
+        }
+    }
+}
+
+/// `runDetached`, on a thread of its own (see `runAsync`).
+public func runDetachedAsync(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> CommandResult {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            continuation.resume(with: Result { try runDetached(executable, arguments, environment: environment) })
+        }
+    }
+}

@@ -26,7 +26,7 @@ final class ClusterFixture: @unchecked Sendable {
 
     init(filesPreHook: String? = nil) async throws {
         api = try KubeAPIServer(state: true)
-        pg = try PostgresCluster(seed: true)
+        pg = try await PostgresCluster.make(seed: true)
         postgresAgent = try AgentProcess(role: "postgres", arguments: ["--database", "dbche", "--database", "keycloak"], environment: pg.env)
         var gen = SeededBytes(seed: 77)
         try FileManager.default.createDirectory(atPath: dir.file("che-data/sub"), withIntermediateDirectories: true)
@@ -148,8 +148,8 @@ final class ClusterFixture: @unchecked Sendable {
     }
 
     /// The snapshots in the backup server's repository (as `chebackup snapshots --json` sees them).
-    func snapshotCount() throws -> Int {
-        let r = try run(builtProduct("chebackup"), ["snapshots", "--kubeconfig", api.kubeconfigPath, "-n", namespace, "--json",
+    func snapshotCount() async throws -> Int {
+        let r = try await runAsync(builtProduct("chebackup"), ["snapshots", "--kubeconfig", api.kubeconfigPath, "-n", namespace, "--json",
                                                     "--backup-server-config-name", "rest-server"])
         guard r.status == 0 else { throw ConformanceFailure("snapshots failed: \(r.stderr)") }
         return (try JSONSerialization.jsonObject(with: r.stdoutData) as? [Any])?.count ?? -1

@@ -120,13 +120,13 @@ import TestSupport
         let dir = TempDir()
         defer { dir.remove() }
         try FileManager.default.createDirectory(atPath: dir.file("d"), withIntermediateDirectories: true)
-        let agent = try AgentProcess(role: "files", arguments: ["--dir", "d=\(dir.file("d"))"])
+        let agent = try AgentProcess(role: "files", arguments: ["--dir", "d=\(dir.file("d"))", "-v"])
         let wrong = try SharedToken(Data("some-other-token-Zq8vR2mK9pL4sT8wZ1nB6yC3dF5gH0jQ".utf8))
         do {
             try await AgentClient.withSession(agent.endpoint, token: wrong) { try await $0.ping() }
             Issue.record("a wrong token was accepted")
         } catch let error as AgentError {
-            #expect(error.code == "unauthorized", "\(error)")
+            #expect(error.code == "unauthorized", "\(error); the agent's log: \(agent.log)")
         }
     }
 

@@ -38,6 +38,12 @@ final class PostgresCluster: @unchecked Sendable {
         }
     }
 
+    /// A new cluster, started (and seeded) on a thread of its own: initdb takes seconds, which
+    /// must not hold one of the few threads every test's tasks run on.
+    static func make(seed: Bool) async throws -> PostgresCluster {
+        try await onThread { try PostgresCluster(seed: seed) }
+    }
+
     /// Per-table row counts and checksums, owners, sequences, indexes and roles.
     func checksum() throws -> String {
         let r = try runDetached(repoRoot + "/scripts/pg-cluster.sh", ["checksum", dir])

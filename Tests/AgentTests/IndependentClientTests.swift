@@ -9,7 +9,7 @@ import TestSupport
 /// envelopes, rewrite values, pre-authentication limits, busy, cancel and disconnect handling.
 @Suite struct IndependentClientTests {
     @Test(.enabled(if: which("python3") != nil))
-    func pythonClientConformance() throws {
+    func pythonClientConformance() async throws {
         let dir = TempDir()
         defer { dir.remove() }
         // Enough data that a backup runs for a moment (busy, cancel and disconnect checks).
@@ -17,14 +17,15 @@ import TestSupport
         var gen = SeededBytes(seed: 77)
         for i in 0..<12 { try gen.data(16 << 20).write(to: URL(fileURLWithPath: dir.file("big/f\(i)"))) }
         let password = "long-repository-password-for-python"
-        let initialized = try run(builtProduct("chebackup"), ["repo", "init", "-r", "local:" + dir.file("repo")],
+        let initialized = try await runAsync(builtProduct("chebackup"), ["repo", "init", "-r", "local:" + dir.file("repo")],
                                   environment: ["BACKUP_REPOSITORY_PASSWORD": password])
         #expect(initialized.status == 0, "\(initialized.stderr)")
-        let agent = try AgentProcess(role: "files", arguments: ["--dir", "big=\(dir.file("big"))"])
+        let agent = try AgentProcess(role: "files", arguments: ["--dir", "big=\(dir.file("big"))", "--handshake-timeout", "3"])
         guard case .tcp(let host, let port) = agent.endpoint else { return }
-        let result = try run(which("python3")!, [repoRoot + "/tests/protocol/agent_client.py", "--address", "\(host):\(port)",
+        let result = try await runAsync(which("python3")!, [repoRoot + "/tests/protocol/agent_client.py", "--address", "\(host):\(port)",
                                                  "--token-file", agent.dir.file("token"), "conformance",
-                                                 "--files-repo", "local:" + dir.file("repo"), "--repo-password", password])
+                                                 "--files-repo", "local:" + dir.file("repo"), "--repo-password", password,
+                                                 "--handshake-timeout-expected", "3"])
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         let summary = result.stdout.split(separator: "\n").last.map(String.init) ?? ""
         #expect(summary.hasSuffix(" passed, 0 failed"), "\(result.stdout)")

@@ -56,18 +56,18 @@ import TestSupport
         #expect(try c.eventReasons("back") == ["RestoreStarted", "RestoreSucceeded"])
 
         // chectl's way from outside the cluster: the flags' server becomes chectl's configuration.
-        let cli = try run(builtProduct("chebackup"), ["server:backup", "--kubeconfig", c.api.kubeconfigPath, "-n", c.namespace,
+        let cli = try await runAsync(builtProduct("chebackup"), ["server:backup", "--kubeconfig", c.api.kubeconfigPath, "-n", c.namespace,
                                                       "-r", "rest:http://127.0.0.1:\(c.backupServerPort)/che", "-p", "cluster-repo-pw"])
         #expect(cli.status == 0, "\(cli.stdout)\(cli.stderr)")
         #expect(cli.stdout.contains("Backing up") && cli.stdout.contains("Backup snapshot ID: "), "\(cli.stdout)")
         #expect(!cli.stdout.contains("cluster-repo-pw") && !cli.stderr.contains("cluster-repo-pw"))
         let chectlConfig = try #require(try c.api.get(["chebackupserverconfiguration", "eclipse-che-backup-server-config"]))
         #expect(((chectlConfig["spec"] as? [String: Any])?["rest"] as? [String: Any])?["repositoryPasswordSecretRef"] as? String == "chectl-backup-repo-password")
-        let again = try run(builtProduct("chebackup"), ["server:backup", "--kubeconfig", c.api.kubeconfigPath, "-n", c.namespace,
+        let again = try await runAsync(builtProduct("chebackup"), ["server:backup", "--kubeconfig", c.api.kubeconfigPath, "-n", c.namespace,
                                                         "--backup-server-config-name", "rest-server"])
         #expect(again.status == 0 && again.stdout.contains("Deleted the previous CheClusterBackup eclipse-che-backup"), "\(again.stdout)\(again.stderr)")
-        #expect(try c.snapshotCount() == 3)
-        let cliRestore = try run(builtProduct("chebackup"), ["server:restore", "--kubeconfig", c.api.kubeconfigPath, "-n", c.namespace,
+        #expect(try await c.snapshotCount() == 3)
+        let cliRestore = try await runAsync(builtProduct("chebackup"), ["server:restore", "--kubeconfig", c.api.kubeconfigPath, "-n", c.namespace,
                                                              "--batch", "--backup-server-config-name", "rest-server"])
         #expect(cliRestore.status == 0 && cliRestore.stdout.contains("Restoring databases and data"), "\(cliRestore.stdout)\(cliRestore.stderr)")
         #expect(try c.pg.checksum() == expectedDB)
@@ -101,7 +101,7 @@ import TestSupport
             let reasons = try c.eventReasons(name)
             #expect(reasons.filter { $0 == "BackupStarted" }.count == 1, "\(name): \(reasons)")
         }
-        #expect(try c.snapshotCount() == 3)
+        #expect(try await c.snapshotCount() == 3)
     }
 
     @Test func twoControllersOneLeaderAndATakeover() async throws {
@@ -113,7 +113,7 @@ import TestSupport
         let one = try await c.waitForState("checlusterbackup", "one")
         #expect(one["state"] as? String == "Succeeded")
         #expect(try c.eventReasons("one").filter { $0 == "BackupStarted" }.count == 1)
-        #expect(try c.snapshotCount() == 1)
+        #expect(try await c.snapshotCount() == 1)
         let holder = try #require(((try c.api.get(["lease", "che-backup-controller"]))?["spec"] as? [String: Any])?["holderIdentity"] as? String)
         #expect(holder == "a", "the first controller leads")
 
@@ -129,7 +129,7 @@ import TestSupport
         // The new leader runs new work.
         try c.api.apply(c.backupYAML("three"))
         #expect(try await c.waitForState("checlusterbackup", "three")["state"] as? String == "Succeeded")
-        #expect(try c.snapshotCount() == 2, "no snapshot from the interrupted backup")
+        #expect(try await c.snapshotCount() == 2, "no snapshot from the interrupted backup")
     }
 
     @Test func badInputFailsNamingTheProblem() async throws {
@@ -193,7 +193,7 @@ import TestSupport
         #expect(try c.api.kubectl(["delete", "pod", "files-agent"]).status == 0)
         let noAgent = try await failure(c.backupYAML("no-agent"), "checlusterbackup", "no-agent")
         #expect(noAgent.contains("no files agent"), "\(noAgent)")
-        #expect(try c.snapshotCount() == 1, "nothing stored was lost, nothing partial was added")
+        #expect(try await c.snapshotCount() == 1, "nothing stored was lost, nothing partial was added")
 
         // Che that does not come back after a restore: Failed, saying so, once the time is up.
         try c.addAgentPod("files", port: c.agentPort(c.filesAgent))
@@ -206,7 +206,7 @@ import TestSupport
         // A kubeconfig with a wrong token: one clear line, non-zero exit.
         let text = try String(contentsOfFile: c.api.kubeconfigPath, encoding: .utf8)
         try text.replacingOccurrences(of: c.api.token!, with: "wrong-token").write(toFile: c.dir.file("wrong-token.kubeconfig"), atomically: true, encoding: .utf8)
-        let refused = try run(builtProduct("chebackup"), ["controller", "--kubeconfig", c.dir.file("wrong-token.kubeconfig"), "--once"])
+        let refused = try await runAsync(builtProduct("chebackup"), ["controller", "--kubeconfig", c.dir.file("wrong-token.kubeconfig"), "--once"])
         #expect(refused.status != 0 && refused.stderr.contains("401"), "\(refused.stderr)")
         #expect(refused.stderr.split(separator: "\n").count == 1 && !refused.stderr.contains("wrong-token"), "\(refused.stderr)")
     }
@@ -214,7 +214,7 @@ import TestSupport
     @Test func aKubeconfigWithAWrongCAIsRefused() async throws {
         let api = try KubeAPIServer(tls: true)
         let other = try KubeAPIServer(tls: true)
-        let good = try run(builtProduct("chebackup"), ["snapshots", "--kubeconfig", api.kubeconfigPath, "--backup-server-config-name", "x"])
+        let good = try await runAsync(builtProduct("chebackup"), ["snapshots", "--kubeconfig", api.kubeconfigPath, "--backup-server-config-name", "x"])
         #expect(good.stderr.contains("CheBackupServerConfiguration x not found"), "TLS verified against the right CA: \(good.stderr)")
         // The other server's CA does not vouch for this server's certificate.
         let text = try String(contentsOfFile: api.kubeconfigPath, encoding: .utf8)
@@ -224,7 +224,7 @@ import TestSupport
         }
         let mixed = text.replacingOccurrences(of: try #require(ca(text)), with: try #require(ca(otherText)))
         try mixed.write(toFile: api.dir.file("wrong-ca.kubeconfig"), atomically: true, encoding: .utf8)
-        let refused = try run(builtProduct("chebackup"), ["controller", "--kubeconfig", api.dir.file("wrong-ca.kubeconfig"), "--once"])
+        let refused = try await runAsync(builtProduct("chebackup"), ["controller", "--kubeconfig", api.dir.file("wrong-ca.kubeconfig"), "--once"])
         #expect(refused.status != 0 && refused.stderr.split(separator: "\n").count == 1, "\(refused.stderr)")
         #expect(refused.stderr.lowercased().contains("certificate") || refused.stderr.lowercased().contains("tls"), "\(refused.stderr)")
     }

@@ -13,7 +13,7 @@ let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/p
     @Test func roundTripIntoTheSameServerAndIntoAFreshEmptyOne() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let source = try PostgresCluster(seed: true)
+        let source = try await PostgresCluster.make(seed: true)
         let before = try source.checksum()
         let (url, repo) = try await makeLocalRepository(dir)
         let agent = try AgentProcess(role: "postgres", environment: source.env)
@@ -37,7 +37,7 @@ let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/p
         #expect(try source.checksum() == before)
 
         // A freshly initialised, empty server: roles come back first, then the databases.
-        let fresh = try PostgresCluster(seed: false)
+        let fresh = try await PostgresCluster.make(seed: false)
         #expect(try fresh.checksum() != before)
         let freshAgent = try AgentProcess(role: "postgres", environment: fresh.env)
         _ = try await AgentClient.withSession(freshAgent.endpoint, token: token) { session in
@@ -46,14 +46,19 @@ let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/p
         #expect(try fresh.checksum() == before)
     }
 
-    @Test func restoringIntoAnotherDomainRewritesTheRowsThatCarryIt() async throws {
-        let dir = TempDir()
-        defer { dir.remove() }
-        let cluster = try PostgresCluster(seed: true)
+    /// A seeded cluster, its agent, and a snapshot of it in a new local repository.
+    func seededBackup(_ dir: TempDir) async throws -> (PostgresCluster, AgentProcess, String, SnapshotID) {
+        let cluster = try await PostgresCluster.make(seed: true)
         let (url, repo) = try await makeLocalRepository(dir)
         let agent = try AgentProcess(role: "postgres", environment: cluster.env)
         let parts = try await AgentClient.withSession(agent.endpoint, token: token) { try await $0.backup(url: url, secrets: secrets) }
-        let (id, _) = try await repo.commitSnapshot(parts: parts)
+        return (cluster, agent, url, try await repo.commitSnapshot(parts: parts).0)
+    }
+
+    @Test func restoringIntoAnotherDomainRewritesTheRowsThatCarryIt() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let (cluster, agent, url, id) = try await seededBackup(dir)
         _ = try await AgentClient.withSession(agent.endpoint, token: token) { session in
             try await session.restore(url: url, secrets: secrets, snapshot: id, rewrite: [Rewrite(from: "che.example.com", to: "che.other.org")])
         }
@@ -70,11 +75,7 @@ let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/p
     @Test func rewriteValuesThatAreNotHostNamesAreRefusedBeforeAnyRestore() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let cluster = try PostgresCluster(seed: true)
-        let (url, repo) = try await makeLocalRepository(dir)
-        let agent = try AgentProcess(role: "postgres", environment: cluster.env)
-        let parts = try await AgentClient.withSession(agent.endpoint, token: token) { try await $0.backup(url: url, secrets: secrets) }
-        let (id, _) = try await repo.commitSnapshot(parts: parts)
+        let (cluster, agent, url, id) = try await seededBackup(dir)
         _ = try cluster.psql("CREATE TABLE canary (x int); INSERT INTO canary VALUES (1);", database: "dbche")
         let before = try cluster.checksum()
         for evil in ["x$rewrite$; DROP TABLE canary; --", "a'; DROP TABLE canary; --", "che.example.com\n\\! touch /tmp/pwned", "-leading.dash", ""] {
@@ -96,7 +97,7 @@ let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/p
     @Test func aFailingDumpCarriesTheToolsMessageAndStoresNoSnapshot() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let cluster = try PostgresCluster(seed: false)
+        let cluster = try await PostgresCluster.make(seed: false)
         let (url, repo) = try await makeLocalRepository(dir)
         let agent = try AgentProcess(role: "postgres", arguments: ["--database", "no_such_db"], environment: cluster.env)
         do {
@@ -116,7 +117,7 @@ let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/p
     @Test func aWrongRepositoryPasswordIsARepositoryError() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let cluster = try PostgresCluster(seed: false)
+        let cluster = try await PostgresCluster.make(seed: false)
         let (url, _) = try await makeLocalRepository(dir)
         let agent = try AgentProcess(role: "postgres", environment: cluster.env)
         do {

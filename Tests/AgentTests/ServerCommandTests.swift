@@ -41,15 +41,15 @@ import TestSupport
         return Setup(dir: dir, agent: agent, config: dir.file("chebackup.yaml"))
     }
 
-    func chebackup(_ setup: Setup, _ args: [String], stdin: Data? = nil) throws -> CommandResult {
-        try run(bin, args, environment: ["CHEBACKUP_CONFIG": setup.config], stdin: stdin)
+    func chebackup(_ setup: Setup, _ args: [String], stdin: Data? = nil) async throws -> CommandResult {
+        try await runAsync(bin, args, environment: ["CHEBACKUP_CONFIG": setup.config], stdin: stdin)
     }
 
-    @Test func backupDeleteRestoreOnTheInternalServer() throws {
+    @Test func backupDeleteRestoreOnTheInternalServer() async throws {
         let s = try setUp()
         defer { s.dir.remove() }
         let original = try Data(contentsOf: URL(fileURLWithPath: s.data + "/sub/blob"))
-        let backup = try chebackup(s, ["server:backup"])
+        let backup = try await chebackup(s, ["server:backup"])
         #expect(backup.status == 0, "\(backup.stdout)\(backup.stderr)")
         for stage in ["Setting up the internal backup server", "Connecting to the backup repository", "Collecting Che installation data", "Sending the snapshot"] {
             #expect(backup.stdout.contains(stage), "missing stage \(stage)")
@@ -60,17 +60,17 @@ import TestSupport
         let attributes = try FileManager.default.attributesOfItem(atPath: s.dir.file("state/resources/Secret/chebackup-internal.yaml"))
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
 
-        let list = try chebackup(s, ["snapshots", "--json"])
+        let list = try await chebackup(s, ["snapshots", "--json"])
         let rows = try #require(try JSONSerialization.jsonObject(with: list.stdoutData) as? [[String: Any]])
         #expect(rows.count == 1 && rows[0]["cheVersion"] as? String == "7.99.0" && rows[0]["namespace"] as? String == "eclipse-che")
 
         try FileManager.default.removeItem(atPath: s.data)
         try FileManager.default.removeItem(atPath: s.objects)
-        let declined = try chebackup(s, ["server:restore"], stdin: Data("n\n".utf8))
+        let declined = try await chebackup(s, ["server:restore"], stdin: Data("n\n".utf8))
         #expect(declined.status != 0 && declined.stderr.contains("restore cancelled"))
         #expect(!FileManager.default.fileExists(atPath: s.data))
 
-        let restore = try chebackup(s, ["server:restore", "--batch", "-s", String(id.prefix(6))])
+        let restore = try await chebackup(s, ["server:restore", "--batch", "-s", String(id.prefix(6))])
         #expect(restore.status == 0, "\(restore.stdout)\(restore.stderr)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: s.data + "/sub/blob")) == original)
         #expect(try String(contentsOfFile: s.objects + "/checluster.yaml", encoding: .utf8) == "kind: CheCluster\n")
@@ -79,22 +79,22 @@ import TestSupport
     /// `-r` makes a server the default only once it was reached and opened, and the default
     /// names a configuration whose Secrets hold the credentials: none in `default-server.json`.
     @Test(.enabled(if: TestServices.available(TestServices.s3URL)))
-    func aServerBecomesTheDefaultOnlyOnceOpenedAndKeepsNoSecretOutsideSecrets() throws {
+    func aServerBecomesTheDefaultOnlyOnceOpenedAndKeepsNoSecretOutsideSecrets() async throws {
         let s = try setUp()
         defer { s.dir.remove() }
         let url = "\(TestServices.s3URL ?? "s3:http://127.0.0.1:1")/\(TestServices.unique("default"))"
         let keyID = TestServices.env["CHEBACKUP_TEST_S3_KEY_ID"] ?? ""
         let secret = TestServices.env["CHEBACKUP_TEST_S3_SECRET"] ?? ""
         let defaultFile = s.dir.file("state/default-server.json")
-        let wrong = try chebackup(s, ["server:backup", "-r", url, "-p", "s3-repo-password", "--aws-access-key-id", keyID,
+        let wrong = try await chebackup(s, ["server:backup", "-r", url, "-p", "s3-repo-password", "--aws-access-key-id", keyID,
                                       "--aws-secret-access-key", "not-the-secret"])
         #expect(wrong.status != 0, "\(wrong.stdout)")
         #expect(wrong.stderr.split(separator: "\n").count == 1, "\(wrong.stderr)")
         #expect(!FileManager.default.fileExists(atPath: defaultFile), "a server that refused us became the default")
-        let onInternal = try chebackup(s, ["server:backup"])
+        let onInternal = try await chebackup(s, ["server:backup"])
         #expect(onInternal.status == 0 && onInternal.stdout.contains("Setting up the internal backup server"), "\(onInternal.stdout)\(onInternal.stderr)")
 
-        let right = try chebackup(s, ["server:backup", "-r", url, "-p", "s3-repo-password", "--aws-access-key-id", keyID,
+        let right = try await chebackup(s, ["server:backup", "-r", url, "-p", "s3-repo-password", "--aws-access-key-id", keyID,
                                       "--aws-secret-access-key", secret])
         #expect(right.status == 0, "\(right.stdout)\(right.stderr)")
         let saved = try String(contentsOfFile: defaultFile, encoding: .utf8)
@@ -109,37 +109,37 @@ import TestSupport
                 #expect((try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) == 0o600)
             }
         }
-        let again = try chebackup(s, ["server:backup"])
+        let again = try await chebackup(s, ["server:backup"])
         #expect(again.status == 0 && again.stdout.contains("Connecting to the backup repository s3:"), "\(again.stdout)\(again.stderr)")
         // A later wrong -r leaves the working default in place.
-        let bad = try chebackup(s, ["server:backup", "-r", "rest:http://127.0.0.1:1/nothing", "-p", "x"])
+        let bad = try await chebackup(s, ["server:backup", "-r", "rest:http://127.0.0.1:1/nothing", "-p", "x"])
         #expect(bad.status != 0)
         #expect(try String(contentsOfFile: defaultFile, encoding: .utf8) == saved)
     }
 
     /// A default written by an older version (passwords inline) is moved into Secrets on first use.
-    @Test func anOldDefaultWithInlinePasswordsIsMovedIntoSecrets() throws {
+    @Test func anOldDefaultWithInlinePasswordsIsMovedIntoSecrets() async throws {
         let s = try setUp()
         defer { s.dir.remove() }
         let repo = s.dir.file("old-default-repo")
-        let first = try chebackup(s, ["server:backup", "-r", "local:" + repo, "-p", "local-repo-password"])
+        let first = try await chebackup(s, ["server:backup", "-r", "local:" + repo, "-p", "local-repo-password"])
         #expect(first.status == 0, "\(first.stdout)\(first.stderr)")
         let defaultFile = s.dir.file("state/default-server.json")
         let legacy = "{\"isInternal\":false,\"secrets\":{\"repositoryPassword\":\"local-repo-password\"},\"url\":\"local:\(repo)\"}"
         try legacy.write(toFile: defaultFile, atomically: true, encoding: .utf8)
-        let second = try chebackup(s, ["server:backup"])
+        let second = try await chebackup(s, ["server:backup"])
         #expect(second.status == 0, "\(second.stdout)\(second.stderr)")
         let saved = try String(contentsOfFile: defaultFile, encoding: .utf8)
         #expect(!saved.contains("local-repo-password") && saved.contains("chebackup-default-repo-password"), "\(saved)")
-        let list = try chebackup(s, ["snapshots", "--json"])
+        let list = try await chebackup(s, ["snapshots", "--json"])
         #expect((try JSONSerialization.jsonObject(with: list.stdoutData) as? [[String: Any]])?.count == 2)
     }
 
     /// The internal server checks credentials: without them nothing can be read or deleted.
-    @Test func theInternalServerNeedsItsCredentials() throws {
+    @Test func theInternalServerNeedsItsCredentials() async throws {
         let s = try setUp()
         defer { s.dir.remove() }
-        #expect(try chebackup(s, ["server:backup"]).status == 0)
+        #expect(try await chebackup(s, ["server:backup"]).status == 0)
         let config = try String(contentsOfFile: s.dir.file("state/resources/CheBackupServerConfiguration/chebackup-internal.yaml"), encoding: .utf8)
         #expect(config.contains("credentialsSecretRef: chebackup-internal-rest-credentials"), "\(config)")
         let htpasswd = try String(contentsOfFile: s.dir.file("state/backup-server.htpasswd"), encoding: .utf8)
@@ -150,48 +150,48 @@ import TestSupport
                                             "--htpasswd", s.dir.file("state/backup-server.htpasswd")], log: s.dir.file("rs.log"))
         defer { server.kill() }
         #expect(waitForPort(port))
-        let anonymous = try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/che/config"])
+        let anonymous = try await runAsync("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/che/config"])
         #expect(anonymous.stdout == "401", "\(anonymous.stdout)")
-        let delete = try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "http://127.0.0.1:\(port)/che/config"])
+        let delete = try await runAsync("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "http://127.0.0.1:\(port)/che/config"])
         #expect(delete.stdout == "401", "\(delete.stdout)")
         // Its repository is still whole: a second backup and the list work.
-        #expect(try chebackup(s, ["server:backup"]).status == 0)
+        #expect(try await chebackup(s, ["server:backup"]).status == 0)
     }
 
-    @Test func restoringIntoAnotherNamespaceNeedsRelocate() throws {
+    @Test func restoringIntoAnotherNamespaceNeedsRelocate() async throws {
         let s = try setUp()
         defer { s.dir.remove() }
         try "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: che, namespace: eclipse-che}\ndata: {CHE_HOST: che.test, API: http://che-host.eclipse-che.svc:8080}\n"
             .write(toFile: s.objects + "/configmap.yaml", atomically: true, encoding: .utf8)
-        #expect(try chebackup(s, ["server:backup"]).status == 0)
+        #expect(try await chebackup(s, ["server:backup"]).status == 0)
         // The same installation, moved: another namespace and domain.
         let moved = try String(contentsOfFile: s.config, encoding: .utf8)
             .replacingOccurrences(of: "namespace: eclipse-che", with: "namespace: che-prod")
             .replacingOccurrences(of: "domain: che.test", with: "domain: che.prod.example")
         try moved.write(toFile: s.config, atomically: true, encoding: .utf8)
-        let refused = try chebackup(s, ["server:restore", "--batch"])
+        let refused = try await chebackup(s, ["server:restore", "--batch"])
         #expect(refused.status != 0 && refused.stderr.contains("--relocate"), "\(refused.stderr)")
-        let relocated = try chebackup(s, ["server:restore", "--batch", "--relocate"])
+        let relocated = try await chebackup(s, ["server:restore", "--batch", "--relocate"])
         #expect(relocated.status == 0, "\(relocated.stdout)\(relocated.stderr)")
         let text = try String(contentsOfFile: s.objects + "/configmap.yaml", encoding: .utf8)
         #expect(text.contains("namespace: che-prod") && text.contains("CHE_HOST: che.prod.example") && text.contains("che-host.che-prod.svc"), "\(text)")
     }
 
-    @Test func badInputGivesOneClearLine() throws {
+    @Test func badInputGivesOneClearLine() async throws {
         let s = try setUp()
         defer { s.dir.remove() }
-        let both = try chebackup(s, ["server:backup", "-r", "rest:http://127.0.0.1:1/x", "--backup-server-config-name", "cfg"])
+        let both = try await chebackup(s, ["server:backup", "-r", "rest:http://127.0.0.1:1/x", "--backup-server-config-name", "cfg"])
         #expect(both.status != 0 && both.stderr.contains("cannot be used together"), "\(both.stderr)")
-        let missingConfig = try chebackup(s, ["server:backup", "--backup-server-config-name", "nope"])
+        let missingConfig = try await chebackup(s, ["server:backup", "--backup-server-config-name", "nope"])
         #expect(missingConfig.status != 0 && missingConfig.stderr.contains("CheBackupServerConfiguration nope not found"), "\(missingConfig.stderr)")
-        let noConfig = try run(bin, ["server:backup", "--config", s.dir.file("missing.yaml")])
+        let noConfig = try await runAsync(bin, ["server:backup", "--config", s.dir.file("missing.yaml")])
         #expect(noConfig.status != 0 && noConfig.stderr.contains("missing.yaml"), "\(noConfig.stderr)")
         try "objectsDir: /x\n".write(toFile: s.dir.file("bad.yaml"), atomically: true, encoding: .utf8)
-        let badConfig = try run(bin, ["server:backup", "--config", s.dir.file("bad.yaml")])
+        let badConfig = try await runAsync(bin, ["server:backup", "--config", s.dir.file("bad.yaml")])
         #expect(badConfig.status != 0 && badConfig.stderr.contains("missing \"agents\""), "\(badConfig.stderr)")
 
-        _ = try chebackup(s, ["server:backup"])
-        let unknown = try chebackup(s, ["server:restore", "--batch", "-s", "ffffffff"])
+        _ = try await chebackup(s, ["server:backup"])
+        let unknown = try await chebackup(s, ["server:restore", "--batch", "-s", "ffffffff"])
         #expect(unknown.status != 0 && unknown.stderr.contains("no snapshot with id ffffffff"), "\(unknown.stderr)")
 
         // A wrong repository password (the secret changed): Failed, with the reason.
@@ -199,34 +199,34 @@ import TestSupport
         let original = try String(contentsOfFile: secretPath, encoding: .utf8)
         try original.replacingOccurrences(of: "repo-password: ", with: "repo-password: x")
             .write(toFile: secretPath, atomically: true, encoding: .utf8)
-        let wrong = try chebackup(s, ["server:restore", "--batch"])
+        let wrong = try await chebackup(s, ["server:restore", "--batch"])
         #expect(wrong.status != 0 && wrong.stderr.contains("wrong password") && wrong.stderr.contains("Failed"), "\(wrong.stderr)")
         try original.write(toFile: secretPath, atomically: true, encoding: .utf8)
 
         // An agent that is down: a clear error naming it, and no snapshot.
         s.agent.process.kill()
-        let down = try chebackup(s, ["server:backup"])
+        let down = try await chebackup(s, ["server:backup"])
         #expect(down.status != 0 && down.stderr.contains("cannot connect to the agent"), "\(down.stderr)")
         #expect(down.stderr.split(separator: "\n").count == 1, "\(down.stderr)")
-        let list = try chebackup(s, ["snapshots", "--json"])
+        let list = try await chebackup(s, ["snapshots", "--json"])
         #expect((try JSONSerialization.jsonObject(with: list.stdoutData) as? [[String: Any]])?.count == 1)
     }
 
-    @Test func customResourcesThroughTheController() throws {
+    @Test func customResourcesThroughTheController() async throws {
         let s = try setUp()
         defer { s.dir.remove() }
-        func apply(_ yaml: String) throws -> CommandResult {
+        func apply(_ yaml: String) async throws -> CommandResult {
             let file = s.dir.file("r-\(UUID().uuidString).yaml")
             try yaml.write(toFile: file, atomically: true, encoding: .utf8)
-            return try chebackup(s, ["apply", "-f", file])
+            return try await chebackup(s, ["apply", "-f", file])
         }
-        func status(_ kind: String, _ name: String) throws -> [String: Any] {
-            let r = try chebackup(s, ["get", kind, name, "-o", "json"])
+        func status(_ kind: String, _ name: String) async throws -> [String: Any] {
+            let r = try await chebackup(s, ["get", kind, name, "-o", "json"])
             let object = try #require(try JSONSerialization.jsonObject(with: r.stdoutData) as? [String: Any], "\(r.stdout)\(r.stderr)")
             return object["status"] as? [String: Any] ?? [:]
         }
         // A configuration with two backends is refused.
-        let two = try apply("""
+        let two = try await apply("""
             apiVersion: org.eclipse.che/v1
             kind: CheBackupServerConfiguration
             metadata: {name: two}
@@ -237,24 +237,24 @@ import TestSupport
         #expect(two.status != 0 && two.stderr.contains("exactly one of rest, awss3, sftp"), "\(two.stderr)")
 
         // A backup on the internal server, run by the controller.
-        #expect(try apply("""
+        #expect(try await apply("""
             apiVersion: org.eclipse.che/v1
             kind: CheClusterBackup
             metadata: {name: nightly}
             spec: {useInternalBackupServer: true}
             """).status == 0)
-        #expect(try status("CheClusterBackup", "nightly").isEmpty, "only the controller starts work")
-        let pass = try chebackup(s, ["controller", "--once"])
+        #expect(try await status("CheClusterBackup", "nightly").isEmpty, "only the controller starts work")
+        let pass = try await chebackup(s, ["controller", "--once"])
         #expect(pass.status == 0, "\(pass.stderr)")
-        let done = try status("CheClusterBackup", "nightly")
+        let done = try await status("CheClusterBackup", "nightly")
         #expect(done["state"] as? String == "Succeeded", "\(done)")
         #expect((done["snapshotId"] as? String)?.count == 8 && done["cheVersion"] as? String == "7.99.0")
         #expect((done["message"] as? String)?.contains("finished at") == true)
-        let again = try apply("apiVersion: org.eclipse.che/v1\nkind: CheClusterBackup\nmetadata: {name: nightly}\nspec: {useInternalBackupServer: true}\n")
+        let again = try await apply("apiVersion: org.eclipse.che/v1\nkind: CheClusterBackup\nmetadata: {name: nightly}\nspec: {useInternalBackupServer: true}\n")
         #expect(again.stdout.contains("unchanged"))
 
         // A configuration whose secret is missing: the backup fails, saying so.
-        #expect(try apply("""
+        #expect(try await apply("""
             apiVersion: org.eclipse.che/v1
             kind: CheBackupServerConfiguration
             metadata: {name: remote}
@@ -266,16 +266,16 @@ import TestSupport
             metadata: {name: to-remote}
             spec: {backupServerConfigRef: remote}
             """).status == 0)
-        _ = try chebackup(s, ["controller", "--once"])
-        let failed = try status("CheClusterBackup", "to-remote")
+        _ = try await chebackup(s, ["controller", "--once"])
+        let failed = try await status("CheClusterBackup", "to-remote")
         #expect(failed["state"] as? String == "Failed")
         #expect((failed["message"] as? String)?.contains("secret remote-secret") == true, "\(failed)")
 
         // A restore of the nightly snapshot.
         try FileManager.default.removeItem(atPath: s.data)
-        #expect(try apply("apiVersion: org.eclipse.che/v1\nkind: CheClusterRestore\nmetadata: {name: back}\nspec: {snapshotId: \(done["snapshotId"] as? String ?? ""), backupServerConfigRef: chebackup-internal}\n").status == 0)
-        _ = try chebackup(s, ["controller", "--once"])
-        #expect(try status("CheClusterRestore", "back")["state"] as? String == "Succeeded")
+        #expect(try await apply("apiVersion: org.eclipse.che/v1\nkind: CheClusterRestore\nmetadata: {name: back}\nspec: {snapshotId: \(done["snapshotId"] as? String ?? ""), backupServerConfigRef: chebackup-internal}\n").status == 0)
+        _ = try await chebackup(s, ["controller", "--once"])
+        #expect(try await status("CheClusterRestore", "back")["state"] as? String == "Succeeded")
         #expect(FileManager.default.fileExists(atPath: s.data + "/sub/blob"))
 
         // An operation a dead controller left InProgress is marked Failed, never left hanging.
@@ -286,13 +286,13 @@ import TestSupport
             spec: {}
             status: {state: InProgress, stage: Restoring databases and data}
             """.write(toFile: s.dir.file("state/resources/CheClusterRestore/interrupted.yaml"), atomically: true, encoding: .utf8)
-        _ = try chebackup(s, ["controller", "--once"])
-        let interrupted = try status("CheClusterRestore", "interrupted")
+        _ = try await chebackup(s, ["controller", "--once"])
+        let interrupted = try await status("CheClusterRestore", "interrupted")
         #expect(interrupted["state"] as? String == "Failed")
         #expect((interrupted["message"] as? String)?.contains("partly restored") == true, "\(interrupted)")
 
         // Secrets are never printed.
-        let secrets = try chebackup(s, ["get", "secret"])
+        let secrets = try await chebackup(s, ["get", "secret"])
         #expect(secrets.stdout.contains("chebackup-internal") && secrets.stdout.contains("repo-password"))
         let raw = try String(contentsOfFile: s.dir.file("state/resources/Secret/chebackup-internal.yaml"), encoding: .utf8)
         let password = raw.split(separator: ":").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? "?"

@@ -24,7 +24,7 @@ import TestSupport
     /// `line`: the N-th line after `welcome` in `direction`; `type`: instead, the first line whose
     /// message has this type.
     func proxy(_ agent: AgentProcess, _ dir: TempDir, direction: String, line: Int = 0, type: String? = nil, action: String,
-               field: String? = nil, value: String? = nil) throws -> Proxy {
+               field: String? = nil, value: String? = nil) async throws -> Proxy {
         guard case .tcp(let host, let port) = agent.endpoint else { throw ConformanceFailure("not a TCP agent") }
         let listen = freeLoopbackPort()
         let log = dir.file("proxy-\(UUID().uuidString).log")
@@ -37,7 +37,7 @@ import TestSupport
         var listening = false
         for _ in 0..<1200 where !listening {
             listening = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("listening on")
-            if !listening { Thread.sleep(forTimeInterval: 0.05) }
+            if !listening { try await Task.sleep(for: .milliseconds(50)) }
         }
         guard listening else { throw ConformanceFailure("the tamper proxy did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")") }
         return Proxy(process: process, endpoint: .tcp(host: "127.0.0.1", port: listen), log: log)
@@ -92,7 +92,7 @@ import TestSupport
         let latest = s.latest
 
         // Roll a restore back to the old snapshot.
-        var p = try proxy(s.agent, s.dir, direction: "c2a", line: 0, action: "modify", field: "snapshot", value: "\"\(s.old.hex)\"")
+        var p = try await proxy(s.agent, s.dir, direction: "c2a", line: 0, action: "modify", field: "snapshot", value: "\"\(s.old.hex)\"")
         var error = await refused(p) { try await $0.restore(url: url, secrets: secrets, snapshot: latest) }
         #expect(error?.code == "tampered", "\(String(describing: error))")
         #expect(error?.message.contains("line 0 from the controller failed its integrity check") == true, "\(String(describing: error))")
@@ -100,7 +100,7 @@ import TestSupport
 
         // Point a backup at the attacker's repository.
         let attacker = s.dir.file("attacker-repo")
-        p = try proxy(s.agent, s.dir, direction: "c2a", line: 0, action: "modify", field: "repository",
+        p = try await proxy(s.agent, s.dir, direction: "c2a", line: 0, action: "modify", field: "repository",
                       value: "{\"url\":\"local:\(attacker)\",\"secrets\":{\"box\":\"AAAA\"}}")
         error = await refused(p) { try await $0.backup(url: url, secrets: secrets) }
         #expect(error?.code == "tampered", "\(String(describing: error))")
@@ -108,12 +108,12 @@ import TestSupport
 
         // Ask for other parts, answer another request id, cancel another request.
         for (field, value) in [("parts", "[\"files/other\"]"), ("id", "\"forged\"")] {
-            p = try proxy(s.agent, s.dir, direction: "c2a", line: 0, action: "modify", field: field, value: value)
+            p = try await proxy(s.agent, s.dir, direction: "c2a", line: 0, action: "modify", field: field, value: value)
             error = await refused(p) { try await $0.backup(url: url, secrets: secrets) }
             #expect(error?.code == "tampered", "\(field): \(String(describing: error))")
         }
         for field in ["id", "type"] {
-            p = try proxy(s.agent, s.dir, direction: "c2a", line: 0, action: "modify", field: field, value: "\"status\"")
+            p = try await proxy(s.agent, s.dir, direction: "c2a", line: 0, action: "modify", field: field, value: "\"status\"")
             error = await refused(p) { try await $0.ping() }
             #expect(error?.code == "tampered", "\(field): \(String(describing: error))")
         }
@@ -127,23 +127,23 @@ import TestSupport
         defer { s.dir.remove() }
         let url = s.url
         // A result (ping's "pong"), an event of a backup, and an error (an unknown snapshot).
-        var p = try proxy(s.agent, s.dir, direction: "a2c", line: 0, action: "modify", field: "state", value: "\"idle\"")
+        var p = try await proxy(s.agent, s.dir, direction: "a2c", line: 0, action: "modify", field: "state", value: "\"idle\"")
         var error = await refused(p) { try await $0.ping() }
         #expect(error?.code == "tampered", "\(String(describing: error))")
         #expect(error?.message.contains("line 0 from the agent failed its integrity check") == true, "\(String(describing: error))")
 
-        p = try proxy(s.agent, s.dir, direction: "a2c", line: 0, action: "modify", field: "stage", value: "\"forged\"")
+        p = try await proxy(s.agent, s.dir, direction: "a2c", line: 0, action: "modify", field: "stage", value: "\"forged\"")
         let events = Locked<[String]>([])
         error = await refused(p) { try await $0.backup(url: url, secrets: secrets) { e in events.withLock { $0.append(e.stage) } } }
         #expect(error?.code == "tampered", "\(String(describing: error))")
         #expect(!events.value.contains("forged"))
 
-        p = try proxy(s.agent, s.dir, direction: "a2c", line: 0, action: "modify", field: "message", value: "\"all fine\"")
+        p = try await proxy(s.agent, s.dir, direction: "a2c", line: 0, action: "modify", field: "message", value: "\"all fine\"")
         error = await refused(p) { try await $0.restore(url: url, secrets: secrets, snapshot: SnapshotID(hex: String(repeating: "0", count: 64))!) }
         #expect(error?.code == "tampered", "\(String(describing: error))")
 
         // A backup's result whose parts were swapped for others: the controller never sees them.
-        p = try proxy(s.agent, s.dir, direction: "a2c", type: "result", action: "modify", field: "parts", value: "[]")
+        p = try await proxy(s.agent, s.dir, direction: "a2c", type: "result", action: "modify", field: "parts", value: "[]")
         error = await refused(p) { try await $0.backup(url: url, secrets: secrets) }
         #expect(error?.code == "tampered", "\(String(describing: error))")
     }
@@ -153,7 +153,7 @@ import TestSupport
         defer { s.dir.remove() }
         // Controller → agent: the first of two pings dropped, replayed, or swapped with the second.
         for action in ["drop", "replay", "swap"] {
-            let p = try proxy(s.agent, s.dir, direction: "c2a", line: 0, action: action)
+            let p = try await proxy(s.agent, s.dir, direction: "c2a", line: 0, action: action)
             let error = await refused(p) { session in
                 async let first: Void = session.ping()
                 async let second: Void = session.ping()
@@ -163,21 +163,21 @@ import TestSupport
             #expect(error?.code == "tampered", "\(action): \(String(describing: error))")
         }
         // Agent → controller: an answer replayed.
-        var p = try proxy(s.agent, s.dir, direction: "a2c", line: 0, action: "replay")
+        var p = try await proxy(s.agent, s.dir, direction: "a2c", line: 0, action: "replay")
         var error = await refused(p) { session in
             try await session.ping()
             try await session.ping()
         }
         #expect(error?.code == "tampered", "\(String(describing: error))")
         // An answer withheld: the controller gives up instead of waiting forever.
-        p = try proxy(s.agent, s.dir, direction: "a2c", line: 0, action: "drop")
+        p = try await proxy(s.agent, s.dir, direction: "a2c", line: 0, action: "drop")
         error = await refused(p, idleTimeout: .seconds(3)) { try await $0.ping() }
         #expect(error?.code == "timeout", "\(String(describing: error))")
         #expect(error?.message.contains("sent nothing for") == true)
         // A restore request withheld: nothing restored, and the controller does not hang either.
         let url = s.url
         let old = s.old
-        p = try proxy(s.agent, s.dir, direction: "c2a", line: 0, action: "drop")
+        p = try await proxy(s.agent, s.dir, direction: "c2a", line: 0, action: "drop")
         error = await refused(p, idleTimeout: .seconds(3)) { try await $0.restore(url: url, secrets: secrets, snapshot: old) }
         #expect(error?.code == "timeout", "\(String(describing: error))")
         #expect(content(s.file) == "state now")

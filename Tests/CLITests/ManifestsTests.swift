@@ -7,9 +7,9 @@ import TestSupport
 /// kustomizations. The checks live in tests/manifests/validate.py.
 @Suite struct ManifestsTests {
     @Test(.enabled(if: which("python3") != nil))
-    func examplesValidateAgainstTheirCRDs() throws {
+    func examplesValidateAgainstTheirCRDs() async throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-        let result = try run(which("python3")!, [root + "/tests/manifests/validate.py"])
+        let result = try await runAsync(which("python3")!, [root + "/tests/manifests/validate.py"])
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         let summary = result.stdout.split(separator: "\n").last.map(String.init) ?? ""
         #expect(summary.hasSuffix(" passed, 0 failed"), "\(summary)")

@@ -8,14 +8,14 @@ import Synchronization
     let bin = builtProduct("chebackup")
     let password = "correct horse battery staple"
 
-    func chebackup(_ args: [String], password: String? = nil, stdin: Data? = nil) throws -> CommandResult {
-        try run(bin, args, environment: ["BACKUP_REPOSITORY_PASSWORD": password ?? self.password], stdin: stdin)
+    func chebackup(_ args: [String], password: String? = nil, stdin: Data? = nil) async throws -> CommandResult {
+        try await runAsync(bin, args, environment: ["BACKUP_REPOSITORY_PASSWORD": password ?? self.password], stdin: stdin)
     }
 
     /// Initialises a repository in `dir` with small chunks (many chunks from small test data).
-    func initRepo(_ dir: TempDir) throws -> String {
+    func initRepo(_ dir: TempDir) async throws -> String {
         let repo = dir.file("repo")
-        let r = try chebackup(["repo", "init", "-r", "local:" + repo, "--average-chunk-size", "65536", "--pack-size", "1048576"])
+        let r = try await chebackup(["repo", "init", "-r", "local:" + repo, "--average-chunk-size", "65536", "--pack-size", "1048576"])
         #expect(r.status == 0, "init failed: \(r.stderr)")
         return repo
     }
@@ -35,29 +35,29 @@ import Synchronization
         return id
     }
 
-    @Test func backupSnapshotsRestoreCheck() throws {
+    @Test func backupSnapshotsRestoreCheck() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let repo = try initRepo(dir)
+        let repo = try await initRepo(dir)
         var gen = SeededBytes(seed: 21)
         try FileManager.default.createDirectory(atPath: dir.file("src/sub/empty"), withIntermediateDirectories: true)
         try gen.data(700_000).write(to: URL(fileURLWithPath: dir.file("src/sub/random")))
         try gen.text(900_000).write(to: URL(fileURLWithPath: dir.file("src/text")))
         try FileManager.default.createSymbolicLink(atPath: dir.file("src/link"), withDestinationPath: "sub/random")
 
-        let backup = try chebackup(["repo", "backup", "-r", repo, dir.file("src")])
+        let backup = try await chebackup(["repo", "backup", "-r", repo, dir.file("src")])
         #expect(backup.status == 0, "\(backup.stderr)")
         let id = try snapshotID(backup)
         #expect(!backup.stderr.contains("\r"), "no progress output when stderr is not a terminal")
 
-        let list = try chebackup(["repo", "snapshots", "-r", repo, "--json"])
+        let list = try await chebackup(["repo", "snapshots", "-r", repo, "--json"])
         #expect(list.status == 0)
         let rows = try #require(try JSONSerialization.jsonObject(with: list.stdoutData) as? [[String: Any]])
         #expect(rows.count == 1)
         #expect((rows[0]["id"] as? String)?.hasPrefix(id) == true)
         #expect(rows[0]["bytes"] as? Int == 1_600_000)
 
-        let restore = try chebackup(["repo", "restore", String(id.prefix(5)), "-r", repo, "--target", dir.file("out")])
+        let restore = try await chebackup(["repo", "restore", String(id.prefix(5)), "-r", repo, "--target", dir.file("out")])
         #expect(restore.status == 0, "\(restore.stderr)")
         for path in ["sub/random", "text"] {
             #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("src/" + path))) ==
@@ -66,94 +66,94 @@ import Synchronization
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: dir.file("out/link")) == "sub/random")
         #expect(FileManager.default.fileExists(atPath: dir.file("out/sub/empty")))
 
-        let check = try chebackup(["repo", "check", "--read-data", "-r", repo])
+        let check = try await chebackup(["repo", "check", "--read-data", "-r", repo])
         #expect(check.status == 0, "\(check.stderr)")
         #expect(check.stdout.contains("no errors were found"))
     }
 
-    @Test func streamFromStdinToStdout() throws {
+    @Test func streamFromStdinToStdout() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let repo = try initRepo(dir)
+        let repo = try await initRepo(dir)
         var gen = SeededBytes(seed: 22)
         let dump = gen.text(1_500_000) + gen.data(500_000)
-        let backup = try chebackup(["repo", "backup", "-r", repo, "--stdin", "--stdin-name", "dbche.dump"], stdin: dump)
+        let backup = try await chebackup(["repo", "backup", "-r", repo, "--stdin", "--stdin-name", "dbche.dump"], stdin: dump)
         #expect(backup.status == 0, "\(backup.stderr)")
         _ = try snapshotID(backup)
-        let restore = try chebackup(["repo", "restore", "latest", "-r", repo, "--stdout"])
+        let restore = try await chebackup(["repo", "restore", "latest", "-r", repo, "--stdout"])
         #expect(restore.status == 0, "\(restore.stderr)")
         #expect(restore.stdoutData == dump)
-        let verified = try chebackup(["repo", "restore", "latest", "-r", repo, "--stdout", "--verify-ids"])
+        let verified = try await chebackup(["repo", "restore", "latest", "-r", repo, "--stdout", "--verify-ids"])
         #expect(verified.status == 0, "\(verified.stderr)")
         #expect(verified.stdoutData == dump)
     }
 
-    @Test func treeAndStreamInOneSnapshot() throws {
+    @Test func treeAndStreamInOneSnapshot() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let repo = try initRepo(dir)
+        let repo = try await initRepo(dir)
         var gen = SeededBytes(seed: 24)
         try FileManager.default.createDirectory(atPath: dir.file("workspace/projects"), withIntermediateDirectories: true)
         let file = gen.text(200_000)
         try file.write(to: URL(fileURLWithPath: dir.file("workspace/projects/main.go")))
         let dump = gen.data(300_000)
-        let backup = try chebackup(["repo", "backup", "-r", repo, dir.file("workspace"), "--stdin", "--stdin-name", "keycloak.dump"],
+        let backup = try await chebackup(["repo", "backup", "-r", repo, dir.file("workspace"), "--stdin", "--stdin-name", "keycloak.dump"],
                                    stdin: dump)
         #expect(backup.status == 0, "\(backup.stderr)")
-        let stream = try chebackup(["repo", "restore", "latest", "-r", repo, "--stdout", "--part", "keycloak.dump"])
+        let stream = try await chebackup(["repo", "restore", "latest", "-r", repo, "--stdout", "--part", "keycloak.dump"])
         #expect(stream.stdoutData == dump)
-        let all = try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("out")])
+        let all = try await chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("out")])
         #expect(all.status == 0, "\(all.stderr)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("out/workspace/projects/main.go"))) == file)
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("out/keycloak.dump"))) == dump)
-        let missing = try chebackup(["repo", "restore", "latest", "-r", repo, "--stdout", "--part", "nope"])
+        let missing = try await chebackup(["repo", "restore", "latest", "-r", repo, "--stdout", "--part", "nope"])
         expectOneLineError(missing, contains: "no part \"nope\"")
     }
 
-    @Test func wrongPasswordIsOneClearLine() throws {
+    @Test func wrongPasswordIsOneClearLine() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let repo = try initRepo(dir)
-        let r = try chebackup(["repo", "snapshots", "-r", repo], password: "not the password")
+        let repo = try await initRepo(dir)
+        let r = try await chebackup(["repo", "snapshots", "-r", repo], password: "not the password")
         expectOneLineError(r, contains: "wrong password")
         #expect(!r.stderr.contains("not the password"))
     }
 
-    @Test func notARepository() throws {
+    @Test func notARepository() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        expectOneLineError(try chebackup(["repo", "snapshots", "-r", dir.path]), contains: "no repository")
-        expectOneLineError(try chebackup(["repo", "snapshots", "-r", "ftp:example/x"]), contains: "unknown repository type")
+        expectOneLineError(try await chebackup(["repo", "snapshots", "-r", dir.path]), contains: "no repository")
+        expectOneLineError(try await chebackup(["repo", "snapshots", "-r", "ftp:example/x"]), contains: "unknown repository type")
     }
 
-    @Test func unknownAndInvalidSnapshotIDs() throws {
+    @Test func unknownAndInvalidSnapshotIDs() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let repo = try initRepo(dir)
-        expectOneLineError(try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("o")]), contains: "no snapshots")
-        _ = try chebackup(["repo", "backup", "-r", repo, "--stdin"], stdin: Data("x".utf8))
-        expectOneLineError(try chebackup(["repo", "restore", "ffffffffff", "-r", repo, "--target", dir.file("o")]),
+        let repo = try await initRepo(dir)
+        expectOneLineError(try await chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("o")]), contains: "no snapshots")
+        _ = try await chebackup(["repo", "backup", "-r", repo, "--stdin"], stdin: Data("x".utf8))
+        expectOneLineError(try await chebackup(["repo", "restore", "ffffffffff", "-r", repo, "--target", dir.file("o")]),
                            contains: "no snapshot with id ffffffffff")
-        expectOneLineError(try chebackup(["repo", "restore", "zz", "-r", repo, "--target", dir.file("o")]),
+        expectOneLineError(try await chebackup(["repo", "restore", "zz", "-r", repo, "--target", dir.file("o")]),
                            contains: "invalid snapshot id")
     }
 
-    @Test func unreadableSourceLeavesNoSnapshot() throws {
+    @Test func unreadableSourceLeavesNoSnapshot() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let repo = try initRepo(dir)
-        expectOneLineError(try chebackup(["repo", "backup", "-r", repo, "/proc/self/mem"]), contains: "/proc/self/mem")
-        expectOneLineError(try chebackup(["repo", "backup", "-r", repo, dir.file("missing")]), contains: "missing")
+        let repo = try await initRepo(dir)
+        expectOneLineError(try await chebackup(["repo", "backup", "-r", repo, "/proc/self/mem"]), contains: "/proc/self/mem")
+        expectOneLineError(try await chebackup(["repo", "backup", "-r", repo, dir.file("missing")]), contains: "missing")
         #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/snapshots").isEmpty)
     }
 
-    @Test func corruptedPackIsNamedByCheckAndRestore() throws {
+    @Test func corruptedPackIsNamedByCheckAndRestore() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let repo = try initRepo(dir)
+        let repo = try await initRepo(dir)
         var gen = SeededBytes(seed: 23)
         let data = gen.data(3_000_000)
-        _ = try chebackup(["repo", "backup", "-r", repo, "--stdin"], stdin: data)
+        _ = try await chebackup(["repo", "backup", "-r", repo, "--stdin"], stdin: data)
         // Flip one byte in the middle of the largest pack.
         let packs = try FileManager.default.subpathsOfDirectory(atPath: repo + "/data").filter { $0.count > 60 }
         let largest = try #require(packs.max { a, b in
@@ -166,10 +166,10 @@ import Synchronization
         try bytes.write(to: URL(fileURLWithPath: path))
         let name = String((largest as NSString).lastPathComponent.prefix(8))
 
-        let check = try chebackup(["repo", "check", "--read-data", "-r", repo])
+        let check = try await chebackup(["repo", "check", "--read-data", "-r", repo])
         #expect(check.status != 0)
         #expect(check.stderr.contains(name), "check should name pack \(name): \(check.stderr)")
-        let restore = try chebackup(["repo", "restore", "latest", "-r", repo, "--stdout"])
+        let restore = try await chebackup(["repo", "restore", "latest", "-r", repo, "--stdout"])
         #expect(restore.status != 0)
         #expect(restore.stderr.contains(name) && restore.stderr.contains("corrupted"), "\(restore.stderr)")
     }
@@ -177,36 +177,36 @@ import Synchronization
     /// restic's rules for `--target`: a regular file is refused and left as it was (it used to
     /// be replaced by a directory, exit 0); a non-empty directory only with --overwrite; a new or
     /// empty directory is fine.
-    @Test func restoreTargetRules() throws {
+    @Test func restoreTargetRules() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let repo = try initRepo(dir)
+        let repo = try await initRepo(dir)
         try FileManager.default.createDirectory(atPath: dir.file("src"), withIntermediateDirectories: true)
         let content = Data("restored content\n".utf8)
         try content.write(to: URL(fileURLWithPath: dir.file("src/f")))
-        #expect(try chebackup(["repo", "backup", "-r", repo, dir.file("src")]).status == 0)
+        #expect(try await chebackup(["repo", "backup", "-r", repo, dir.file("src")]).status == 0)
 
         let precious = Data("do not replace me\n".utf8)
         try precious.write(to: URL(fileURLWithPath: dir.file("file")))
         for extra in [[], ["--overwrite"]] {
-            let r = try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("file")] + extra)
+            let r = try await chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("file")] + extra)
             expectOneLineError(r, contains: "\(dir.file("file")) exists and is not a directory")
             #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("file"))) == precious, "the file was changed")
         }
 
         try FileManager.default.createDirectory(atPath: dir.file("full"), withIntermediateDirectories: true)
         try precious.write(to: URL(fileURLWithPath: dir.file("full/f")))
-        let refused = try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("full")])
+        let refused = try await chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("full")])
         expectOneLineError(refused, contains: "is not empty")
         #expect(refused.stderr.contains("--overwrite"), "\(refused.stderr)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("full/f"))) == precious, "a refused restore wrote")
-        let overwritten = try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("full"), "--overwrite"])
+        let overwritten = try await chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("full"), "--overwrite"])
         #expect(overwritten.status == 0, "\(overwritten.stderr)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("full/f"))) == content)
 
         try FileManager.default.createDirectory(atPath: dir.file("empty"), withIntermediateDirectories: true)
         for target in ["empty", "new/deeper"] {
-            let r = try chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file(target)])
+            let r = try await chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file(target)])
             #expect(r.status == 0, "\(target): \(r.stderr)")
             #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file(target + "/f"))) == content)
         }
@@ -216,7 +216,7 @@ import Synchronization
     /// one line saying it is already a repository, and the winner's password opens it (two inits
     /// used to both succeed with different keys, leaving a password that opens nothing).
     @Test(arguments: ["local", "rest (rclone)"])
-    func concurrentInitsHaveOneWinner(_ backend: String) throws {
+    func concurrentInitsHaveOneWinner(_ backend: String) async throws {
         if backend != "local" && !TestServices.available(TestServices.rcloneURL) { return }
         for _ in 0..<3 {
             let dir = TempDir()
@@ -225,7 +225,7 @@ import Synchronization
             let passwords = (0..<3).map { "password number \($0)" }
             let results = Mutex([Int: CommandResult]())
             DispatchQueue.concurrentPerform(iterations: passwords.count) { i in
-                let r = try? self.chebackup(["repo", "init", "-r", repo], password: passwords[i])
+                let r = try? run(self.bin, ["repo", "init", "-r", repo], environment: ["BACKUP_REPOSITORY_PASSWORD": passwords[i]])
                 results.withLock { $0[i] = r }
             }
             let all = results.withLock { $0 }
@@ -235,9 +235,9 @@ import Synchronization
             for (i, r) in all where i != winner {
                 #expect(r.status != 0)
                 #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("is already a repository"), "\(r.stderr)")
-                expectOneLineError(try chebackup(["repo", "snapshots", "-r", repo], password: passwords[i]), contains: "wrong password")
+                expectOneLineError(try await chebackup(["repo", "snapshots", "-r", repo], password: passwords[i]), contains: "wrong password")
             }
-            let opened = try chebackup(["repo", "snapshots", "-r", repo], password: passwords[winner])
+            let opened = try await chebackup(["repo", "snapshots", "-r", repo], password: passwords[winner])
             #expect(opened.status == 0, "the winner's password does not open the repository: \(opened.stderr)")
             if backend == "local" {
                 #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file("repo/keys")).count == 1, "the losers' key files stayed")
@@ -245,15 +245,15 @@ import Synchronization
         }
     }
 
-    @Test func badArgumentsAreRefused() throws {
+    @Test func badArgumentsAreRefused() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let r = try chebackup(["repo", "backup", "-r", dir.path])
-        let twice = try chebackup(["repo", "backup", "-r", try initRepo(dir), dir.path, dir.path + "/"])
+        let r = try await chebackup(["repo", "backup", "-r", dir.path])
+        let twice = try await chebackup(["repo", "backup", "-r", try await initRepo(dir), dir.path, dir.path + "/"])
         #expect(twice.status != 0 && twice.stderr.contains("must be unique"), "\(twice.stderr)")
         #expect(r.status != 0)
         #expect(r.stderr.contains("nothing to back up"))
-        let noRepo = try run(bin, ["repo", "snapshots"], environment: ["BACKUP_REPOSITORY_PASSWORD": "x"])
+        let noRepo = try await runAsync(bin, ["repo", "snapshots"], environment: ["BACKUP_REPOSITORY_PASSWORD": "x"])
         #expect(noRepo.status != 0 && noRepo.stderr.contains("no repository given"))
     }
 }
