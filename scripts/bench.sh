@@ -13,6 +13,9 @@
 #   --pgbench-scale S  pgbench scale of the PostgreSQL agent benchmark (default
 #                      $BENCH_PGBENCH_SCALE, else 70 x N / 1024: about N MiB on disk)
 #   --no-postgres      skip the PostgreSQL agent benchmark (scripts/bench-postgres.sh)
+#   --files N[,N...]   corpus sizes of the many-small-files benchmark (scripts/bench-files.sh;
+#                      default $BENCH_FILES, else 250000,1000000)
+#   --no-files         skip the many-small-files benchmark
 #
 # Steps (both tools back up the very same corpus, edited once; full backups and restores run
 # R times per tool, alternating which tool goes first, each full backup into a fresh repository):
@@ -41,7 +44,9 @@ FLAT=1
 REMOTE=1
 POSTGRES=1
 PGBENCH_SCALE=${BENCH_PGBENCH_SCALE:-}
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+FILES=1
+FILE_SIZES=${BENCH_FILES:-250000,1000000}
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --size-mib) SIZE_MIB=${2:?--size-mib needs a value}; shift 2 ;;
@@ -55,6 +60,9 @@ while [[ $# -gt 0 ]]; do
         --pgbench-scale) PGBENCH_SCALE=${2:?--pgbench-scale needs a value}; shift 2 ;;
         --pgbench-scale=*) PGBENCH_SCALE=${1#*=}; shift ;;
         --no-postgres) POSTGRES=0; shift ;;
+        --files) FILE_SIZES=${2:?--files needs a value}; shift 2 ;;
+        --files=*) FILE_SIZES=${1#*=}; shift ;;
+        --no-files) FILES=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -664,6 +672,11 @@ echo "results written to bench-work/results.md"
 if [[ $POSTGRES -eq 1 ]]; then
     say "PostgreSQL agent benchmark (scripts/bench-postgres.sh --pgbench-scale $PGBENCH_SCALE)"
     "$ROOT/scripts/bench-postgres.sh" --no-build --pgbench-scale "$PGBENCH_SCALE"
+fi
+# --- many small files --------------------------------------------------------------------------
+if [[ $FILES -eq 1 ]]; then
+    say "many small files (scripts/bench-files.sh --files $FILE_SIZES)"
+    "$ROOT/scripts/bench-files.sh" --no-build --files "$FILE_SIZES"
 fi
 if [[ $VERIFY_FAILED -ne 0 ]]; then
     echo "bench: a restore did not match the corpus" >&2
