@@ -49,6 +49,7 @@ extension Repository {
         try await flushIndex()
         for id in oldIndexFiles {
             try await storage.remove(Handle(.index, id.hex))
+            loadedIndexFiles.withLock { _ = $0.remove(id) }
             result.replacedIndexFiles += 1
         }
         damaged.withLock { d in d = d.filter { !$0.key.hasPrefix("index/") } }

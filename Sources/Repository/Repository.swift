@@ -29,6 +29,9 @@ public final class Repository: Sendable {
     /// Index and snapshot files that could not be read (damaged) and were skipped, with why:
     /// `repo repair index` / `repo repair snapshots` deal with them; `check` reports them.
     public let damaged = Locked<[String: String]>([:])
+    /// Index files already in `index` (read, or written by this process): a reload reads only
+    /// the others, so committing a snapshot or checking does not read the whole index again.
+    let loadedIndexFiles = Locked<Set<ObjectID>>([])
 
     init(storage: any Storage, keys: MasterKeys, config: RepositoryConfig, logger: Logger) {
         self.storage = storage
@@ -196,28 +199,31 @@ public final class Repository: Sendable {
     /// decode) is skipped with a warning and remembered in `damaged`: the blobs it alone lists
     /// are then unknown (a backup stores them again; a restore that needs them says which blob is
     /// missing), everything else works. `repo repair index` rebuilds the index from the packs.
-    /// Other failures (the storage is unreachable) still fail.
+    /// Other failures (the storage is unreachable) still fail. Index files loaded before are
+    /// not read again.
     func loadIndex() async throws {
-        let files = try await storage.list(.index)
-        try await withThrowingTaskGroup(of: IndexFile?.self) { group in
+        let known = loadedIndexFiles.value
+        let files = try await storage.list(.index).compactMap { ObjectID(hex: $0.name) }.filter { !known.contains($0) }
+        try await withThrowingTaskGroup(of: (ObjectID, IndexFile?).self) { group in
             var next = files.makeIterator()
-            func addNext() -> Bool {
-                guard let info = next.next() else { return false }
-                guard let id = ObjectID(hex: info.name) else { return addNext() }
+            func addNext() {
+                guard let id = next.next() else { return }
                 group.addTask {
                     do {
-                        return try await self.loadEncrypted(.index, kind: .index, id, as: IndexFile.self)
+                        return (id, try await self.loadEncrypted(.index, kind: .index, id, as: IndexFile.self))
                     } catch let error as RepositoryError where error.code == .corrupted {
                         self.noteDamaged("index/\(id.hex)", error.message)
-                        return nil
+                        return (id, nil)
                     }
                 }
-                return true
             }
-            for _ in 0..<8 where !addNext() { break }
-            while let file = try await group.next() {
-                if let file { index.addIndexed(file) }
-                _ = addNext()
+            for _ in 0..<8 { addNext() }
+            while let (id, file) = try await group.next() {
+                if let file {
+                    index.addIndexed(file)
+                    loadedIndexFiles.withLock { _ = $0.insert(id) }
+                }
+                addNext()
             }
         }
     }
@@ -253,7 +259,8 @@ public final class Repository: Sendable {
         while !packs.isEmpty {
             let count = IndexFile.fileLength(of: packs, limit: Self.blobsPerIndexFile).packs
             do {
-                _ = try await saveEncrypted(.index, kind: .index, IndexFile(packs: Array(packs.prefix(count))))
+                let id = try await saveEncrypted(.index, kind: .index, IndexFile(packs: Array(packs.prefix(count))))
+                loadedIndexFiles.withLock { _ = $0.insert(id) }
             } catch {
                 index.returnUnsaved(packs)
                 throw error

@@ -447,6 +447,33 @@ import TestSupport
         #expect(report.snapshots == 1)
     }
 
+    /// A reload of the index (each commit, each check) reads only the index files it has not
+    /// read yet, not the whole index again.
+    @Test func reloadingTheIndexReadsOnlyNewIndexFiles() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let counting = CountingStorage(MemoryStorage())
+        let repo = try await makeRepository(counting)
+        try makeUnrelatedTree(dir.file("a"), seed: 31)
+        _ = try await repo.backup([.path(dir.file("a"), name: "files")])
+        let reader = try await Repository.open(storage: counting, password: "pw", logger: testLogger)
+        let first = try await counting.list(.index).count
+        func indexReadsOfACheck() async throws -> Int {
+            counting.reset()
+            let report = try await Checker(repository: reader).check(readData: false)
+            #expect(report.errors.isEmpty, "\(report.errors)")
+            return counting.reads.filter { $0.handle.type == .index }.count
+        }
+        // check verifies each index file (one read each) and reloads none: open read them all.
+        #expect(try await indexReadsOfACheck() == first)
+        try makeUnrelatedTree(dir.file("b"), seed: 32)
+        _ = try await repo.backup([.path(dir.file("b"), name: "files")])
+        let added = try await counting.list(.index).count - first
+        #expect(added > 0)
+        // Now the new files are also loaded; the old ones are not read a second time.
+        #expect(try await indexReadsOfACheck() == first + 2 * added)
+    }
+
     @Test func healthyRepositoryChecksClean() async throws {
         let dir = TempDir()
         defer { dir.remove() }
