@@ -10,7 +10,7 @@ struct Chebackup: AsyncParsableCommand {
         abstract: "Backup and restore of an Eclipse Che installation.",
         version: "0.1.0",
         subcommands: [ServerBackup.self, ServerRestore.self, CheSnapshots.self, Apply.self, Get.self, Delete.self, ControllerDaemon.self,
-                      RepoCommand.self, RestServerCommand.self]
+                      RepoCommand.self, RestServerCommand.self, WebhookCommand.self, InjectCommand.self]
     )
 }
 
