@@ -64,6 +64,7 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "Kubernetes",
                 dependencies: ["ControllerCore", "KubernetesAPI", "AdmissionWebhook", "Repository", "Storage", "AgentClient", "LineProtocol",
+                               .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .executableTarget(name: "Controller",

@@ -5,6 +5,7 @@ import Kubernetes
 import KubernetesAPI
 import LocalMode
 import Logging
+import Storage
 import Yams
 
 /// Options for the resource commands: the installation file and logging.
@@ -161,6 +162,11 @@ struct ControllerDaemon: AsyncParsableCommand {
     @Option(help: "Cluster: how long to wait until Che's server is Available after a restore (10m, 90s, 1h).") var cheReadyTimeout = "10m"
     @Option(help: "Cluster: the leader Lease's duration (15s).") var leaseDuration = "15s"
     @Option(help: "Cluster: this replica's identity in the Lease (default: the host name and pid).") var identity: String?
+    @Option(help: "Cluster: the image of the internal backup server the controller creates.") var internalServerImage = "quay.io/example/chebackup:0.1.0"
+    @Option(help: "Cluster: the size of its PersistentVolumeClaim.") var internalServerStorage = "10Gi"
+    @Option(help: "Cluster: its storage class (default: the cluster's default class).") var internalServerStorageClass: String?
+    @Option(help: "Cluster: how long an operation waits for it to be Available (5m).") var internalServerReadyTimeout = "5m"
+    @Option(help: "Cluster: HOST:PORT its configuration names (default: its Service, chebackup-internal-server.NAMESPACE.svc:8000), e.g. a port-forward for a controller outside the cluster.") var internalServerAddress: String?
     @Flag(name: .shortAndLong, help: "Log more.") var verbose = false
 
     func run() async throws {
@@ -172,6 +178,15 @@ struct ControllerDaemon: AsyncParsableCommand {
                 settings.cheReadyTimeout = try parseDuration(cheReadyTimeout, option: "--che-ready-timeout")
                 settings.leaseDuration = try parseDuration(leaseDuration, option: "--lease-duration")
                 if let identity { settings.identity = identity }
+                settings.internalServer.image = internalServerImage
+                settings.internalServer.storageSize = internalServerStorage
+                settings.internalServer.storageClass = internalServerStorageClass
+                settings.internalServer.readyTimeout = try parseDuration(internalServerReadyTimeout, option: "--internal-server-ready-timeout")
+                if let internalServerAddress {
+                    let address = try HostPort(internalServerAddress, what: "--internal-server-address")
+                    settings.internalServer.host = address.host
+                    settings.internalServer.port = address.port
+                }
                 try await Operator(client: client, pool: pool, logger: logger, settings: settings).run(once: once)
                 return
             }

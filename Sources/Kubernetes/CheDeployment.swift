@@ -6,7 +6,8 @@ import Logging
 /// Che's server: the Deployments labelled `app.kubernetes.io/component=che`, scaled to 0 while
 /// a restore runs, then back to their replicas; the restore waits until they are Available. One
 /// whose pods carry an agent (label `chebackup.eclipse.org/agent` on its pod template) is left
-/// running: the agent inside must restore its files.
+/// running: the agent inside must restore its files (likewise one labelled
+/// `chebackup.eclipse.org/inject`, whose pods get the agent from the webhook).
 struct CheDeployment: CheServer {
     static let selector = "app.kubernetes.io/component=che"
     let client: KubeClient
@@ -18,7 +19,9 @@ struct CheDeployment: CheServer {
         var state = CheServerState()
         for deployment in try await client.list(.deployments, namespace: namespace, labelSelector: Self.selector).items {
             guard let name = deployment.name else { continue }
-            if let role = deployment[path: "spec", "template", "metadata", "labels", PodAgents.label]?.string {
+            let templateLabels = deployment[path: "spec", "template", "metadata", "labels"]
+            // An agent in the template, or one the webhook injects into its pods.
+            if let role = templateLabels?[PodAgents.label]?.string ?? templateLabels?["chebackup.eclipse.org/inject"]?.string {
                 stage("The Che server Deployment \(name) carries the \(role) agent: left running while its data is restored")
                 continue
             }
@@ -53,6 +56,11 @@ struct CheDeployment: CheServer {
 
     func isAvailable(_ name: String, replicas: Int) async throws -> Bool {
         guard let deployment = try await client.getIfPresent(.deployments, name, namespace: namespace) else { return false }
+        return Self.isAvailable(deployment, replicas: replicas)
+    }
+
+    /// The Deployment's status describes its spec and says at least `replicas` are available.
+    static func isAvailable(_ deployment: JSON, replicas: Int) -> Bool {
         // The status must describe the scaled spec (observedGeneration), not the one before it.
         guard (deployment[path: "status", "observedGeneration"]?.int ?? 0) >= (deployment.generation ?? 0) else { return false }
         let available = (deployment[path: "status", "conditions"]?.array ?? []).contains {

@@ -16,6 +16,8 @@ public struct OperatorSettings: Sendable {
     public var retryPeriod: Duration?
     /// This replica's name in the Lease.
     public var identity = "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+    /// The internal backup server the controller makes when no configuration is named.
+    public var internalServer = InternalServerSettings()
     public init() {}
 }
 
@@ -26,22 +28,10 @@ public enum KubernetesMode {
         let store = KubeResourceStore(client: client, namespace: namespace, logger: logger)
         return Drivers(resources: store, secrets: store, agents: PodAgents(client: client, namespace: namespace),
                        token: SecretToken(secrets: store), objects: ClusterObjects(client: client, namespace: namespace, logger: logger),
-                       internalServer: ClusterInternalServer(namespace: namespace),
+                       internalServer: ClusterInternalServer(client: client, namespace: namespace, store: store,
+                                                             settings: settings.internalServer, logger: logger),
                        che: CheDeployment(client: client, namespace: namespace, readyTimeout: settings.cheReadyTimeout,
                                           pollInterval: settings.cheReadyPoll))
-    }
-}
-
-/// The internal backup server in a cluster is made by the controller as a Deployment, Service
-/// and PersistentVolumeClaim (the sidecar-injection issue); until then an operation must name a
-/// CheBackupServerConfiguration, or there must be exactly one.
-struct ClusterInternalServer: InternalServerHost {
-    let namespace: String
-    func ensureConfiguration() async throws -> String {
-        throw ControllerError(.notFound, "no CheBackupServerConfiguration to use in namespace \(namespace), and the internal backup server is not available in a cluster yet: create a CheBackupServerConfiguration (see manifests/examples)")
-    }
-    func withRunning<T: Sendable>(stage: @escaping @Sendable (String) -> Void, _ body: () async throws -> T) async throws -> T {
-        try await body()
     }
 }
 

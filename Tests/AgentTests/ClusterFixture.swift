@@ -111,11 +111,11 @@ final class ClusterFixture: @unchecked Sendable {
     }
 
     /// `chebackup controller --kubeconfig …` as a child process.
-    func startController(_ identity: String, cheReadyTimeout: String = "60s") throws {
+    func startController(_ identity: String, cheReadyTimeout: String = "60s", extra: [String] = []) throws {
         let log = dir.file("controller-\(identity).log")
         controllers[identity] = try ChildProcess(builtProduct("chebackup"),
             ["controller", "--kubeconfig", api.kubeconfigPath, "-n", namespace, "--identity", identity, "--lease-duration", "10s",
-             "--che-ready-timeout", cheReadyTimeout, "-v"], log: log)
+             "--che-ready-timeout", cheReadyTimeout, "-v"] + extra, log: log)
     }
 
     func controllerLog(_ identity: String) -> String {
