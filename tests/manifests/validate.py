@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Offline checks of manifests/: the CRDs against Sources/ControllerCore/Model.swift (fields,
-types, required, the OperationState enum), the Secret keys the examples give against the ones
-Sources/ControllerCore/BackupServer.swift reads, every example against the CRDs' schemas (valid
-ones must pass, manifests/examples/invalid/ ones must fail), `kubectl kustomize` of the base and
-the example overlay (the controller Deployment, the Role's exact rules, the agents' label and
-port), and every rendered built-in object against Kubernetes 1.32's schemas
-(kubernetes-validate --strict, offline).
+"""Offline checks of manifests/ and the Containerfile: the CRDs against
+Sources/ControllerCore/Model.swift (fields, types, required, the OperationState enum), the Secret
+keys the examples give against the ones Sources/ControllerCore/BackupServer.swift reads, every
+example against the CRDs' schemas (valid ones must pass, manifests/examples/invalid/ ones must
+fail) and the examples' built-in objects against Kubernetes' schemas, `kubectl kustomize` of the
+base (the controller Deployment, the Role's and the ClusterRole's exact rules, the webhook's
+Deployment, Service and MutatingWebhookConfiguration) and of the example overlays (the sidecars'
+label and port; the injection labels and annotations), every rendered built-in object against
+Kubernetes 1.32's schemas (kubernetes-validate --strict, offline), and the Containerfile parsed
+(it cannot be built here: no container engine): its stages, base images, both products built,
+the runtime packages, the non-root user.
 
 Each CRD's openAPIV3Schema becomes a JSON Schema: x-kubernetes-* keys are dropped, `nullable`
 becomes a null type, and objects that list properties get additionalProperties: false, as
@@ -24,12 +28,19 @@ import sys
 import jsonschema
 import yaml
 
+try:
+    import kubernetes_validate
+except ImportError:   # reported as a FAIL by each check that needs it
+    kubernetes_validate = None
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MANIFESTS = os.path.join(ROOT, "manifests")
 EXAMPLES = os.path.join(MANIFESTS, "examples")
 MODEL_SWIFT = os.path.join(ROOT, "Sources", "ControllerCore", "Model.swift")
 BACKUP_SERVER_SWIFT = os.path.join(ROOT, "Sources", "ControllerCore", "BackupServer.swift")
 KUBERNETES_VERSION = "1.32.0"
+CUSTOM_GROUPS = {"org.eclipse.che"}   # kinds the CRD checks cover; every other kind is built in
+IMAGE = "quay.io/example/chebackup:0.1.0"   # the image every manifest runs (Containerfile)
 
 results = {"passed": 0, "failed": 0}
 
@@ -285,6 +296,24 @@ def validate(doc):
     return None
 
 
+def builtin_problem(doc):
+    """None if doc, an object of a built-in kind, is valid for Kubernetes KUBERNETES_VERSION
+    (unknown fields rejected), else the reason."""
+    if kubernetes_validate is None:
+        return "kubernetes-validate is not installed: python3 -m pip install kubernetes-validate (scripts/install-deps.sh)"
+    try:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        return f"{'.'.join(map(str, e.path)) or '/'}: {e.message}"
+    except Exception as e:   # no schema for the kind or version: say so, never pass silently
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def is_builtin(doc):
+    return doc.get("apiVersion", "").split("/")[0] not in CUSTOM_GROUPS
+
+
 valid_files = sorted(glob.glob(os.path.join(EXAMPLES, "*.yaml")))
 invalid_files = sorted(glob.glob(os.path.join(EXAMPLES, "invalid", "*.yaml")))
 check(bool(valid_files) and bool(invalid_files), "there are valid and invalid examples")
@@ -293,8 +322,11 @@ secrets, configs, refs = {}, set(), []
 for path in valid_files:
     for doc in load_docs(path):
         name = f"{rel(path)}: {doc.get('kind')} {doc.get('metadata', {}).get('name')}"
-        if doc.get("kind") == "Secret":
-            secrets[doc["metadata"]["name"]] = set(doc.get("stringData", {})) | set(doc.get("data", {}))
+        if is_builtin(doc):   # Secrets, and the stand-alone backup server's objects
+            reason = builtin_problem(doc)
+            check(reason is None, f"{name} is valid for Kubernetes {KUBERNETES_VERSION} (kubernetes-validate --strict)", reason)
+            if doc.get("kind") == "Secret":
+                secrets[doc["metadata"]["name"]] = set(doc.get("stringData", {})) | set(doc.get("data", {}))
             continue
         reason = validate(doc)
         check(reason is None, f"{name} is valid", reason)
@@ -316,8 +348,41 @@ for name, field, target, keys in refs:
         check(target in secrets and not missing, f"{name}: {field} {target} has keys {', '.join(keys)}",
               "no such Secret" if target not in secrets else f"missing {missing}")
 
+
+def standalone_server_problems(path):
+    """The stand-alone backup server example (not in the base: the controller creates the
+    internal one): PVC, Deployment and Service, in eclipse-che, its Service selecting its pods only."""
+    if not os.path.exists(path):
+        return ["missing"]
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in load_docs(path)}
+    problems = []
+    pvc = docs.get(("PersistentVolumeClaim", "che-backup-server-data"))
+    deployment = docs.get(("Deployment", "che-backup-server"))
+    service = docs.get(("Service", "che-backup-server"))
+    if not (pvc and deployment and service):
+        return [f"PVC che-backup-server-data, Deployment and Service che-backup-server wanted, found {sorted(docs)}"]
+    if pvc["spec"]["resources"]["requests"]["storage"] != "10Gi":
+        problems.append("PVC not 10Gi")
+    if [p["port"] for p in service["spec"]["ports"]] != [8000]:
+        problems.append("Service not on 8000")
+    pod = deployment["spec"]["template"]
+    command = pod["spec"]["containers"][0].get("command", [])
+    if command[:2] != ["chebackup", "rest-server"] or "--htpasswd" not in command:
+        problems.append(f"command {command}")
+    if not set(service["spec"]["selector"].items()) <= set(pod["metadata"]["labels"].items()):
+        problems.append("the Service does not select the Deployment's pods")
+    if service["spec"]["selector"].get("app.kubernetes.io/component") != "standalone-backup-server":
+        problems.append("the Service's selector is not component=standalone-backup-server: it could pick the internal server's pods")
+    problems += [f"{k} {n} not in eclipse-che" for (k, n), d in docs.items() if d["metadata"].get("namespace") != "eclipse-che"]
+    return problems
+
+
+problems = standalone_server_problems(os.path.join(EXAMPLES, "standalone-backup-server.yaml"))
+check(not problems, "manifests/examples/standalone-backup-server.yaml: PVC 10Gi, `chebackup rest-server` Deployment, "
+      "Service on 8000 selecting only its pods, all in eclipse-che", "; ".join(problems))
+
 for path in invalid_files:
-    docs = [d for d in load_docs(path) if d.get("kind") != "Secret"]
+    docs = [d for d in load_docs(path) if not is_builtin(d)]
     for doc in docs:
         reason = validate(doc)
         if reason is not None and len(reason) > 160:
@@ -358,13 +423,23 @@ def containers(docs, name):
     return {c["name"]: c for c in d["spec"]["template"]["spec"]["containers"]} if d else {}
 
 
+CLUSTER_SCOPED_KINDS = {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+
+
 def namespaced_in_che(docs):
-    return all(d["metadata"].get("namespace") == "eclipse-che"
-               for d in docs if d["kind"] not in ("CustomResourceDefinition",))
+    """Namespaced objects in eclipse-che; cluster-scoped ones with no namespace at all."""
+    return ([f"{d['kind']} {d['metadata']['name']}: namespace {d['metadata'].get('namespace')}"
+             for d in docs if d["kind"] not in CLUSTER_SCOPED_KINDS and d["metadata"].get("namespace") != "eclipse-che"]
+            + [f"{d['kind']} {d['metadata']['name']} is cluster-scoped but has namespace {d['metadata']['namespace']}"
+               for d in docs if d["kind"] in CLUSTER_SCOPED_KINDS and "namespace" in d["metadata"]])
 
 
 def controller(docs):
     return containers(docs, "che-backup-controller").get("controller", {})
+
+
+def webhook(docs):
+    return containers(docs, "chebackup-webhook").get("webhook", {})
 
 
 def pod_spec(docs, name):
@@ -390,64 +465,99 @@ def no_agent_token_in_controller(docs):
     return d is not None and "che-backup-agent-token" not in yaml.safe_dump(d)
 
 
-def restricted(docs):
-    spec = pod_spec(docs, "che-backup-controller")
-    sc, csc = spec.get("securityContext", {}), controller(docs).get("securityContext", {})
-    return (sc.get("runAsNonRoot") is True and sc.get("seccompProfile", {}).get("type") == "RuntimeDefault"
+def restricted(docs, deployment, container, service_account):
+    spec = pod_spec(docs, deployment)
+    sc = spec.get("securityContext", {})
+    csc = containers(docs, deployment).get(container, {}).get("securityContext", {})
+    return (sc.get("runAsNonRoot") is True and sc.get("runAsUser") == 1001
+            and sc.get("seccompProfile", {}).get("type") == "RuntimeDefault"
             and csc.get("allowPrivilegeEscalation") is False and csc.get("readOnlyRootFilesystem") is True
-            and csc.get("capabilities", {}).get("drop") == ["ALL"] and spec.get("serviceAccountName") == "che-backup-controller")
+            and csc.get("capabilities", {}).get("drop") == ["ALL"] and spec.get("serviceAccountName") == service_account)
 
 
 # What the controller and server:backup|restore --kubernetes call on the API server, in their
-# namespace: (apiGroup, resource) -> verbs. The Role must grant exactly this.
+# namespace: (apiGroup, resource, resourceNames or None) -> verbs. The Role must grant exactly
+# this: a verb limited to names here must be limited to exactly those names there.
+INTERNAL_SERVER = "chebackup-internal-server"   # its Deployment, Service and PVC, created by the controller
 EXPECTED_RIGHTS = {
-    ("org.eclipse.che", "checlusterbackups"): {"get", "list", "watch", "create", "delete"},
-    ("org.eclipse.che", "checlusterrestores"): {"get", "list", "watch", "create", "delete"},
-    ("org.eclipse.che", "checlusterbackups/status"): {"get", "update"},
-    ("org.eclipse.che", "checlusterrestores/status"): {"get", "update"},
-    ("org.eclipse.che", "chebackupserverconfigurations"): {"get", "list", "watch", "create", "update"},
-    ("org.eclipse.che", "checlusters"): {"get", "list", "create", "delete"},
-    ("", "secrets"): {"get", "list", "create", "update", "delete"},
-    ("", "configmaps"): {"get", "list", "create", "delete"},
-    ("", "pods"): {"get", "list"},
-    ("", "events"): {"create"},
-    ("apps", "deployments"): {"get", "list"},
-    ("apps", "deployments/scale"): {"get", "patch", "update"},
-    ("coordination.k8s.io", "leases"): {"get", "create", "update"},
+    ("org.eclipse.che", "checlusterbackups", None): {"get", "list", "watch", "create", "delete"},
+    ("org.eclipse.che", "checlusterrestores", None): {"get", "list", "watch", "create", "delete"},
+    ("org.eclipse.che", "checlusterbackups/status", None): {"get", "update"},
+    ("org.eclipse.che", "checlusterrestores/status", None): {"get", "update"},
+    # also the internal server's configuration chebackup-internal
+    ("org.eclipse.che", "chebackupserverconfigurations", None): {"get", "list", "watch", "create", "update"},
+    ("org.eclipse.che", "checlusters", None): {"get", "list", "create", "delete"},
+    # also chebackup-internal-repo-password, chebackup-internal-rest-credentials, chebackup-webhook-tls
+    ("", "secrets", None): {"get", "list", "create", "update", "delete"},
+    ("", "configmaps", None): {"get", "list", "create", "delete"},
+    ("", "pods", None): {"get", "list"},
+    ("", "events", None): {"create"},
+    ("", "services", None): {"create"},
+    ("", "services", (INTERNAL_SERVER,)): {"get"},
+    ("", "persistentvolumeclaims", None): {"create"},
+    ("", "persistentvolumeclaims", (INTERNAL_SERVER,)): {"get"},
+    ("apps", "deployments", None): {"get", "list", "create"},
+    ("apps", "deployments/scale", None): {"get", "patch", "update"},
+    ("coordination.k8s.io", "leases", None): {"create"},
+    ("coordination.k8s.io", "leases", ("che-backup-controller",)): {"get", "update"},
+}
+# ... and cluster-wide, only this: the caBundle of the webhook's configuration.
+WEBHOOK_CONFIGURATION = "chebackup-sidecar-injector"
+EXPECTED_CLUSTER_RIGHTS = {
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", (WEBHOOK_CONFIGURATION,)): {"get", "patch"},
+}
+# Resources that are not namespaced (or not only): a Role granting them grants nothing, or
+# something else than it says; they belong in a ClusterRole, if anywhere.
+CLUSTER_SCOPED_RESOURCES = {
+    ("", "namespaces"), ("", "nodes"), ("", "persistentvolumes"), ("", "componentstatuses"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies"),
+    ("rbac.authorization.k8s.io", "clusterroles"), ("rbac.authorization.k8s.io", "clusterrolebindings"),
+    ("storage.k8s.io", "storageclasses"), ("certificates.k8s.io", "certificatesigningrequests"),
+    ("scheduling.k8s.io", "priorityclasses"), ("apiregistration.k8s.io", "apiservices"),
 }
 
 
-def role_rights(docs):
-    """The Role's rules as (group, resource) -> verbs, and the problems that rule out a fair
-    comparison (wildcards, nonResourceURLs, names other than the controller's Lease)."""
-    role = find(docs, "Role", "che-backup-controller")
+def rules_rights(role):
+    """A Role's or ClusterRole's rules as (group, resource, names) -> verbs, and the problems that
+    rule out a fair comparison (wildcards, nonResourceURLs)."""
     rights, problems = {}, []
-    if role is None:
-        return rights, ["no Role che-backup-controller"]
     for rule in role.get("rules", []):
         if "nonResourceURLs" in rule:
-            problems.append("nonResourceURLs in a Role")
-        names = rule.get("resourceNames")
+            problems.append(f"nonResourceURLs in {role['kind']} {role['metadata']['name']}")
+        names = tuple(rule["resourceNames"]) if rule.get("resourceNames") is not None else None
         for group in rule.get("apiGroups", []):
             for resource in rule.get("resources", []):
                 verbs = set(rule.get("verbs", []))
                 if "*" in verbs or "*" in (group, resource):
                     problems.append(f"wildcard in {rule}")
-                if names is not None and (group, resource, names) != ("coordination.k8s.io", "leases", ["che-backup-controller"]):
-                    problems.append(f"unexpected resourceNames {names} on {resource}")
-                rights.setdefault((group, resource), set()).update(verbs)
+                rights.setdefault((group, resource, names), set()).update(verbs)
     return rights, problems
 
 
-def rbac_exact(docs):
-    rights, problems = role_rights(docs)
-    for key in sorted(set(rights) | set(EXPECTED_RIGHTS)):
-        got, want = rights.get(key, set()), EXPECTED_RIGHTS.get(key, set())
-        if got != want:
-            extra, missing = sorted(got - want), sorted(want - got)
-            problems.append(f"{key[0] or 'core'}/{key[1]}: " + ", ".join(
-                ([f"extra {extra}"] if extra else []) + ([f"missing {missing}"] if missing else [])))
-    return problems
+def rights_exact(kind, name, expected):
+    def problems_of(docs):
+        role = find(docs, kind, name)
+        if role is None:
+            return [f"no {kind} {name}"]
+        rights, problems = rules_rights(role)
+        for key in sorted(set(rights) | set(expected), key=lambda k: (k[0], k[1], k[2] or ())):
+            got, want = rights.get(key, set()), expected.get(key, set())
+            if got != want:
+                extra, missing = sorted(got - want), sorted(want - got)
+                names = f" named {list(key[2])}" if key[2] else ""
+                problems.append(f"{key[0] or 'core'}/{key[1]}{names}: " + ", ".join(
+                    ([f"extra {extra}"] if extra else []) + ([f"missing {missing}"] if missing else [])))
+        return problems
+    return problems_of
+
+
+def role_namespaced_only(docs):
+    """The Role holds nothing cluster-scoped (that is the ClusterRole's, and only the webhook's)."""
+    role = find(docs, "Role", "che-backup-controller") or {}
+    return [f"{g or 'core'}/{r} in the Role" for g, r, _ in rules_rights(role)[0] if (g, r.split("/")[0]) in CLUSTER_SCOPED_RESOURCES]
 
 
 def lease_by_name_only(docs):
@@ -467,41 +577,187 @@ def rule_comments(path):
     return [i + 1 for i in rules if not lines[i - 1].strip().startswith("#")]
 
 
+CONTROLLER_SUBJECTS = [{"kind": "ServiceAccount", "name": "che-backup-controller", "namespace": "eclipse-che"}]
+
+
 def binding_ok(docs):
     b = find(docs, "RoleBinding", "che-backup-controller")
     return (b is not None and b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "che-backup-controller"}
-            and b["subjects"] == [{"kind": "ServiceAccount", "name": "che-backup-controller", "namespace": "eclipse-che"}])
+            and b["subjects"] == CONTROLLER_SUBJECTS)
+
+
+def cluster_binding_ok(docs):
+    b = find(docs, "ClusterRoleBinding", "che-backup-controller-webhook")
+    return (b is not None and b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                               "name": "che-backup-controller-webhook"}
+            and b["subjects"] == CONTROLLER_SUBJECTS)
+
+
+def only_expected_cluster_rbac(docs):
+    """No other ClusterRole or ClusterRoleBinding: the cluster-wide rights are the webhook's only."""
+    found = sorted((d["kind"], d["metadata"]["name"]) for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding"))
+    want = [("ClusterRole", "che-backup-controller-webhook"), ("ClusterRoleBinding", "che-backup-controller-webhook")]
+    return [] if found == want else [f"found {found}"]
 
 
 def labelled_ours(docs):
     return all(d["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "che-backup" for d in docs)
 
 
+WEBHOOK_LABELS = {"app.kubernetes.io/part-of": "che-backup", "app.kubernetes.io/component": "webhook"}
+WEBHOOK_COMMAND = ["chebackup", "webhook", "--listen", ":8443",
+                   "--tls-cert", "/etc/chebackup-webhook/tls.crt", "--tls-key", "/etc/chebackup-webhook/tls.key",
+                   "--agent-image", IMAGE]
+
+
+def webhook_deployment(docs):
+    d = find(docs, "Deployment", "chebackup-webhook")
+    if d is None:
+        return ["no Deployment chebackup-webhook"]
+    problems = []
+    if d["spec"].get("replicas") != 2:
+        problems.append(f"replicas {d['spec'].get('replicas')}")
+    for where, labels in (("metadata", d["metadata"].get("labels", {})),
+                          ("selector", d["spec"]["selector"].get("matchLabels", {})),
+                          ("pod template", d["spec"]["template"]["metadata"].get("labels", {}))):
+        if not WEBHOOK_LABELS.items() <= labels.items():
+            problems.append(f"{where} labels {labels}")
+    c = webhook(docs)
+    if c.get("command") != WEBHOOK_COMMAND:
+        problems.append(f"command {c.get('command')}")
+    if c.get("image") != IMAGE:
+        problems.append(f"image {c.get('image')} (the --agent-image is {IMAGE})")
+    if [(p.get("name"), p.get("containerPort")) for p in c.get("ports", [])] != [("https", 8443)]:
+        problems.append(f"ports {c.get('ports')}")
+    probe = c.get("readinessProbe", {}).get("httpGet", {})
+    if (probe.get("path"), probe.get("port"), probe.get("scheme")) != ("/healthz", "https", "HTTPS"):
+        problems.append(f"readinessProbe {c.get('readinessProbe')}")
+    return problems
+
+
+def webhook_tls_volume(docs):
+    """The serving certificate from the Secret chebackup-webhook-tls (made by the controller),
+    read-only at /etc/chebackup-webhook, not optional (the pod waits for it), no subPath (so
+    renewals reach the files)."""
+    spec = pod_spec(docs, "chebackup-webhook")
+    volumes = [v for v in spec.get("volumes", []) if v.get("secret", {}).get("secretName") == "chebackup-webhook-tls"]
+    if len(volumes) != 1:
+        return [f"volumes {spec.get('volumes')}"]
+    secret, problems = volumes[0]["secret"], []
+    if secret.get("optional"):
+        problems.append("optional: the pod must wait for the certificate")
+    items = secret.get("items")
+    if items is not None and sorted(i["key"] for i in items) != ["tls.crt", "tls.key"]:
+        problems.append(f"items {items}")
+    mounts = [m for m in webhook(docs).get("volumeMounts", []) if m["name"] == volumes[0]["name"]]
+    if [(m.get("mountPath"), m.get("readOnly"), m.get("subPath")) for m in mounts] != [("/etc/chebackup-webhook", True, None)]:
+        problems.append(f"mounts {mounts}")
+    return problems
+
+
+def webhook_without_token(docs):
+    """The webhook calls no API: its ServiceAccount and pods have no token mounted."""
+    sa = find(docs, "ServiceAccount", "chebackup-webhook")
+    spec = pod_spec(docs, "chebackup-webhook")
+    return (sa is not None and sa.get("automountServiceAccountToken") is False
+            and spec.get("automountServiceAccountToken") is not True
+            and "che-backup-agent-token" not in yaml.safe_dump(find(docs, "Deployment", "chebackup-webhook")))
+
+
+def webhook_service(docs):
+    s = find(docs, "Service", "chebackup-webhook")
+    d = find(docs, "Deployment", "chebackup-webhook")
+    if s is None or d is None:
+        return ["no Service or Deployment chebackup-webhook"]
+    problems = []
+    if [(p.get("port"), p.get("targetPort")) for p in s["spec"]["ports"]] != [(443, "https")]:
+        problems.append(f"ports {s['spec']['ports']}")
+    if not s["spec"].get("selector") or not s["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items():
+        problems.append("its selector does not pick the webhook's pods")
+    return problems
+
+
+def webhook_configuration(docs):
+    m = find(docs, "MutatingWebhookConfiguration", WEBHOOK_CONFIGURATION)
+    if m is None:
+        return [f"no MutatingWebhookConfiguration {WEBHOOK_CONFIGURATION}"]
+    hooks = m.get("webhooks", [])
+    if [h.get("name") for h in hooks] != ["inject.chebackup.eclipse.org"]:
+        return [f"webhooks {[h.get('name') for h in hooks]}"]
+    h, problems = hooks[0], []
+    want = {
+        "clientConfig": {"service": {"namespace": "eclipse-che", "name": "chebackup-webhook", "path": "/inject", "port": 443}},
+        "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}],
+        "failurePolicy": "Ignore",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": 5,
+        "reinvocationPolicy": "Never",
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "eclipse-che"}},
+        "objectSelector": {"matchExpressions": [{"key": "chebackup.eclipse.org/inject", "operator": "In", "values": ["postgres", "files"]}]},
+    }
+    for key, value in want.items():
+        if h.get(key) != value:
+            problems.append(f"{key}: {h.get(key)!r}, want {value!r}")
+    extra = sorted(set(h) - set(want) - {"name"})
+    if extra:   # caBundle in particular: the controller writes it
+        problems.append(f"unexpected {extra}")
+    return problems
+
+
+def internal_server_not_in_base(docs):
+    """The controller creates the internal backup server itself; the base must not also make one."""
+    return [f"{d['kind']} {d['metadata']['name']}" for d in docs
+            if d["kind"] in ("PersistentVolumeClaim", "Service", "Deployment")
+            and ("backup-server" in d["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
+                 or d["metadata"]["name"] in (INTERNAL_SERVER, "che-backup-server", "che-backup-server-data"))]
+
+
+def images_are_ours(docs):
+    return [f"{d['metadata']['name']}/{c['name']}: {c.get('image')}" for d in docs if d["kind"] == "Deployment"
+            for c in d["spec"]["template"]["spec"]["containers"] if c.get("image") != IMAGE]
+
+
 kustomize(MANIFESTS, [
     ("three CRDs", lambda docs: sum(d["kind"] == "CustomResourceDefinition" for d in docs) == 3),
-    ("everything else in namespace eclipse-che", namespaced_in_che),
+    ("namespaced objects in eclipse-che, cluster-scoped ones without a namespace", namespaced_in_che),
     ("everything labelled app.kubernetes.io/part-of: che-backup", labelled_ours),
     ("ServiceAccount, Role and RoleBinding che-backup-controller",
      lambda docs: all(find(docs, k, "che-backup-controller") for k in ("ServiceAccount", "Role", "RoleBinding"))),
     ("the RoleBinding gives the Role to the ServiceAccount", binding_ok),
-    ("the Role grants exactly what the controller calls", rbac_exact),
+    ("the Role grants exactly what the controller calls in its namespace",
+     rights_exact("Role", "che-backup-controller", EXPECTED_RIGHTS)),
+    ("the Role holds nothing cluster-scoped", role_namespaced_only),
     ("the Lease is read and renewed by name only", lease_by_name_only),
+    (f"the ClusterRole che-backup-controller-webhook grants exactly get, patch on the MutatingWebhookConfiguration {WEBHOOK_CONFIGURATION}",
+     rights_exact("ClusterRole", "che-backup-controller-webhook", EXPECTED_CLUSTER_RIGHTS)),
+    ("the ClusterRoleBinding gives it to the controller's ServiceAccount in eclipse-che", cluster_binding_ok),
+    ("no other cluster-wide rights", only_expected_cluster_rbac),
     ("controller runs `chebackup controller --kubernetes --identity $(POD_NAME)`, POD_NAME from metadata.name",
      lambda docs: controller(docs).get("command") == ["chebackup", "controller", "--kubernetes", "--identity", "$(POD_NAME)"]
      and env_from_field(controller(docs), "POD_NAME", "metadata.name")),
     ("controller: 2 replicas, RollingUpdate",
      lambda docs: (d := find(docs, "Deployment", "che-backup-controller")) is not None
      and d["spec"].get("replicas") == 2 and d["spec"].get("strategy", {}).get("type", "RollingUpdate") == "RollingUpdate"),
-    ("controller: restricted securityContext, its own service account", restricted),
+    ("controller: restricted securityContext, its own service account",
+     lambda docs: restricted(docs, "che-backup-controller", "controller", "che-backup-controller")),
     ("controller: only a /tmp emptyDir, no state volume", controller_volumes_ok),
     ("controller: no state PVC, no configuration ConfigMap",
      lambda docs: find(docs, "PersistentVolumeClaim", "che-backup-controller-state") is None
      and not any(d["kind"] == "ConfigMap" for d in docs)),
     ("controller: the agent token is not in its pod (read through the API)", no_agent_token_in_controller),
-    ("backup server Deployment, Service on 8000 and 10Gi PVC",
-     lambda docs: find(docs, "Deployment", "che-backup-server") is not None
-     and find(docs, "Service", "che-backup-server")["spec"]["ports"][0]["port"] == 8000
-     and find(docs, "PersistentVolumeClaim", "che-backup-server-data")["spec"]["resources"]["requests"]["storage"] == "10Gi"),
+    ("no internal backup server objects (the controller creates chebackup-internal-server itself)", internal_server_not_in_base),
+    (f"every container runs {IMAGE}", images_are_ours),
+    ("webhook: 2 replicas labelled component webhook, `chebackup webhook` on port https 8443, readiness GET /healthz over HTTPS",
+     webhook_deployment),
+    ("webhook: restricted securityContext, its own service account",
+     lambda docs: restricted(docs, "chebackup-webhook", "webhook", "chebackup-webhook")),
+    ("webhook: no service account token, no agent token (it calls no API)", webhook_without_token),
+    ("webhook: certificate from Secret chebackup-webhook-tls, read-only at /etc/chebackup-webhook, waited for", webhook_tls_volume),
+    ("webhook: Service chebackup-webhook 443 -> https, selecting its pods", webhook_service),
+    (f"MutatingWebhookConfiguration {WEBHOOK_CONFIGURATION}: inject.chebackup.eclipse.org, CREATE pods, "
+     "eclipse-che and inject=postgres|files only, Ignore, no side effects, v1, 5 s, no reinvocation, no caBundle",
+     webhook_configuration),
 ])
 missing_comments = rule_comments(os.path.join(MANIFESTS, "rbac.yaml"))
 check(not missing_comments, "manifests/rbac.yaml: every rule is commented with why",
@@ -536,6 +792,67 @@ kustomize(os.path.join(EXAMPLES, "overlay"), [
 ])
 
 
+
+def pod_template_meta(docs, deployment):
+    d = find(docs, "Deployment", deployment)
+    return d["spec"]["template"]["metadata"] if d else {}
+
+
+def asks_for(docs, deployment, role, annotation, value):
+    meta = pod_template_meta(docs, deployment)
+    return (meta.get("labels", {}).get("chebackup.eclipse.org/inject") == role
+            and meta.get("annotations", {}).get(annotation) == value)
+
+
+def dirs_on_volumes(docs, deployment):
+    """Every PATH of chebackup.eclipse.org/dirs (NAME=PATH,...) is a volume mount of an app
+    container: the injected agent can only see another container's files on a shared volume."""
+    value = pod_template_meta(docs, deployment).get("annotations", {}).get("chebackup.eclipse.org/dirs", "")
+    mounts = {m["mountPath"] for c in containers(docs, deployment).values() for m in c.get("volumeMounts", [])}
+    entries = [e for e in value.split(",") if e]
+    if not entries:
+        return ["no chebackup.eclipse.org/dirs annotation"]
+    return [f"{e}: not a volume mount" for e in entries if e.partition("=")[2] not in mounts]
+
+
+def left_to_the_webhook(docs):
+    """No agent container and no agent label in the templates: the webhook adds both to the pods."""
+    return [f"{d['metadata']['name']}: {what}" for d in docs if d["kind"] == "Deployment"
+            for what, present in (("agent container", "chebackup-agent" in containers(docs, d["metadata"]["name"])),
+                                  ("agent label", "chebackup.eclipse.org/agent" in pod_template_meta(docs, d["metadata"]["name"]).get("labels", {})))
+            if present]
+
+
+def injection_values_selected(docs):
+    """The inject labels used here are ones the MutatingWebhookConfiguration's objectSelector selects."""
+    run = subprocess.run(["kubectl", "kustomize", MANIFESTS], capture_output=True, text=True)
+    if run.returncode != 0:
+        return ["the base does not render"]
+    mwc = find([d for d in yaml.safe_load_all(run.stdout) if d], "MutatingWebhookConfiguration", WEBHOOK_CONFIGURATION)
+    if mwc is None:
+        return ["no MutatingWebhookConfiguration in the base"]
+    selected = {v for e in mwc["webhooks"][0].get("objectSelector", {}).get("matchExpressions", [])
+                if e["key"] == "chebackup.eclipse.org/inject" and e["operator"] == "In" for v in e["values"]}
+    used = {pod_template_meta(docs, d["metadata"]["name"]).get("labels", {}).get("chebackup.eclipse.org/inject")
+            for d in docs if d["kind"] == "Deployment"}
+    return [f"inject={v} is not selected by the webhook ({sorted(selected)})" for v in sorted(used - selected, key=str)]
+
+
+kustomize(os.path.join(EXAMPLES, "injection"), [
+    ("postgres: pod template labelled chebackup.eclipse.org/inject=postgres, annotation postgres-secret=postgres-credentials",
+     lambda docs: asks_for(docs, "postgres", "postgres", "chebackup.eclipse.org/postgres-secret", "postgres-credentials")),
+    ("che: pod template labelled chebackup.eclipse.org/inject=files, annotation dirs=che-data=/home/user/che",
+     lambda docs: asks_for(docs, "che", "files", "chebackup.eclipse.org/dirs", "che-data=/home/user/che")),
+    ("che: the directories named in dirs are on volumes of the che container", lambda docs: dirs_on_volumes(docs, "che")),
+    ("the Deployments' selectors still match their pod templates",
+     lambda docs: all(set(d["spec"]["selector"]["matchLabels"].items()) <= set(d["spec"]["template"]["metadata"]["labels"].items())
+                      for d in docs if d["kind"] == "Deployment")),
+    ("no agent container or agent label in the templates (the webhook adds them)", left_to_the_webhook),
+    ("the inject labels are ones the webhook's objectSelector selects", injection_values_selected),
+    ("in eclipse-che, the namespace the webhook's namespaceSelector names",
+     lambda docs: all(d["metadata"].get("namespace") == "eclipse-che" for d in docs)),
+])
+
 # --- built-in objects against Kubernetes' schemas ------------------------------------------------
 
 def validate_builtins(directory):
@@ -543,9 +860,7 @@ def validate_builtins(directory):
     (unknown fields rejected), offline. Objects of custom kinds are skipped: the CRD checks above
     cover them."""
     name = f"kubectl kustomize {rel(directory)}: built-in objects valid for Kubernetes {KUBERNETES_VERSION} (kubernetes-validate --strict)"
-    try:
-        import kubernetes_validate
-    except ImportError:
+    if kubernetes_validate is None:
         check(False, name, "kubernetes-validate is not installed: python3 -m pip install kubernetes-validate (scripts/install-deps.sh)")
         return
     if shutil.which("kubectl") is None:
@@ -557,21 +872,164 @@ def validate_builtins(directory):
         return
     problems, count = [], 0
     for doc in (d for d in yaml.safe_load_all(run.stdout) if d):
-        if doc.get("apiVersion", "").split("/")[0] in CUSTOM_GROUPS:
+        if not is_builtin(doc):
             continue
         count += 1
-        try:
-            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as e:
-            problems.append(f"{doc['kind']} {doc['metadata'].get('name')}: {'.'.join(map(str, e.path)) or '/'}: {e.message}")
-        except Exception as e:   # no schema for the kind or version: say so, never pass silently
-            problems.append(f"{doc['kind']} {doc['metadata'].get('name')}: {type(e).__name__}: {e}")
-    check(not problems and count > 0, name, "; ".join(problems) or "no built-in object rendered", note=f"{count} objects")
+        problem = builtin_problem(doc)
+        if problem:
+            problems.append(f"{doc['kind']} {doc['metadata'].get('name')}: {problem}")
+    kinds = sorted({d["kind"] for d in yaml.safe_load_all(run.stdout) if d and is_builtin(d)})
+    check(not problems and count > 0, name, "; ".join(problems) or "no built-in object rendered",
+          note=f"{count} objects: {', '.join(kinds)}")
 
 
-CUSTOM_GROUPS = {"org.eclipse.che"}
 validate_builtins(MANIFESTS)
 validate_builtins(os.path.join(EXAMPLES, "overlay"))
+validate_builtins(os.path.join(EXAMPLES, "injection"))
+
+
+# --- the image -----------------------------------------------------------------------------
+# No container engine runs here, so the Containerfile is never built by these checks: it is
+# parsed, and what the manifests rely on (both commands, PostgreSQL 15's client for the postgres
+# agent, uid 1001 as their runAsUser) is checked in its text.
+
+CONTAINERFILE = os.path.join(ROOT, "Containerfile")
+
+
+def containerfile_instructions(path):
+    """[(INSTRUCTION, arguments)] with comments dropped and continuation lines joined."""
+    instructions, pending = [], ""
+    for line in open(path).read().splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if pending and line.lstrip().startswith("#"):   # a comment inside a continued instruction
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        word, _, rest = full.partition(" ")
+        instructions.append((word.upper(), rest.strip()))
+    return instructions
+
+
+def stages(instructions):
+    """(ARGs before the first FROM with their defaults, [(image, stage name, [instructions])])."""
+    args, out = {}, []
+    for word, rest in instructions:
+        if word == "FROM":
+            m = re.match(r"(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?$", rest, re.IGNORECASE)
+            out.append((m.group(1) if m else rest, m.group(2) if m else None, []))
+        elif not out:
+            if word == "ARG":
+                name, _, default = rest.partition("=")
+                args[name.strip()] = default.strip()
+        else:
+            out[-1][2].append((word, rest))
+    return args, out
+
+
+def expand(image, args):
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), image)
+
+
+def installed_packages(stage_instructions):
+    """The packages `apt-get install` lines of a stage name (options and shell operators dropped)."""
+    packages = set()
+    for word, rest in stage_instructions:
+        if word != "RUN":
+            continue
+        for command in re.split(r"&&|;|\|\|", rest):
+            tokens = command.split()
+            if "apt-get" in tokens and "install" in tokens:
+                packages.update(t for t in tokens[tokens.index("install") + 1:] if not t.startswith("-") and "=" not in t)
+    return packages
+
+
+def containerfile_problems(path):
+    if not os.path.exists(path):
+        return None, ["missing"]
+    args, found = stages(containerfile_instructions(path))
+    problems = []
+    if len(found) != 2:
+        return found, [f"{len(found)} stages, want 2 (build, runtime)"]
+    (build_image, build_name, build), (run_image, run_name, runtime) = found
+    if args.get("SWIFT_IMAGE") != "docker.io/library/swift:6.1-bookworm":
+        problems.append(f"ARG SWIFT_IMAGE default {args.get('SWIFT_IMAGE')!r}")
+    if build_image != "${SWIFT_IMAGE}" or not build_name:
+        problems.append(f"build stage FROM {build_image} AS {build_name}, want FROM ${{SWIFT_IMAGE}} AS <name>")
+    if not re.fullmatch(r"(docker\.io/(library/)?)?debian:12-slim", expand(run_image, args)):
+        problems.append(f"runtime FROM {run_image}, want debian:12-slim")
+    runs = " ; ".join(rest for word, rest in build if word == "RUN")
+    for product in ("chebackup", "chebackup-agent"):
+        ok = any(re.search(rf"--product\s+{re.escape(product)}(\s|$)", c) and "-c release" in c and "--static-swift-stdlib" in c
+                 for c in re.split(r"&&|;", runs) if "swift build" in c)
+        if not ok:
+            problems.append(f"no `swift build -c release --static-swift-stdlib --product {product}` in the build stage")
+    missing = {"libcurl4-openssl-dev", "liblz4-dev", "libssl-dev"} - installed_packages(build)
+    if missing:
+        problems.append(f"build stage does not install {sorted(missing)}")
+    missing = {"libcurl4", "liblz4-1", "libssl3", "ca-certificates", "tzdata", "postgresql-client-15"} - installed_packages(runtime)
+    if missing:
+        problems.append(f"runtime stage does not install {sorted(missing)}")
+    copies = [rest for word, rest in runtime if word == "COPY" and f"--from={build_name}" in rest.split()]
+    for binary in ("chebackup", "chebackup-agent"):
+        if not any(re.search(rf"/{re.escape(binary)}(\s|$)", c) and c.split()[-1].rstrip("/") == "/usr/local/bin" for c in copies):
+            problems.append(f"{binary} not copied from the build stage to /usr/local/bin")
+    users = [rest for word, rest in runtime if word == "USER"]
+    if users[-1:] != ["1001"]:
+        problems.append(f"the runtime's last USER is {users[-1:] or 'missing'}, want the numeric non-root 1001")
+    if [rest for word, rest in runtime if word == "WORKDIR"][-1:] != ["/home/chebackup"]:
+        problems.append("WORKDIR is not /home/chebackup")
+    if any(word == "ENTRYPOINT" for word, _ in build + runtime):
+        problems.append("an ENTRYPOINT: the manifests pick the command")
+    cmds = [rest for word, rest in runtime if word == "CMD"]
+    if cmds[-1:] != ['["chebackup", "--help"]'] and cmds[-1:] != ['["chebackup","--help"]']:
+        problems.append(f"CMD {cmds[-1:]}, want [\"chebackup\", \"--help\"]")
+    return found, problems
+
+
+found, problems = containerfile_problems(CONTAINERFILE)
+check(not problems, "Containerfile: build stage FROM ${SWIFT_IMAGE} (swift:6.1-bookworm) builds chebackup and chebackup-agent "
+      "(release, static stdlib); runtime debian:12-slim with libcurl4, liblz4-1, libssl3, ca-certificates, tzdata, "
+      "postgresql-client-15, both binaries in /usr/local/bin, USER 1001, WORKDIR /home/chebackup, no ENTRYPOINT, "
+      "CMD chebackup --help", "; ".join(problems), note="parsed only: not built, no container engine here")
+
+
+def run_as_users(directory):
+    run = subprocess.run(["kubectl", "kustomize", directory], capture_output=True, text=True) if shutil.which("kubectl") else None
+    if run is None or run.returncode != 0:
+        return None
+    return {d["metadata"]["name"]: d["spec"]["template"]["spec"].get("securityContext", {}).get("runAsUser")
+            for d in yaml.safe_load_all(run.stdout) if d and d["kind"] == "Deployment"}
+
+
+users = run_as_users(MANIFESTS)
+check(users is not None and users and set(users.values()) == {1001},
+      "the base's Deployments run as uid 1001, the Containerfile's USER", f"runAsUser {users}")
+
+
+def ignore_problems():
+    problems, contents = [], []
+    for name in (".containerignore", ".dockerignore"):
+        path = os.path.join(ROOT, name)
+        if not os.path.exists(path):
+            problems.append(f"no {name}")
+            continue
+        patterns = [l.strip() for l in open(path) if l.strip() and not l.lstrip().startswith("#")]
+        contents.append(patterns)
+        missing = [p for p in (".build*", "bench-work", ".git") if p not in patterns]
+        if missing:
+            problems.append(f"{name} does not exclude {missing}")
+    if len(contents) == 2 and contents[0] != contents[1]:
+        problems.append(".containerignore and .dockerignore differ")
+    return problems
+
+
+problems = ignore_problems()
+check(not problems, ".containerignore and .dockerignore (the same patterns) keep .build*, bench-work and .git out of the build context",
+      "; ".join(problems))
 
 print(f"{results['passed']} passed, {results['failed']} failed")
 sys.exit(0 if results["failed"] == 0 else 1)
