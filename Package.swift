@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(name: "LineProtocolTests", dependencies: ["LineProtocol", "Repository", "Storage", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "KubernetesAPITests", dependencies: ["KubernetesAPI", "Storage", "TestSupport"],
                     swiftSettings: strict),
-        .testTarget(name: "AdmissionWebhookTests", dependencies: ["AdmissionWebhook", "KubernetesAPI", "TestSupport"],
+        .testTarget(name: "AdmissionWebhookTests", dependencies: ["AdmissionWebhook", "Kubernetes", "KubernetesAPI", "TestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "RestServerTests", dependencies: ["RestServer", "Storage", "TestSupport",
                                                             .product(name: "HummingbirdTesting", package: "hummingbird")],

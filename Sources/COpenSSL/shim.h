@@ -83,4 +83,68 @@ static inline int chb_scrypt(const void *pass, size_t passlen, const void *salt,
     return EVP_PBE_scrypt((const char *)pass, passlen, (const unsigned char *)salt, saltlen,
                           n, r, p, maxmem, (unsigned char *)out, outlen);
 }
+
+/* X.509 and PEM: the webhook's serving certificate (AdmissionWebhook/Certificates.swift). */
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+/* BIO_get_mem_data (macro): points *out at the memory BIO's bytes, returns their count. */
+static inline long chb_pem_mem_data(BIO *bio, const char **out) {
+    char *p = NULL;
+    long n = BIO_get_mem_data(bio, &p);
+    *out = p;
+    return n;
+}
+
+/* Adds one extension given in openssl.cnf syntax (e.g. "critical,CA:TRUE") to cert, with
+ * issuer as the issuer for keyid lookups. Only call with constant, trusted values. 1 on success. */
+static inline int chb_x509_add_ext(X509 *cert, X509 *issuer, int nid, const char *value) {
+    X509V3_CTX ctx;
+    X509_EXTENSION *ext;
+    int ok;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+    if (!ext) return 0;
+    ok = X509_add_ext(cert, ext, -1);
+    X509_EXTENSION_free(ext);
+    return ok == 1;
+}
+
+/* Appends a dNSName (len bytes, IA5) to a GENERAL_NAMES stack. 1 on success; on failure
+ * nothing is leaked and the stack is unchanged. */
+static inline int chb_x509_san_push_dns(GENERAL_NAMES *names, const char *dns, size_t len) {
+    ASN1_IA5STRING *s;
+    GENERAL_NAME *g;
+    if (len > 0x7fffffff) return 0;
+    s = ASN1_IA5STRING_new();
+    if (!s) return 0;
+    if (ASN1_STRING_set(s, dns, (int)len) != 1) { ASN1_IA5STRING_free(s); return 0; }
+    g = GENERAL_NAME_new();
+    if (!g) { ASN1_IA5STRING_free(s); return 0; }
+    GENERAL_NAME_set0_value(g, GEN_DNS, s); /* g owns s now */
+    if (sk_GENERAL_NAME_push(names, g) <= 0) { GENERAL_NAME_free(g); return 0; }
+    return 1;
+}
+
+/* The certificate's subjectAltName (caller frees with GENERAL_NAMES_free), or NULL if absent. */
+static inline GENERAL_NAMES *chb_x509_get_san(const X509 *cert) {
+    return (GENERAL_NAMES *)X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+}
+
+static inline int chb_x509_san_count(const GENERAL_NAMES *names) {
+    return sk_GENERAL_NAME_num(names);
+}
+
+/* The i-th entry's bytes if it is a dNSName (length in *len), else NULL. Borrowed from names. */
+static inline const unsigned char *chb_x509_san_dns_at(const GENERAL_NAMES *names, int i, size_t *len) {
+    const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+    if (!g || g->type != GEN_DNS || !g->d.dNSName) return NULL;
+    *len = (size_t)ASN1_STRING_length(g->d.dNSName);
+    return ASN1_STRING_get0_data(g->d.dNSName);
+}
 #endif

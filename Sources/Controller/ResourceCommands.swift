@@ -167,6 +167,10 @@ struct ControllerDaemon: AsyncParsableCommand {
     @Option(help: "Cluster: its storage class (default: the cluster's default class).") var internalServerStorageClass: String?
     @Option(help: "Cluster: how long an operation waits for it to be Available (5m).") var internalServerReadyTimeout = "5m"
     @Option(help: "Cluster: HOST:PORT its configuration names (default: its Service, chebackup-internal-server.NAMESPACE.svc:8000), e.g. a port-forward for a controller outside the cluster.") var internalServerAddress: String?
+    @Option(help: "Cluster: the webhook's Service, whose DNS names its serving certificate carries.") var webhookService = "chebackup-webhook"
+    @Option(help: "Cluster: the Secret holding that certificate (type kubernetes.io/tls).") var webhookSecret = "chebackup-webhook-tls"
+    @Option(help: "Cluster: the MutatingWebhookConfiguration whose caBundle gets the CA.") var webhookConfiguration = "chebackup-sidecar-injector"
+    @Flag(inversion: .prefixedNo, help: "Cluster: make and renew the webhook's serving certificate (--no-webhook-certificates: it comes from elsewhere, e.g. cert-manager).") var webhookCertificates = true
     @Flag(name: .shortAndLong, help: "Log more.") var verbose = false
 
     func run() async throws {
@@ -182,6 +186,10 @@ struct ControllerDaemon: AsyncParsableCommand {
                 settings.internalServer.storageSize = internalServerStorage
                 settings.internalServer.storageClass = internalServerStorageClass
                 settings.internalServer.readyTimeout = try parseDuration(internalServerReadyTimeout, option: "--internal-server-ready-timeout")
+                settings.webhookCertificates.enabled = webhookCertificates
+                settings.webhookCertificates.service = webhookService
+                settings.webhookCertificates.secret = webhookSecret
+                settings.webhookCertificates.configuration = webhookConfiguration
                 if let internalServerAddress {
                     let address = try HostPort(internalServerAddress, what: "--internal-server-address")
                     settings.internalServer.host = address.host

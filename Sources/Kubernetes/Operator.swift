@@ -18,6 +18,8 @@ public struct OperatorSettings: Sendable {
     public var identity = "\(ProcessInfo.processInfo.hostName)-\(getpid())"
     /// The internal backup server the controller makes when no configuration is named.
     public var internalServer = InternalServerSettings()
+    /// The webhook's serving certificate, made and renewed by the leader.
+    public var webhookCertificates = WebhookCertificateSettings()
     public init() {}
 }
 
@@ -67,11 +69,21 @@ public struct Operator: Sendable {
             do {
                 try await election.run {
                     logger.notice("controller \(settings.identity) is the leader")
+                    let certificates = WebhookCertificates(client: client, namespace: client.namespace,
+                                                           settings: settings.webhookCertificates, logger: logger)
                     try await engine.failInterrupted()
                     if once {
+                        if settings.webhookCertificates.enabled { await certificates.ensureLogging() }
                         try await engine.reconcileOnce()
-                    } else {
-                        try await engine.runForever()
+                        return
+                    }
+                    // The certificate is looked after beside the operations, for as long as this
+                    // replica leads; its failures are logged, never end the controller.
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        if settings.webhookCertificates.enabled { group.addTask { await certificates.maintain() } }
+                        group.addTask { try await engine.runForever() }
+                        defer { group.cancelAll() }
+                        _ = try await group.next()
                     }
                 }
                 return
