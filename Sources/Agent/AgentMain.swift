@@ -24,6 +24,7 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("database"), help: "postgres: a database to back up (repeatable; default: all).") var databases: [String] = []
     @Option(help: "postgres: directory of pg_dump, pg_restore, psql.") var pgBin = "/usr/lib/postgresql/15/bin"
     @Option(name: .customLong("dir"), help: "files: NAME=PATH, a directory to back up as part files/NAME (repeatable).") var dirs: [String] = []
+    @Option(help: "files: what the parts' names start with: files, or workspaces/NAMESPACE for a workspace claim's agent.") var partPrefix = "files"
     @Option(help: "files: command run before a backup.") var preHook: String?
     @Option(help: "files: command run after a backup (also when it failed).") var postHook: String?
     @Option(help: "Seconds a hook may run.") var hookTimeout = 300
@@ -33,8 +34,19 @@ struct AgentCommand: AsyncParsableCommand {
         if (listen == nil) == (socket == nil) { throw ValidationError("give exactly one of --listen HOST:PORT and --socket PATH") }
         if role == .files && dirs.isEmpty { throw ValidationError("the files role needs at least one --dir NAME=PATH") }
         for d in dirs where !d.contains("=") { throw ValidationError("--dir takes NAME=PATH, got \(d)") }
+        let components = partPrefix.split(separator: "/", omittingEmptySubsequences: false)
+        guard (1...2).contains(components.count), components.allSatisfy({ Self.isNameComponent($0) }),
+              components.count == 1 ? partPrefix == "files" : components[0] == "workspaces" else {
+            throw ValidationError("--part-prefix must be files or workspaces/NAMESPACE, not \(partPrefix)")
+        }
         if handshakeTimeout < 1 { throw ValidationError("--handshake-timeout must be at least 1 second") }
         if maxPendingConnections < 1 { throw ValidationError("--max-pending-connections must be at least 1") }
+    }
+
+    /// A DNS label: lower-case letters, digits and '-', 1 to 63 of them, no '-' at either end.
+    static func isNameComponent(_ s: Substring) -> Bool {
+        guard (1...63).contains(s.utf8.count), s.first != "-", s.last != "-" else { return false }
+        return s.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" }
     }
 
     func run() async throws {
@@ -60,7 +72,7 @@ struct AgentCommand: AsyncParsableCommand {
                 let parts = d.split(separator: "=", maxSplits: 1)
                 map[String(parts[0])] = String(parts[1])
             }
-            roleImpl = FilesRole(directories: map, preHook: preHook, postHook: postHook, hookTimeout: .seconds(hookTimeout))
+            roleImpl = FilesRole(partPrefix: partPrefix, directories: map, preHook: preHook, postHook: postHook, hookTimeout: .seconds(hookTimeout))
         }
         let endpoint: Endpoint
         if let socket {

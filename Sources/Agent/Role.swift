@@ -9,6 +9,8 @@ extension Subprocess: StreamProducer {}
 /// What an agent backs up and restores. Parts are named `<role>/<name>`.
 protocol Role: Sendable {
     var name: String { get }
+    /// What its parts' names start with (`<prefix>/<name>`): the role's name unless set.
+    var partPrefix: String { get }
     /// Stores this role's parts (data and index, no snapshot) and returns them.
     func backup(_ repo: Repository, parts: [String]?, installation: String?, progress: ProgressCounters, stage: @escaping @Sendable (String) -> Void)
         async throws -> [Part]
@@ -18,9 +20,11 @@ protocol Role: Sendable {
 }
 
 extension Role {
+    var partPrefix: String { name }
+
     /// The snapshot's parts that belong to this role, filtered by `wanted`.
     func ownParts(of snapshot: Snapshot, wanted: [String]?) throws -> [Part] {
-        let own = snapshot.parts.filter { $0.name.hasPrefix(name + "/") }
+        let own = snapshot.parts.filter { $0.name.hasPrefix(partPrefix + "/") }
         guard let wanted else { return own }
         for w in wanted where !own.contains(where: { $0.name == w }) {
             throw RepositoryError(.invalidArgument, "the snapshot has no part \"\(w)\" for the \(name) agent")
@@ -33,7 +37,9 @@ extension Role {
 /// metadata; restore makes each directory exactly what the snapshot holds.
 struct FilesRole: Role {
     let name = "files"
-    /// Part name (without the role prefix) → directory.
+    /// `files`, or `workspaces/<namespace>` for an agent serving a workspace claim.
+    var partPrefix = "files"
+    /// Part name (without the prefix) → directory.
     let directories: [String: String]
     let preHook: String?
     let postHook: String?
@@ -52,7 +58,7 @@ struct FilesRole: Role {
             var options = BackupOptions()
             options.connections = repo.storage.defaultConnections
             options.installation = installation
-            let stored = try await repo.storeParts(wanted.map { .path($0.1, name: "files/" + $0.0) }, options: options, progress: progress)
+            let stored = try await repo.storeParts(wanted.map { .path($0.1, name: partPrefix + "/" + $0.0) }, options: options, progress: progress)
             result = .success(stored.parts)
         } catch {
             result = .failure(error)
@@ -77,7 +83,7 @@ struct FilesRole: Role {
         let restorer = Restorer(repository: repo, options: options, progress: progress)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for part in own {
-                let short = String(part.name.dropFirst(name.count + 1))
+                let short = String(part.name.dropFirst(partPrefix.count + 1))
                 guard let target = directories[short] else {
                     throw RepositoryError(.invalidArgument, "part \(part.name) has no configured directory on this agent")
                 }
@@ -95,7 +101,7 @@ struct FilesRole: Role {
         let all = directories.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         guard let parts else { return all }
         return try parts.map { full in
-            let short = full.hasPrefix("files/") ? String(full.dropFirst(6)) : full
+            let short = full.hasPrefix(partPrefix + "/") ? String(full.dropFirst(partPrefix.count + 1)) : full
             guard let dir = directories[short] else {
                 throw RepositoryError(.invalidArgument, "this agent has no directory named \"\(short)\"")
             }

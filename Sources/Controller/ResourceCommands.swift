@@ -171,7 +171,19 @@ struct ControllerDaemon: AsyncParsableCommand {
     @Option(help: "Cluster: the Secret holding that certificate (type kubernetes.io/tls).") var webhookSecret = "chebackup-webhook-tls"
     @Option(help: "Cluster: the MutatingWebhookConfiguration whose caBundle gets the CA.") var webhookConfiguration = "chebackup-sidecar-injector"
     @Flag(inversion: .prefixedNo, help: "Cluster: make and renew the webhook's serving certificate (--no-webhook-certificates: it comes from elsewhere, e.g. cert-manager).") var webhookCertificates = true
+    @Option(help: "Cluster: the image of the short-lived agents that back up and restore workspace claims.") var workspaceAgentImage = "quay.io/example/chebackup:0.1.0"
+    @Option(help: "Cluster: the port they listen on.") var workspaceAgentPort = 7002
+    @Option(help: "Cluster: workspace claims backed up or restored at once.") var workspaceParallelism = 4
+    @Option(help: "Cluster: how long a workspace agent's pod may take to be Ready (5m).") var workspaceAgentTimeout = "5m"
+    @Option(help: "Cluster: the user id workspace agents run as (Che's workspace user).") var workspaceUser: Int64 = 1234
+    @Option(help: "Cluster: their fsGroup.") var workspaceFsGroup: Int64 = 1234
     @Flag(name: .shortAndLong, help: "Log more.") var verbose = false
+
+    func validate() throws {
+        guard (1...65535).contains(workspaceAgentPort) else { throw ValidationError("--workspace-agent-port must be 1 to 65535") }
+        guard workspaceParallelism >= 1 else { throw ValidationError("--workspace-parallelism must be at least 1") }
+        guard workspaceUser > 0 else { throw ValidationError("--workspace-user must not be 0 (root)") }
+    }
 
     func run() async throws {
         try await runReportingErrors { pool in
@@ -186,6 +198,12 @@ struct ControllerDaemon: AsyncParsableCommand {
                 settings.internalServer.storageSize = internalServerStorage
                 settings.internalServer.storageClass = internalServerStorageClass
                 settings.internalServer.readyTimeout = try parseDuration(internalServerReadyTimeout, option: "--internal-server-ready-timeout")
+                settings.workspaces.agentImage = workspaceAgentImage
+                settings.workspaces.agentPort = workspaceAgentPort
+                settings.workspaces.parallelism = workspaceParallelism
+                settings.workspaces.readyTimeout = try parseDuration(workspaceAgentTimeout, option: "--workspace-agent-timeout")
+                settings.workspaces.runAsUser = workspaceUser
+                settings.workspaces.fsGroup = workspaceFsGroup
                 settings.webhookCertificates.enabled = webhookCertificates
                 settings.webhookCertificates.service = webhookService
                 settings.webhookCertificates.secret = webhookSecret

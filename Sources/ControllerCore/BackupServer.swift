@@ -8,11 +8,14 @@ public struct BackupServer: Codable, Sendable {
     public var url: String
     public var secrets: RepositorySecrets
     public var isInternal: Bool
+    /// The configuration's default for backing up workspace claims.
+    public var includeWorkspaces: Bool?
 
-    public init(url: String, secrets: RepositorySecrets, isInternal: Bool) {
+    public init(url: String, secrets: RepositorySecrets, isInternal: Bool, includeWorkspaces: Bool? = nil) {
         self.url = url
         self.secrets = secrets
         self.isInternal = isInternal
+        self.includeWorkspaces = includeWorkspaces
     }
 
     /// The one way to describe the server of a CheBackupServerConfiguration: its URL from the
@@ -55,6 +58,7 @@ public struct BackupServer: Codable, Sendable {
             let path = sftp.repositoryPath.hasPrefix("/") ? "/" + sftp.repositoryPath : sftp.repositoryPath
             self.init(url: "sftp:\(sftp.username)@\(sftp.hostname):\(sftp.port ?? 22)/\(path)", secrets: secrets, isInternal: isInternal)
         }
+        includeWorkspaces = config.spec.includeWorkspaces
     }
 
     /// The reverse: the configuration and Secrets (named `secretPrefix-…`) that describe this

@@ -33,9 +33,13 @@ public protocol SecretStore: Sendable {
 public struct AgentRef: Sendable {
     public var role: String
     public var endpoint: AgentEndpoint
-    public init(role: String, endpoint: AgentEndpoint) {
+    /// The token this agent holds, when it is not the installation's (a one-time token of a
+    /// short-lived workspace agent).
+    public var token: SharedToken?
+    public init(role: String, endpoint: AgentEndpoint, token: SharedToken? = nil) {
         self.role = role
         self.endpoint = endpoint
+        self.token = token
     }
 }
 
@@ -82,6 +86,47 @@ public protocol InternalServerHost: Sendable {
     func withRunning<T: Sendable>(stage: @escaping @Sendable (String) -> Void, _ body: () async throws -> T) async throws -> T
 }
 
+/// A DevWorkspace claim (PersistentVolumeClaim) in a user's namespace, backed up as the part
+/// `workspaces/<namespace>/<name>`.
+public struct WorkspaceClaim: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var namespace: String
+    public var name: String
+    public init(namespace: String, name: String) {
+        self.namespace = namespace
+        self.name = name
+    }
+    public static let partPrefix = "workspaces/"
+    public var part: String { Self.partPrefix + "\(namespace)/\(name)" }
+    public var description: String { "\(namespace)/\(name)" }
+    /// The claim a part name stands for.
+    public init?(part: String) {
+        guard part.hasPrefix(Self.partPrefix) else { return nil }
+        let rest = part.dropFirst(Self.partPrefix.count).split(separator: "/", omittingEmptySubsequences: false)
+        guard rest.count == 2, !rest[0].isEmpty, !rest[1].isEmpty else { return nil }
+        self.init(namespace: String(rest[0]), name: String(rest[1]))
+    }
+    public static func < (a: Self, b: Self) -> Bool { (a.namespace, a.name) < (b.namespace, b.name) }
+}
+
+/// The users' workspace volumes (Kubernetes mode): each claim is reached through a short-lived
+/// files agent that mounts it, made for one backup or restore and removed afterwards.
+public protocol WorkspaceVolumes: Sendable {
+    /// How many claims are backed up or restored at once.
+    var parallelism: Int { get }
+    /// Every workspace claim in the users' namespaces.
+    func claims() async throws -> [WorkspaceClaim]
+    /// Stores what recreates the claims and their namespaces as the part `name`.
+    func backupRecords(of claims: [WorkspaceClaim], into repository: Repository, part name: String, options: BackupOptions) async throws -> [Part]
+    /// The records of that part, by claim.
+    func records(_ part: Part, from repository: Repository) async throws -> [WorkspaceClaim: Data]
+    /// Makes the claim ready to be restored into (recreating it, and its namespace, from its
+    /// record when missing); returns why it must be skipped instead (it is in use).
+    func prepareRestore(_ claim: WorkspaceClaim, record: Data?) async throws -> String?
+    /// Runs `body` with an agent serving the claim (mounted read-only for a backup), removed afterwards.
+    func withAgent<T: Sendable>(for claim: WorkspaceClaim, readOnly: Bool, stage: @escaping @Sendable (String) -> Void,
+                                _ body: @escaping @Sendable (AgentRef) async throws -> T) async throws -> T
+}
+
 /// Che's server, stopped while its databases are restored and started afterwards.
 public protocol CheServer: Sendable {
     /// Stops Che; returns what `start` needs to bring it back as it was.
@@ -105,10 +150,12 @@ public struct Drivers: Sendable {
     public var che: any CheServer
     /// The server used when an operation names none (local mode: the last `-r`).
     public var defaultServer: @Sendable () async throws -> BackupServer?
+    /// The users' workspace claims; nil where there are none to reach (local mode).
+    public var workspaces: (any WorkspaceVolumes)?
 
     public init(resources: any ResourceStore, secrets: any SecretStore, agents: any AgentDirectory, token: any AgentTokenSource,
                 objects: any InstallationObjects, internalServer: any InternalServerHost, che: any CheServer,
-                defaultServer: @escaping @Sendable () async throws -> BackupServer? = { nil }) {
+                defaultServer: @escaping @Sendable () async throws -> BackupServer? = { nil }, workspaces: (any WorkspaceVolumes)? = nil) {
         self.resources = resources
         self.secrets = secrets
         self.agents = agents
@@ -117,5 +164,6 @@ public struct Drivers: Sendable {
         self.internalServer = internalServer
         self.che = che
         self.defaultServer = defaultServer
+        self.workspaces = workspaces
     }
 }

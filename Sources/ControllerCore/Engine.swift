@@ -64,7 +64,8 @@ public struct Engine: Sendable {
         try await run(CheClusterBackup.self, name, what: "Backup", firstStage: "Setting up", onStage: onStage) { resource, stage in
             try resource.validate()
             let server = try await resolve(configRef: resource.spec.backupServerConfigRef, useInternal: resource.spec.useInternalBackupServer)
-            let (id, snapshot) = try await withJob(server, stage: stage) { try await $0.backup() }
+            let workspaces = resource.spec.includeWorkspaces ?? server.includeWorkspaces ?? false
+            let (id, snapshot) = try await withJob(server, stage: stage) { try await $0.backup(includeWorkspaces: workspaces) }
             return OperationStatus(snapshotId: id.short, cheVersion: snapshot.metadata["cheVersion"])
         }
     }
@@ -75,10 +76,13 @@ public struct Engine: Sendable {
         try await run(CheClusterRestore.self, name, what: "Restore", firstStage: "Downloading", onStage: onStage) { resource, stage in
             let server = try await resolve(configRef: resource.spec.backupServerConfigRef, useInternal: nil)
             let snapshot = (resource.spec.snapshotId ?? "").isEmpty ? "latest" : resource.spec.snapshotId!
-            let (id, snap) = try await withJob(server, stage: stage) {
-                try await $0.restore(snapshot: snapshot, relocate: resource.spec.relocate ?? false, confirm: confirm)
+            let (id, snap, warnings) = try await withJob(server, stage: stage) {
+                try await $0.restore(snapshot: snapshot, relocate: resource.spec.relocate ?? false,
+                                     includeWorkspaces: resource.spec.includeWorkspaces ?? true, confirm: confirm)
             }
-            return OperationStatus(snapshotId: id.short, cheVersion: snap.metadata["cheVersion"])
+            var status = OperationStatus(snapshotId: id.short, cheVersion: snap.metadata["cheVersion"])
+            status.warnings = warnings.isEmpty ? nil : warnings
+            return status
         }
     }
 
@@ -108,6 +112,9 @@ public struct Engine: Sendable {
             final.state = .succeeded
             final.stage = "Done"
             final.message = "\(what)\(final.snapshotId.map { " of " + $0 } ?? "") started at \(started), finished at \(Self.now())"
+            if let warnings = final.warnings, let first = warnings.first {
+                final.message! += "; \(warnings.count) warning\(warnings.count == 1 ? "" : "s"): \(first)\(warnings.count > 1 ? " (all in status.warnings)" : "")"
+            }
         } catch {
             final = OperationStatus(state: .failed, stage: writer.current.stage, message: "Error: \(describe(error))")
         }

@@ -35,11 +35,13 @@ public struct Job: Sendable {
     }
 
     func connect<T: Sendable>(_ agent: AgentRef, _ body: @escaping @Sendable (AgentSession) async throws -> T) async throws -> T {
-        let token = try await drivers.token.token()
+        let token: SharedToken
+        if let own = agent.token { token = own } else { token = try await drivers.token.token() }
         return try await AgentClient.withSession(agent.endpoint, token: token, expectedRole: agent.role, body)
     }
 
-    public func backup() async throws -> (SnapshotID, Snapshot) {
+    /// With `includeWorkspaces`, the users' workspace claims too (`Job+Workspaces.swift`).
+    public func backup(includeWorkspaces: Bool = false) async throws -> (SnapshotID, Snapshot) {
         let repo = try await openRepository(create: true)
         stage("Collecting Che installation data")
         let info = try await drivers.objects.info()
@@ -64,19 +66,22 @@ public struct Job: Sendable {
             for try await parts in group { all += parts }
             return all.sorted { $0.name < $1.name }
         }
+        let workspaceParts = includeWorkspaces ? try await backupWorkspaces(into: repo, installation: info.id, options: options) : []
         stage("Sending the snapshot")
         options.metadata = [
             "backupFormat": "1", "cheVersion": info.cheVersion, "namespace": info.namespace,
             "domain": info.domain, Repository.installationKey: info.id,
         ]
         options.tags = ["che"]
-        return try await repo.commitSnapshot(parts: objects.parts + agentParts, options: options, parent: objects.parent)
+        return try await repo.commitSnapshot(parts: objects.parts + agentParts + workspaceParts, options: options, parent: objects.parent)
     }
 
     /// The Che operator's order: check the snapshot, stop Che, restore the databases and files
     /// through the agents, replace the objects, start Che and wait until it is ready.
-    public func restore(snapshot: String, relocate: Bool = false, confirm: @Sendable (Snapshot, SnapshotID) throws -> Void) async throws
-        -> (SnapshotID, Snapshot) {
+    /// The snapshot's workspace claims are restored after Che is back, unless `includeWorkspaces`
+    /// is false; the claims skipped (in use) are the warnings returned.
+    public func restore(snapshot: String, relocate: Bool = false, includeWorkspaces: Bool = true,
+                        confirm: @Sendable (Snapshot, SnapshotID) throws -> Void) async throws -> (SnapshotID, Snapshot, warnings: [String]) {
         let repo = try await openRepository(create: false)
         stage("Downloading the snapshot record")
         let (id, snap) = try await repo.resolveSnapshot(snapshot)
@@ -111,6 +116,7 @@ public struct Job: Sendable {
             throw error
         }
         try await drivers.che.start(cheState, stage: stage)
-        return (id, snap)
+        let warnings = includeWorkspaces ? try await restoreWorkspaces(of: snap, id: id, from: repo) : []
+        return (id, snap, warnings)
     }
 }

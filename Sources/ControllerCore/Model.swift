@@ -94,10 +94,13 @@ public struct CheBackupServerConfiguration: CheResource, Equatable {
         public var rest: RestServerSpec?
         public var awss3: AwsS3ServerSpec?
         public var sftp: SftpServerSpec?
-        public init(rest: RestServerSpec? = nil, awss3: AwsS3ServerSpec? = nil, sftp: SftpServerSpec? = nil) {
+        /// The default of `includeWorkspaces` for backups to this server.
+        public var includeWorkspaces: Bool?
+        public init(rest: RestServerSpec? = nil, awss3: AwsS3ServerSpec? = nil, sftp: SftpServerSpec? = nil, includeWorkspaces: Bool? = nil) {
             self.rest = rest
             self.awss3 = awss3
             self.sftp = sftp
+            self.includeWorkspaces = includeWorkspaces
         }
     }
     public var apiVersion = "org.eclipse.che/v1"
@@ -135,6 +138,8 @@ public struct OperationStatus: Codable, Sendable, Equatable {
     public var cheVersion: String?
     /// The resource's `metadata.generation` this status describes (Kubernetes mode).
     public var observedGeneration: Int64?
+    /// What a successful operation left out, one sentence each (a workspace claim in use).
+    public var warnings: [String]?
 
     public init(state: OperationState? = nil, stage: String? = nil, message: String? = nil, snapshotId: String? = nil,
                 cheVersion: String? = nil) {
@@ -156,9 +161,13 @@ public struct CheClusterBackup: OperationResource {
     public struct Spec: Codable, Sendable {
         public var useInternalBackupServer: Bool?
         public var backupServerConfigRef: String?
-        public init(useInternalBackupServer: Bool? = nil, backupServerConfigRef: String? = nil) {
+        /// Also back up the DevWorkspace claims in the users' namespaces (Kubernetes mode);
+        /// default: the configuration's `includeWorkspaces`, else false.
+        public var includeWorkspaces: Bool?
+        public init(useInternalBackupServer: Bool? = nil, backupServerConfigRef: String? = nil, includeWorkspaces: Bool? = nil) {
             self.useInternalBackupServer = useInternalBackupServer
             self.backupServerConfigRef = backupServerConfigRef
+            self.includeWorkspaces = includeWorkspaces
         }
     }
     public var apiVersion = "org.eclipse.che/v1"
@@ -186,10 +195,13 @@ public struct CheClusterRestore: OperationResource {
         public var backupServerConfigRef: String?
         /// Restore a snapshot of another namespace or domain, rewriting them (che-backup's addition).
         public var relocate: Bool?
-        public init(snapshotId: String? = nil, backupServerConfigRef: String? = nil, relocate: Bool? = nil) {
+        /// Restore the snapshot's workspace claims too (default true when it has them).
+        public var includeWorkspaces: Bool?
+        public init(snapshotId: String? = nil, backupServerConfigRef: String? = nil, relocate: Bool? = nil, includeWorkspaces: Bool? = nil) {
             self.snapshotId = snapshotId
             self.backupServerConfigRef = backupServerConfigRef
             self.relocate = relocate
+            self.includeWorkspaces = includeWorkspaces
         }
     }
     public var apiVersion = "org.eclipse.che/v1"

@@ -20,6 +20,8 @@ public struct OperatorSettings: Sendable {
     public var internalServer = InternalServerSettings()
     /// The webhook's serving certificate, made and renewed by the leader.
     public var webhookCertificates = WebhookCertificateSettings()
+    /// The short-lived agents that reach the users' workspace claims.
+    public var workspaces = WorkspaceSettings()
     public init() {}
 }
 
@@ -33,7 +35,8 @@ public enum KubernetesMode {
                        internalServer: ClusterInternalServer(client: client, namespace: namespace, store: store,
                                                              settings: settings.internalServer, logger: logger),
                        che: CheDeployment(client: client, namespace: namespace, readyTimeout: settings.cheReadyTimeout,
-                                          pollInterval: settings.cheReadyPoll))
+                                          pollInterval: settings.cheReadyPoll),
+                       workspaces: WorkspaceClaims(client: client, settings: settings.workspaces, logger: logger))
     }
 }
 

@@ -82,3 +82,12 @@ public func runDetachedAsync(_ executable: String, _ arguments: [String], enviro
         }
     }
 }
+
+/// Runs blocking work (sockets, child processes, CPU-heavy loops) on a thread of its own: the
+/// threads that run every test's tasks are few (one a core), and a test that blocks them starves
+/// the others (their handshakes then miss the agents' time-outs).
+public func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
+    }
+}

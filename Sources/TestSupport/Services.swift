@@ -51,21 +51,31 @@ public func freeLoopbackPort() -> Int {
 }
 
 /// Waits until something accepts connections on `port` (at most `seconds`).
-public func waitForPort(_ port: Int, seconds: Double = 10) -> Bool {
+/// `waitForPort` without holding a thread of the test pool while it waits.
+public func waitForPortAsync(_ port: Int, host: String = "127.0.0.1", seconds: Double = 10) async -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
+        if waitForPort(port, host: host, seconds: 0) { return true }
+        do { try await Task.sleep(for: .milliseconds(50)) } catch { return false }
+    }
+    return false
+}
+
+public func waitForPort(_ port: Int, host: String = "127.0.0.1", seconds: Double = 10) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while true {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_addr.s_addr = inet_addr(host)
         addr.sin_port = UInt16(port).bigEndian
         let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
             connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
         close(fd)
         if ok { return true }
+        guard Date() < deadline else { return false }
         usleep(50_000)
     }
-    return false
 }
 
 /// Sends an HTTP request whose body stops after `sent` of its declared `declared` bytes, then

@@ -3,6 +3,7 @@
 /// and a 200-round loop. Cross-checks with the `openssl` CLI live in OpenSSLCLITests.swift.
 import Foundation
 import Testing
+import TestSupport
 @testable import AdmissionWebhook
 
 let dnsNames = ["hook", "hook.backup-system", "hook.backup-system.svc"]
@@ -126,7 +127,9 @@ let year: TimeInterval = 365 * 86_400
         #expect(try #require(error).message.contains("error:"))
     }
 
-    @Test func twoHundredRoundsStayConsistent() throws {
+    @Test func twoHundredRoundsStayConsistent() async throws { try await onThread { try Self.twoHundredRounds() } }
+
+    static func twoHundredRounds() throws {
         var pemsSeen = Set<String>()
         var previous: ServingCertificate?
         for round in 0..<200 {

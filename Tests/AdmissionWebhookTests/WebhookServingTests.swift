@@ -34,8 +34,8 @@ import TestSupport
 
     @Test(.enabled(if: KubeAPIServer.available))
     func theCertificateIsIssuedKeptAndRenewed() async throws {
-        let api = try KubeAPIServer()
-        try Self.applyWebhookConfiguration(api)
+        let api = try await onThread { try KubeAPIServer() }
+        try await onThread { try Self.applyWebhookConfiguration(api) }
         let client = try Self.client(api)
         let certificates = WebhookCertificates(client: client, namespace: "eclipse-che", settings: WebhookCertificateSettings(), logger: Self.logger)
         let names = ["chebackup-webhook", "chebackup-webhook.eclipse-che", "chebackup-webhook.eclipse-che.svc", "chebackup-webhook.eclipse-che.svc.cluster.local"]
@@ -86,7 +86,7 @@ import TestSupport
 
     @Test(.enabled(if: KubeAPIServer.available))
     func withoutTheWebhookConfigurationTheSecretIsStillMade() async throws {
-        let api = try KubeAPIServer()
+        let api = try await onThread { try KubeAPIServer() }
         let client = try Self.client(api)
         let outcome = try await WebhookCertificates(client: client, namespace: "eclipse-che", settings: WebhookCertificateSettings(),
                                                     logger: Self.logger).ensure()
@@ -121,9 +121,11 @@ import TestSupport
         let port = freeLoopbackPort()
         let server = WebhookServer(host: "127.0.0.1", port: port, certificateFile: dir.file("tls.crt"), keyFile: dir.file("tls.key"),
                                    handler: InjectionTests.handler, logger: Self.logger)
-        let task = Task { try await server.run() }
+        let (listening, ready) = AsyncStream.makeStream(of: Int.self)
+        let task = Task { try await server.run { ready.yield($0) } }
         defer { task.cancel() }
-        #expect(waitForPort(port))
+        var iterator = listening.makeAsyncIterator()
+        #expect(await iterator.next() == port)
 
         let health = try await Self.curl(port, "/healthz", ca: dir.file("ca-first.crt"))
         #expect(health.stdout.hasSuffix("\n200"), "\(health.stdout) \(health.stderr)")

@@ -169,12 +169,3 @@ import TestSupport
         #expect(before > 0 && after - before < 48 << 10, "resident \(before) KiB before, \(after) KiB after the flood")
     }
 }
-
-/// Runs blocking socket work on a thread of its own: the threads that run every test's tasks
-/// are few (one a core), and a test that blocks them starves the others (their handshakes then
-/// miss the agents' time-outs).
-func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
-    }
-}

@@ -230,6 +230,10 @@ def compare_with_model():
                 if t in enums:   # a String-backed enum: a string with exactly its raw values
                     if props[f].get("type") != "string" or props[f].get("enum") != enums[t]:
                         problems.append(f"{f}: {t} {enums[t]} vs {props[f].get('type')} enum {props[f].get('enum')}")
+                elif t.startswith("[") and t.endswith("]") and ":" not in t:   # [T]: an array of T
+                    item = t[1:-1]
+                    if props[f].get("type") != "array" or props[f].get("items", {}).get("type") != SWIFT_TYPES.get(item, "object"):
+                        problems.append(f"{f}: {t} vs {props[f].get('type')} of {props[f].get('items', {}).get('type')}")
                 elif props[f].get("type") != SWIFT_TYPES.get(t, "object"):
                     problems.append(f"{f}: {t} vs {props[f].get('type')}")
         check(not problems, f"{kind} .{'.'.join(path)} matches {struct} in {os.path.basename(MODEL_SWIFT)}", "; ".join(problems))
@@ -487,7 +491,7 @@ EXPECTED_RIGHTS = {
     # also the internal server's configuration chebackup-internal
     ("org.eclipse.che", "chebackupserverconfigurations", None): {"get", "list", "watch", "create", "update"},
     ("org.eclipse.che", "checlusters", None): {"get", "list", "create", "delete"},
-    # also chebackup-internal-repo-password, chebackup-internal-rest-credentials, chebackup-webhook-tls
+    # also chebackup-internal, chebackup-internal-rest-credentials, chebackup-webhook-tls
     ("", "secrets", None): {"get", "list", "create", "update", "delete"},
     ("", "configmaps", None): {"get", "list", "create", "delete"},
     ("", "pods", None): {"get", "list"},
@@ -505,6 +509,14 @@ EXPECTED_RIGHTS = {
 WEBHOOK_CONFIGURATION = "chebackup-sidecar-injector"
 EXPECTED_CLUSTER_RIGHTS = {
     ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", (WEBHOOK_CONFIGURATION,)): {"get", "patch"},
+}
+# ... and for the workspace claims in the users' namespaces (Kubernetes/WorkspaceClaims.swift).
+EXPECTED_WORKSPACE_RIGHTS = {
+    ("", "persistentvolumeclaims", None): {"get", "list", "create"},
+    ("", "pods", None): {"list"},
+    ("", "namespaces", None): {"get", "create"},
+    ("batch", "jobs", None): {"create", "delete"},
+    ("", "secrets", None): {"create", "delete"},
 }
 # Resources that are not namespaced (or not only): a Role granting them grants nothing, or
 # something else than it says; they belong in a ClusterRole, if anywhere.
@@ -586,17 +598,17 @@ def binding_ok(docs):
             and b["subjects"] == CONTROLLER_SUBJECTS)
 
 
-def cluster_binding_ok(docs):
-    b = find(docs, "ClusterRoleBinding", "che-backup-controller-webhook")
-    return (b is not None and b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                               "name": "che-backup-controller-webhook"}
+def cluster_binding_ok(docs, name="che-backup-controller-webhook"):
+    b = find(docs, "ClusterRoleBinding", name)
+    return (b is not None and b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}
             and b["subjects"] == CONTROLLER_SUBJECTS)
 
 
 def only_expected_cluster_rbac(docs):
     """No other ClusterRole or ClusterRoleBinding: the cluster-wide rights are the webhook's only."""
     found = sorted((d["kind"], d["metadata"]["name"]) for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding"))
-    want = [("ClusterRole", "che-backup-controller-webhook"), ("ClusterRoleBinding", "che-backup-controller-webhook")]
+    want = sorted([(kind, name) for kind in ("ClusterRole", "ClusterRoleBinding")
+                   for name in ("che-backup-controller-webhook", "che-backup-controller-workspaces")])
     return [] if found == want else [f"found {found}"]
 
 
@@ -732,6 +744,10 @@ kustomize(MANIFESTS, [
     (f"the ClusterRole che-backup-controller-webhook grants exactly get, patch on the MutatingWebhookConfiguration {WEBHOOK_CONFIGURATION}",
      rights_exact("ClusterRole", "che-backup-controller-webhook", EXPECTED_CLUSTER_RIGHTS)),
     ("the ClusterRoleBinding gives it to the controller's ServiceAccount in eclipse-che", cluster_binding_ok),
+    ("ClusterRole che-backup-controller-workspaces grants exactly what the workspace agents need",
+     rights_exact("ClusterRole", "che-backup-controller-workspaces", EXPECTED_WORKSPACE_RIGHTS)),
+    ("its ClusterRoleBinding gives it to the controller's ServiceAccount",
+     lambda docs: cluster_binding_ok(docs, "che-backup-controller-workspaces")),
     ("no other cluster-wide rights", only_expected_cluster_rbac),
     ("controller runs `chebackup controller --kubernetes --identity $(POD_NAME)`, POD_NAME from metadata.name",
      lambda docs: controller(docs).get("command") == ["chebackup", "controller", "--kubernetes", "--identity", "$(POD_NAME)"]
