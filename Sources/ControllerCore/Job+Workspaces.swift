@@ -59,7 +59,7 @@ extension Job {
 
     /// `body` for each item, at most `limit` at once; results in the items' order. The first
     /// failure cancels the rest and is thrown.
-    static func forEach<Item: Sendable, Result: Sendable>(_ items: [Item], atMost limit: Int,
+    public static func forEach<Item: Sendable, Result: Sendable>(_ items: [Item], atMost limit: Int,
                                                          _ body: @escaping @Sendable (Item) async throws -> Result) async throws -> [Result] {
         try await withThrowingTaskGroup(of: (Int, Result).self) { group in
             var results = [Result?](repeating: nil, count: items.count)

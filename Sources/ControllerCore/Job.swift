@@ -42,6 +42,7 @@ public struct Job: Sendable {
 
     /// With `includeWorkspaces`, the users' workspace claims too (`Job+Workspaces.swift`).
     public func backup(includeWorkspaces: Bool = false) async throws -> (SnapshotID, Snapshot) {
+        if includeWorkspaces { _ = try workspaceVolumes() }  // before anything is done
         let repo = try await openRepository(create: true)
         stage("Collecting Che installation data")
         let info = try await drivers.objects.info()

@@ -5,6 +5,10 @@ import Storage
 import Testing
 import TestSupport
 
+/// The suites that each run a whole installation in a "cluster" (API stand-in, PostgreSQL, agents,
+/// controllers): one after the other, so that their load does not starve the rest of the run.
+@Suite(.serialized) struct ClusterSuites {}
+
 /// A Che installation "in a cluster" for Kubernetes-mode tests: the API server stand-in, real
 /// PostgreSQL and files agents (their Pods in the API carry the loopback address and port), a
 /// real backup server (`chebackup rest-server`), Che's objects and server Deployment, and the

@@ -3,6 +3,7 @@ import Foundation
 import LineProtocol
 import LocalMode
 import Logging
+import Storage
 import Testing
 import TestSupport
 
@@ -83,5 +84,37 @@ import TestSupport
         try "spec: [unclosed\n".write(toFile: store.path(.backup, "bad"), atomically: true, encoding: .utf8)
         let listed = try await store.list(CheClusterBackup.self)
         #expect(listed.map(\.metadata.name) == ["good"])
+    }
+}
+
+/// The pieces of workspace backups that need no cluster.
+@Suite struct WorkspacePieceTests {
+    @Test func partNamesRoundTrip() {
+        let claim = WorkspaceClaim(namespace: "alice-che", name: "claim-devworkspace")
+        #expect(claim.part == "workspaces/alice-che/claim-devworkspace")
+        #expect(WorkspaceClaim(part: claim.part) == claim)
+        for bad in ["files/che-data", "workspaces/alice-che", "workspaces//x", "workspaces/a/b/c", "workspaces/a/", "che/workspace-claims"] {
+            #expect(WorkspaceClaim(part: bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test func forEachRunsAtMostTheLimitAtOnceAndKeepsTheOrder() async throws {
+        let running = Locked((now: 0, most: 0))
+        let results = try await Job.forEach(Array(0..<20), atMost: 3) { i -> Int in
+            running.withLock { $0.now += 1; $0.most = max($0.most, $0.now) }
+            try await Task.sleep(for: .milliseconds(Int.random(in: 1...20)))
+            running.withLock { $0.now -= 1 }
+            return i * i
+        }
+        #expect(results == (0..<20).map { $0 * $0 })
+        #expect(running.value.most == 3)
+        struct Boom: Error {}
+        await #expect(throws: Boom.self) {
+            _ = try await Job.forEach(Array(0..<10), atMost: 2) { i -> Int in
+                if i == 4 { throw Boom() }
+                return i
+            }
+        }
+        #expect(try await Job.forEach([Int](), atMost: 4) { $0 }.isEmpty)
     }
 }

@@ -253,6 +253,13 @@ import TestSupport
         let again = try await apply("apiVersion: org.eclipse.che/v1\nkind: CheClusterBackup\nmetadata: {name: nightly}\nspec: {useInternalBackupServer: true}\n")
         #expect(again.stdout.contains("unchanged"))
 
+        // Workspace claims need a cluster: asked for here, the backup fails before it starts.
+        #expect(try await apply("apiVersion: org.eclipse.che/v1\nkind: CheClusterBackup\nmetadata: {name: with-workspaces}\nspec: {useInternalBackupServer: true, includeWorkspaces: true}\n").status == 0)
+        _ = try await chebackup(s, ["controller", "--once"])
+        let noWorkspaces = try await status("CheClusterBackup", "with-workspaces")
+        #expect(noWorkspaces["state"] as? String == "Failed")
+        #expect((noWorkspaces["message"] as? String)?.contains("includeWorkspaces: workspace claims live in the users' namespaces of a cluster") == true, "\(noWorkspaces)")
+
         // A configuration whose secret is missing: the backup fails, saying so.
         #expect(try await apply("""
             apiVersion: org.eclipse.che/v1
