@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import LineProtocol
 import Logging
+import Repository
 import Storage
 
 @main
@@ -51,6 +52,7 @@ struct AgentCommand: AsyncParsableCommand {
 
     func run() async throws {
         signal(SIGPIPE, SIG_IGN)  // a tool that dies must give a write error, not kill the agent
+        RepositoryLock.releaseOnTermination()  // a deleted pod's agent removes the locks it holds
         tuneAllocator()
         var logger = Logger(label: "chebackup-agent") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = verbose ? .info : .notice

@@ -173,8 +173,11 @@ final class Session: Sendable {
             send(.result(ResultMessage(id: m.id, state: "cancelling", running: m.target)))
         case .backup(let m):
             start(id: m.id, repository: m.repository) { repo, progress, stage in
-                let parts = try await self.server.role.backup(repo, parts: m.parts, installation: m.installation, progress: progress, stage: stage)
-                return ResultMessage(id: m.id, parts: parts)
+                // A shared lock, beside the controller's: a prune cannot start meanwhile.
+                try await repo.withLock(exclusive: false, operation: "backup (\(self.server.role.name) agent)") { _ in
+                    let parts = try await self.server.role.backup(repo, parts: m.parts, installation: m.installation, progress: progress, stage: stage)
+                    return ResultMessage(id: m.id, parts: parts)
+                }
             }
         case .restore(let m):
             if let bad = m.rewrite?.lazy.compactMap({ $0.problem }).first {
@@ -182,11 +185,13 @@ final class Session: Sendable {
                 return
             }
             start(id: m.id, repository: m.repository) { repo, progress, stage in
-                let (_, snapshot) = try await repo.resolveSnapshot(m.snapshot)
-                let restored = try await self.server.role.restore(repo, snapshot: snapshot, parts: m.parts,
-                                                                   keepExtraneous: m.keepExtraneous ?? false, rewrite: m.rewrite ?? [],
-                                                                   progress: progress, stage: stage)
-                return ResultMessage(id: m.id, restored: restored)
+                try await repo.withLock(exclusive: false, operation: "restore (\(self.server.role.name) agent)") { _ in
+                    let (_, snapshot) = try await repo.resolveSnapshot(m.snapshot)
+                    let restored = try await self.server.role.restore(repo, snapshot: snapshot, parts: m.parts,
+                                                                       keepExtraneous: m.keepExtraneous ?? false, rewrite: m.rewrite ?? [],
+                                                                       progress: progress, stage: stage)
+                    return ResultMessage(id: m.id, restored: restored)
+                }
             }
         case .hello, .auth, .welcome, .event, .result, .error:
             sendError(message.id, .outOfOrder, "\(message.type) is not a request")

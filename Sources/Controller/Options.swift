@@ -24,6 +24,9 @@ struct RepositoryOptionsGroup: ParsableArguments {
     @Option(help: "Transfers at once (default: the backend's).")
     var connections: Int?
 
+    @Option(help: "When the repository is locked by another process, keep trying this long (90s, 10m) instead of failing.")
+    var retryLock: String?
+
     @Flag(name: .shortAndLong, help: "Print no progress.")
     var quiet = false
 
@@ -69,6 +72,15 @@ struct RepositoryOptionsGroup: ParsableArguments {
     func openRepository(pool: BlockingPool) async throws -> Repository {
         try await Repository.open(storage: try storage(pool: pool), password: try password(), logger: logger)
     }
+
+    /// Opens the repository and runs `body` holding a lock (shared for backup, restore and
+    /// check; exclusive for what deletes), removed afterwards, also on SIGINT and SIGTERM.
+    func withLockedRepository<T: Sendable>(pool: BlockingPool, exclusive: Bool = false, operation: String,
+                                           _ body: (Repository) async throws -> T) async throws -> T {
+        let repository = try await openRepository(pool: pool)
+        let retry = try retryLock.map { try parseDuration($0, option: "--retry-lock") } ?? .zero
+        return try await repository.withLock(exclusive: exclusive, operation: operation, retry: retry) { _ in try await body(repository) }
+    }
 }
 
 /// A user-facing error: its text is printed as is.
@@ -82,6 +94,7 @@ func runReportingErrors(_ body: (BlockingPool) async throws -> Void) async throw
     // Buffers of a chunk or a pack are large and short-lived: have malloc map and unmap them
     // rather than keep them in its heaps, so resident memory follows what is in flight.
     tuneAllocator()
+    RepositoryLock.releaseOnTermination()
     let pool = BlockingPool(threads: 8)
     defer { pool.shutdown() }
     do {

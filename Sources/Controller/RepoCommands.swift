@@ -50,51 +50,52 @@ struct RepoBackup: AsyncParsableCommand {
 
     func run() async throws {
         try await runReportingErrors { pool in
-            let repository = try await repo.openRepository(pool: pool)
-            var sources: [BackupSource] = []
-            for path in paths {
-                let absolute = RepositoryURLPath.absolute(path)
-                var st = stat()
-                guard lstat(absolute, &st) == 0 else {
-                    throw CLIError("cannot back up \(path): \(String(cString: strerror(errno)))")
+            try await repo.withLockedRepository(pool: pool, operation: "backup") { repository in
+                var sources: [BackupSource] = []
+                for path in paths {
+                    let absolute = RepositoryURLPath.absolute(path)
+                    var st = stat()
+                    guard lstat(absolute, &st) == 0 else {
+                        throw CLIError("cannot back up \(path): \(String(cString: strerror(errno)))")
+                    }
+                    let base = (absolute as NSString).lastPathComponent
+                    sources.append(.path(absolute, name: base == "/" ? "root" : base))
                 }
-                let base = (absolute as NSString).lastPathComponent
-                sources.append(.path(absolute, name: base == "/" ? "root" : base))
-            }
-            if stdin { sources.append(.stream(fd: 0, name: stdinName)) }
-            var options = BackupOptions()
-            options.tags = tag
-            if let host { options.hostname = host }
-            options.force = force
-            options.connections = repo.connections ?? repository.storage.defaultConnections
-            if let parent { options.parent = try await repository.resolveSnapshot(parent).id }
-            let progress = ProgressCounters()
-            let line = ProgressLine(progress, label: "backup", quiet: repo.quiet || json)
-            let started = Date()
-            let result: BackupResult
-            do {
-                result = try await repository.backup(sources, options: options, progress: progress)
-            } catch {
+                if stdin { sources.append(.stream(fd: 0, name: stdinName)) }
+                var options = BackupOptions()
+                options.tags = tag
+                if let host { options.hostname = host }
+                options.force = force
+                options.connections = repo.connections ?? repository.storage.defaultConnections
+                if let parent { options.parent = try await repository.resolveSnapshot(parent).id }
+                let progress = ProgressCounters()
+                let line = ProgressLine(progress, label: "backup", quiet: repo.quiet || json)
+                let started = Date()
+                let result: BackupResult
+                do {
+                    result = try await repository.backup(sources, options: options, progress: progress)
+                } catch {
+                    line.finish()
+                    throw error
+                }
                 line.finish()
-                throw error
-            }
-            line.finish()
-            let elapsed = Date().timeIntervalSince(started)
-            let s = result.snapshot
-            let total = s.totalBytes
-            let new = s.parts.reduce(Int64(0)) { $0 + $1.stats.newBytes }
-            if json {
-                printOut(Format.json(BackupSummary(snapshotId: result.id.hex, shortId: result.id.short,
-                                                   files: s.parts.reduce(0) { $0 + $1.stats.files },
-                                                   unchangedFiles: s.parts.reduce(0) { $0 + $1.stats.unchangedFiles },
-                                                   bytes: total, newBytes: new, storedBytes: result.bytesStored,
-                                                   packs: result.packsStored, seconds: elapsed)))
-            } else {
-                for part in s.parts {
-                    printOut("part \(part.name): \(part.stats.files) files, \(part.stats.dirs) dirs, \(Format.bytes(part.stats.bytes)) (\(part.stats.unchangedFiles) unchanged, \(Format.bytes(part.stats.newBytes)) new)")
+                let elapsed = Date().timeIntervalSince(started)
+                let s = result.snapshot
+                let total = s.totalBytes
+                let new = s.parts.reduce(Int64(0)) { $0 + $1.stats.newBytes }
+                if json {
+                    printOut(Format.json(BackupSummary(snapshotId: result.id.hex, shortId: result.id.short,
+                                                       files: s.parts.reduce(0) { $0 + $1.stats.files },
+                                                       unchangedFiles: s.parts.reduce(0) { $0 + $1.stats.unchangedFiles },
+                                                       bytes: total, newBytes: new, storedBytes: result.bytesStored,
+                                                       packs: result.packsStored, seconds: elapsed)))
+                } else {
+                    for part in s.parts {
+                        printOut("part \(part.name): \(part.stats.files) files, \(part.stats.dirs) dirs, \(Format.bytes(part.stats.bytes)) (\(part.stats.unchangedFiles) unchanged, \(Format.bytes(part.stats.newBytes)) new)")
+                    }
+                    printOut("stored \(Format.bytes(result.bytesStored)) in \(result.packsStored) packs; \(Format.bytes(total)) processed in \(Format.duration(elapsed)) (\(Format.rate(total, elapsed)))")
+                    printOut("Backup snapshot ID: \(result.id.short)")
                 }
-                printOut("stored \(Format.bytes(result.bytesStored)) in \(result.packsStored) packs; \(Format.bytes(total)) processed in \(Format.duration(elapsed)) (\(Format.rate(total, elapsed)))")
-                printOut("Backup snapshot ID: \(result.id.short)")
             }
         }
     }
@@ -181,53 +182,54 @@ struct RepoRestore: AsyncParsableCommand {
     func run() async throws {
         try await runReportingErrors { pool in
             if let target { try Restorer.checkTarget(target, overwrite: overwrite) }
-            let repository = try await repo.openRepository(pool: pool)
-            let (id, snapshot) = try await repository.resolveSnapshot(self.snapshot)
-            var parts = snapshot.parts
-            if let part {
-                parts = parts.filter { $0.name == part }
-                guard !parts.isEmpty else {
-                    throw CLIError("snapshot \(id.short) has no part \"\(part)\" (parts: \(snapshot.parts.map(\.name).joined(separator: ", ")))")
+            try await repo.withLockedRepository(pool: pool, operation: "restore") { repository in
+                let (id, snapshot) = try await repository.resolveSnapshot(self.snapshot)
+                var parts = snapshot.parts
+                if let part {
+                    parts = parts.filter { $0.name == part }
+                    guard !parts.isEmpty else {
+                        throw CLIError("snapshot \(id.short) has no part \"\(part)\" (parts: \(snapshot.parts.map(\.name).joined(separator: ", ")))")
+                    }
                 }
-            }
-            var options = RestoreOptions()
-            options.connections = repo.connections ?? repository.storage.defaultConnections
-            options.deleteExtraneous = delete
-            options.verifyIDs = verifyIds
-            let progress = ProgressCounters()
-            let restorer = Restorer(repository: repository, options: options, progress: progress)
-            if stdout {
-                guard parts.count == 1, let only = parts.first, only.kind == .stream else {
-                    throw CLIError("--stdout needs exactly one stream part; use --part NAME")
+                var options = RestoreOptions()
+                options.connections = repo.connections ?? repository.storage.defaultConnections
+                options.deleteExtraneous = delete
+                options.verifyIDs = verifyIds
+                let progress = ProgressCounters()
+                let restorer = Restorer(repository: repository, options: options, progress: progress)
+                if stdout {
+                    guard parts.count == 1, let only = parts.first, only.kind == .stream else {
+                        throw CLIError("--stdout needs exactly one stream part; use --part NAME")
+                    }
+                    _ = try await restorer.restoreStream(only.root, to: 1, name: "standard output")
+                    return
                 }
-                _ = try await restorer.restoreStream(only.root, to: 1, name: "standard output")
-                return
-            }
-            let line = ProgressLine(progress, label: "restore", quiet: repo.quiet)
-            defer { line.finish() }
-            let started = Date()
-            var bytes: Int64 = 0
-            var files = 0
-            for p in parts {
-                let into = parts.count == 1 ? target! : target! + "/" + safeName(p.name)
-                switch p.kind {
-                case .tree:
-                    let stats = try await restorer.restoreTree(p, into: into)
-                    bytes += stats.bytes
-                    files += stats.files
-                case .stream:
-                    try FileManager.default.createDirectory(atPath: target!, withIntermediateDirectories: true)
-                    let path = target! + "/" + safeName(p.name)
-                    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-                    guard fd >= 0 else { throw CLIError("cannot create \(path): \(String(cString: strerror(errno)))") }
-                    defer { close(fd) }
-                    bytes += try await restorer.restoreStream(p.root, to: fd, name: path)
-                    files += 1
+                let line = ProgressLine(progress, label: "restore", quiet: repo.quiet)
+                defer { line.finish() }
+                let started = Date()
+                var bytes: Int64 = 0
+                var files = 0
+                for p in parts {
+                    let into = parts.count == 1 ? target! : target! + "/" + safeName(p.name)
+                    switch p.kind {
+                    case .tree:
+                        let stats = try await restorer.restoreTree(p, into: into)
+                        bytes += stats.bytes
+                        files += stats.files
+                    case .stream:
+                        try FileManager.default.createDirectory(atPath: target!, withIntermediateDirectories: true)
+                        let path = target! + "/" + safeName(p.name)
+                        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+                        guard fd >= 0 else { throw CLIError("cannot create \(path): \(String(cString: strerror(errno)))") }
+                        defer { close(fd) }
+                        bytes += try await restorer.restoreStream(p.root, to: fd, name: path)
+                        files += 1
+                    }
                 }
+                line.finish()
+                let elapsed = Date().timeIntervalSince(started)
+                printOut("restored snapshot \(id.short): \(files) files, \(Format.bytes(bytes)) in \(Format.duration(elapsed)) (\(Format.rate(bytes, elapsed)))")
             }
-            line.finish()
-            let elapsed = Date().timeIntervalSince(started)
-            printOut("restored snapshot \(id.short): \(files) files, \(Format.bytes(bytes)) in \(Format.duration(elapsed)) (\(Format.rate(bytes, elapsed)))")
         }
     }
 
@@ -254,25 +256,26 @@ struct RepoCheck: AsyncParsableCommand {
 
     func run() async throws {
         try await runReportingErrors { pool in
-            let repository = try await repo.openRepository(pool: pool)
-            let progress = ProgressCounters()
-            let line = ProgressLine(progress, label: "check", quiet: repo.quiet || json)
-            let report = try await Checker(repository: repository, progress: progress)
-                .check(readData: readData, connections: repo.connections ?? repository.storage.defaultConnections)
-            line.finish()
-            if json {
-                printOut(Format.json(Summary(errors: report.errors, warnings: report.warnings, snapshots: report.snapshots,
-                                             packs: report.packs, blobs: report.blobs, packsRead: report.packsRead)))
-            } else {
-                for warning in report.warnings { printOut("warning: \(warning)") }
-                printOut("checked \(report.snapshots) snapshots, \(report.packs) packs, \(report.blobs) blobs" +
-                         (readData ? ", read \(report.packsRead) packs" : ""))
+            try await repo.withLockedRepository(pool: pool, operation: "check") { repository in
+                let progress = ProgressCounters()
+                let line = ProgressLine(progress, label: "check", quiet: repo.quiet || json)
+                let report = try await Checker(repository: repository, progress: progress)
+                    .check(readData: readData, connections: repo.connections ?? repository.storage.defaultConnections)
+                line.finish()
+                if json {
+                    printOut(Format.json(Summary(errors: report.errors, warnings: report.warnings, snapshots: report.snapshots,
+                                                 packs: report.packs, blobs: report.blobs, packsRead: report.packsRead)))
+                } else {
+                    for warning in report.warnings { printOut("warning: \(warning)") }
+                    printOut("checked \(report.snapshots) snapshots, \(report.packs) packs, \(report.blobs) blobs" +
+                             (readData ? ", read \(report.packsRead) packs" : ""))
+                }
+                if !report.errors.isEmpty {
+                    for error in report.errors { FileHandle.standardError.write(Data("chebackup: error: \(error)\n".utf8)) }
+                    throw CLIError("check found \(report.errors.count) errors")
+                }
+                if !json { printOut("no errors were found") }
             }
-            if !report.errors.isEmpty {
-                for error in report.errors { FileHandle.standardError.write(Data("chebackup: error: \(error)\n".utf8)) }
-                throw CLIError("check found \(report.errors.count) errors")
-            }
-            if !json { printOut("no errors were found") }
         }
     }
 }
@@ -288,7 +291,7 @@ enum RepositoryURLPath {
 struct RepoRepair: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "repair", abstract: "Rebuild damaged repository metadata.",
-        discussion: "Run it while nothing else uses the repository.",
+        discussion: "It holds an exclusive lock: nothing else may use the repository meanwhile.",
         subcommands: [RepoRepairIndex.self, RepoRepairSnapshots.self])
 }
 
@@ -299,10 +302,11 @@ struct RepoRepairIndex: AsyncParsableCommand {
 
     func run() async throws {
         try await runReportingErrors { pool in
-            let repository = try await repo.openRepository(pool: pool)
-            let result = try await repository.repairIndex(connections: repo.connections ?? repository.storage.defaultConnections)
-            for problem in result.unreadablePacks { printOut("warning: \(problem): its blobs are not indexed") }
-            printOut("indexed \(result.blobs) blobs in \(result.packs) packs; replaced \(result.replacedIndexFiles) index files")
+            try await repo.withLockedRepository(pool: pool, exclusive: true, operation: "repair index") { repository in
+                let result = try await repository.repairIndex(connections: repo.connections ?? repository.storage.defaultConnections)
+                for problem in result.unreadablePacks { printOut("warning: \(problem): its blobs are not indexed") }
+                printOut("indexed \(result.blobs) blobs in \(result.packs) packs; replaced \(result.replacedIndexFiles) index files")
+            }
         }
     }
 }
@@ -314,10 +318,26 @@ struct RepoRepairSnapshots: AsyncParsableCommand {
 
     func run() async throws {
         try await runReportingErrors { pool in
+            try await repo.withLockedRepository(pool: pool, exclusive: true, operation: "repair snapshots") { repository in
+                let removed = try await repository.repairSnapshots()
+                for id in removed { printOut("removed damaged snapshot \(id.hex)") }
+                printOut("\(removed.count) damaged snapshots removed")
+            }
+        }
+    }
+}
+
+struct RepoUnlock: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unlock", abstract: "Remove stale locks (not refreshed for 30 minutes, or whose process is gone on this host).")
+    @OptionGroup var repo: RepositoryOptionsGroup
+    @Flag(help: "Remove every lock, also live ones: only when no other process uses the repository.") var removeAll = false
+
+    func run() async throws {
+        try await runReportingErrors { pool in
             let repository = try await repo.openRepository(pool: pool)
-            let removed = try await repository.repairSnapshots()
-            for id in removed { printOut("removed damaged snapshot \(id.hex)") }
-            printOut("\(removed.count) damaged snapshots removed")
+            let removed = try await repository.removeLocks(all: removeAll)
+            printOut("removed \(removed) \(removeAll ? "" : "stale ")lock\(removed == 1 ? "" : "s")")
         }
     }
 }

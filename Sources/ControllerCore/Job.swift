@@ -44,6 +44,13 @@ public struct Job: Sendable {
     public func backup(includeWorkspaces: Bool = false) async throws -> (SnapshotID, Snapshot) {
         if includeWorkspaces { _ = try workspaceVolumes() }  // before anything is done
         let repo = try await openRepository(create: true)
+        // Shared: the agents take theirs too; a prune (exclusive) cannot run meanwhile.
+        return try await repo.withLock(exclusive: false, operation: "server backup") { _ in
+            try await backup(repo, includeWorkspaces: includeWorkspaces)
+        }
+    }
+
+    func backup(_ repo: Repository, includeWorkspaces: Bool) async throws -> (SnapshotID, Snapshot) {
         stage("Collecting Che installation data")
         let info = try await drivers.objects.info()
         let agents = try await drivers.agents.agents()
@@ -84,6 +91,13 @@ public struct Job: Sendable {
     public func restore(snapshot: String, relocate: Bool = false, includeWorkspaces: Bool = true,
                         confirm: @Sendable (Snapshot, SnapshotID) throws -> Void) async throws -> (SnapshotID, Snapshot, warnings: [String]) {
         let repo = try await openRepository(create: false)
+        return try await repo.withLock(exclusive: false, operation: "server restore") { _ in
+            try await restore(repo, snapshot: snapshot, relocate: relocate, includeWorkspaces: includeWorkspaces, confirm: confirm)
+        }
+    }
+
+    func restore(_ repo: Repository, snapshot: String, relocate: Bool, includeWorkspaces: Bool,
+                 confirm: @Sendable (Snapshot, SnapshotID) throws -> Void) async throws -> (SnapshotID, Snapshot, warnings: [String]) {
         stage("Downloading the snapshot record")
         let (id, snap) = try await repo.resolveSnapshot(snapshot)
         let info = try await drivers.objects.info()

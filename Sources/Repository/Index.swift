@@ -147,6 +147,19 @@ public final class MasterIndex: Sendable {
         }
     }
 
+    /// Forgets every indexed pack and blob (the index is about to be read again); what this
+    /// process stored but has not indexed yet is kept.
+    func resetIndexed() {
+        state.withLock { s in
+            let unsaved = s.unsaved
+            let pending = s.pending
+            s = State()
+            s.pending = pending
+            for pack in unsaved { Self.insert(pack, into: &s) }
+            s.unsaved = unsaved
+        }
+    }
+
     /// Puts packs back after a failed index write, so a retry includes them.
     func returnUnsaved(_ packs: [IndexFile.Pack]) {
         state.withLock { $0.unsaved.insert(contentsOf: packs, at: 0) }

@@ -228,6 +228,19 @@ public final class Repository: Sendable {
         }
     }
 
+    /// After a lock is taken: when an index file loaded before is gone (a prune replaced it),
+    /// the index is read again from scratch, so nothing deleted is taken for stored; else only
+    /// new index files are read.
+    func reloadIndexIfChanged() async throws {
+        let present = Set(try await storage.list(.index).compactMap { ObjectID(hex: $0.name) })
+        if !loadedIndexFiles.value.isSubset(of: present) {
+            logger.info("index files were removed since the index was read (a prune): reading it again")
+            index.resetIndexed()
+            loadedIndexFiles.withLock { $0.removeAll() }
+        }
+        try await loadIndex()
+    }
+
     func noteDamaged(_ name: String, _ why: String) {
         let first = damaged.withLock { d -> Bool in
             defer { d[name] = why }

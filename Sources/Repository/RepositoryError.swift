@@ -18,6 +18,8 @@ public struct RepositoryError: Error, CustomStringConvertible, Sendable {
         public static let sourceUnreadable = Code("source unreadable")
         public static let invalidArgument = Code("invalid argument")
         public static let io = Code("i/o")
+        /// Another process holds a conflicting repository lock.
+        public static let locked = Code("locked")
     }
 
     public let code: Code
