@@ -94,7 +94,7 @@ public final class Checker: Sendable {
         // What deletion leaves behind (docs/format.md, "What can be detected"): a snapshot whose
         // parent is gone, and data no snapshot refers to.
         for (child, parent) in parents where !snapshotIDs.contains(parent) {
-            report.warnings.append("snapshot \(child) was made on top of snapshot \(parent), which is no longer in the repository (deleted?)")
+            report.warnings.append("snapshot \(child) was made on top of snapshot \(parent), which is no longer in the repository (forgotten, or deleted?)")
         }
         let orphans = repo.index.unreferenced(by: referenced.union(seenTrees))
         if orphans.blobs > 0 {

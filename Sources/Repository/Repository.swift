@@ -218,12 +218,23 @@ public final class Repository: Sendable {
                 }
             }
             for _ in 0..<8 { addNext() }
+            var read: [(ObjectID, IndexFile)] = []
             while let (id, file) = try await group.next() {
-                if let file {
-                    index.addIndexed(file)
-                    loadedIndexFiles.withLock { _ = $0.insert(id) }
-                }
+                if let file { read.append((id, file)) }
                 addNext()
+            }
+            // An index file named in another's `supersedes` (a prune stopped before deleting
+            // it) is ignored; if one loaded before is superseded now, everything is read again.
+            let superseded = Set(read.flatMap { $0.1.supersedes })
+            if !superseded.isDisjoint(with: loadedIndexFiles.value) {
+                index.resetIndexed()
+                loadedIndexFiles.withLock { $0.removeAll() }
+                try await loadIndex()
+                return
+            }
+            for (id, file) in read {
+                if !superseded.contains(id) { index.addIndexed(file) }
+                loadedIndexFiles.withLock { _ = $0.insert(id) }  // read (and used, or ignored)
             }
         }
     }
