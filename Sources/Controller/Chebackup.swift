@@ -18,6 +18,6 @@ struct RepoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "repo",
         abstract: "Low-level repository commands.",
-        subcommands: [RepoInit.self, RepoBackup.self, RepoSnapshots.self, RepoRestore.self, RepoCheck.self, RepoRepair.self, RepoUnlock.self, RepoForget.self, RepoPrune.self]
+        subcommands: [RepoInit.self, RepoBackup.self, RepoSnapshots.self, RepoRestore.self, RepoCheck.self, RepoRepair.self, RepoUnlock.self, RepoForget.self, RepoPrune.self, RepoKey.self]
     )
 }

@@ -75,3 +75,28 @@ final class ProgressLine: Sendable {
 func printOut(_ text: String) {
     FileHandle.standardOutput.write(Data((text + "\n").utf8))
 }
+
+/// Reads a line from the terminal (`/dev/tty`) without echo, after `prompt` on it; nil when there
+/// is no terminal. The echo is restored whatever happens.
+func readSecretFromTerminal(_ prompt: String) -> String? {
+    let fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var saved = termios()
+    guard tcgetattr(fd, &saved) == 0 else { return nil }
+    var quiet = saved
+    quiet.c_lflag &= ~tcflag_t(ECHO)
+    _ = prompt.withCString { write(fd, $0, strlen($0)) }
+    guard tcsetattr(fd, TCSAFLUSH, &quiet) == 0 else { return nil }
+    defer {
+        _ = tcsetattr(fd, TCSAFLUSH, &saved)
+        _ = write(fd, "\n", 1)
+    }
+    var bytes: [UInt8] = []
+    var byte: UInt8 = 0
+    while read(fd, &byte, 1) == 1, byte != 10, byte != 13 {
+        bytes.append(byte)
+        if bytes.count > 4096 { break }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}

@@ -32,6 +32,9 @@ public final class Repository: Sendable {
     /// Index files already in `index` (read, or written by this process): a reload reads only
     /// the others, so committing a snapshot or checking does not read the whole index again.
     let loadedIndexFiles = Locked<Set<ObjectID>>([])
+    /// The key file the password opened (nil for a repository just initialised in this process
+    /// until it is set).
+    public let openedKey = Locked<ObjectID?>(nil)
 
     init(storage: any Storage, keys: MasterKeys, config: RepositoryConfig, logger: Logger) {
         self.storage = storage
@@ -72,6 +75,7 @@ public final class Repository: Sendable {
                                       chunker: options.chunker, packSize: options.packSize, created: Date())
         let repo = Repository(storage: storage, keys: keys, config: config, logger: logger)
         let key = try await repo.addKey(password: password, kdf: options.kdf)
+        repo.openedKey.withLock { $0 = key }
         // The config goes last: a repository whose init was interrupted has no config and is not
         // one. It is created only if absent: of two inits at once, one wins, and the other's key
         // (which wraps master keys that open nothing) is removed again.
@@ -111,6 +115,7 @@ public final class Repository: Sendable {
         // Try every key file: a damaged or newer-format key file is skipped, and a key that opens
         // but does not decrypt the config (a stale key) does not stop the search.
         var opened: (MasterKeys, RepositoryConfig)?
+        var openedName: ObjectID?
         var problems: [String] = []
         for info in keyFiles {
             guard let name = ObjectID(hex: info.name) else { continue }
@@ -123,6 +128,7 @@ public final class Repository: Sendable {
                 guard let keys = try file.unlock(password: password, what: "key file \(name)") else { continue }
                 let plain = try Envelope.open(sealedConfig, kind: .config, key: keys.encryption, what: "repository config")
                 opened = (keys, try JSON.decode(RepositoryConfig.self, plain, what: "repository config"))
+                openedName = name
                 break
             } catch let error as RepositoryError {
                 logger.warning("\(error.message); trying the other keys")
@@ -140,6 +146,7 @@ public final class Repository: Sendable {
         }
         try config.chunker.validate()
         let repo = Repository(storage: storage, keys: keys, config: config, logger: logger)
+        repo.openedKey.withLock { $0 = openedName }
         try await repo.loadIndex()
         return repo
     }
