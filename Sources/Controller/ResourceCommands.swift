@@ -74,6 +74,15 @@ struct Apply: AsyncParsableCommand {
                     try resource.validate()
                     try store.write(resource)
                     printOut("checlusterbackup/\(name) created")
+                case .schedule:
+                    // A schedule may be edited: its spec changes, its status stays.
+                    var resource = try decode(CheClusterBackupSchedule.self)
+                    try resource.validate()
+                    let existing = store.exists(kind, name) ? try store.load(CheClusterBackupSchedule.self, name) : nil
+                    resource.status = existing?.status
+                    resource.metadata.creationTimestamp = existing?.metadata.creationTimestamp ?? resource.metadata.creationTimestamp ?? Engine.now()
+                    try store.write(resource)
+                    printOut("checlusterbackupschedule/\(name) \(existing == nil ? "created" : "configured")")
                 case .restore:
                     if store.exists(kind, name) {
                         printOut("checlusterrestore/\(name) unchanged (editing a restore has no effect: create a new one)")

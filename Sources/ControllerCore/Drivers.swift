@@ -15,7 +15,7 @@ public protocol ResourceStore: Sendable {
     func delete<R: CheResource>(_ type: R.Type, _ name: String) async throws -> Bool
     /// Writes only the status (Kubernetes: the `/status` subresource with the object's
     /// resourceVersion, a conflict re-read and retried); failures are thrown, never swallowed.
-    func updateStatus<R: OperationResource>(_ type: R.Type, _ name: String, _ status: OperationStatus) async throws
+    func updateStatus<R: StatusResource>(_ type: R.Type, _ name: String, _ status: R.Status) async throws
     /// Every resource of the kind now, then each one created or changed later, each once per
     /// version; ends when the consumer stops.
     func changes<R: CheResource>(_ type: R.Type) -> AsyncThrowingStream<R, any Error>

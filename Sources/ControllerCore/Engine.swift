@@ -144,18 +144,21 @@ public struct Engine: Sendable {
         }
     }
 
-    /// One pass: runs every new backup and restore.
+    /// One pass: creates the backups schedules have due, then runs every new backup and restore.
     public func reconcileOnce() async throws {
+        try await reconcileSchedules()
         for r in try await drivers.resources.list(CheClusterBackup.self) where r.status?.state == nil {
             _ = try await runBackup(r.metadata.name)
+            try await scheduledBackupFinished(r.metadata.name)
         }
         for r in try await drivers.resources.list(CheClusterRestore.self) where r.status?.state == nil {
             _ = try await runRestore(r.metadata.name)
         }
     }
 
-    /// Runs new operations as they are created, one at a time, until cancelled.
-    public func runForever() async throws {
+    /// Runs new operations as they are created, one at a time, until cancelled; looks at the
+    /// schedules every `scheduleInterval`.
+    public func runForever(scheduleInterval: Duration = .seconds(15)) async throws {
         let (queue, continuation) = AsyncStream.makeStream(of: (ResourceKind, String).self)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -172,10 +175,21 @@ public struct Engine: Sendable {
                 for await (kind, name) in queue {
                     do {
                         // `run` re-reads the resource: one seen twice before it ran runs once.
-                        if kind == .backup { _ = try await runBackup(name) } else { _ = try await runRestore(name) }
+                        if kind == .backup {
+                            _ = try await runBackup(name)
+                            try await scheduledBackupFinished(name)
+                        } else {
+                            _ = try await runRestore(name)
+                        }
                     } catch {
                         logger.error("\(kind.rawValue) \(name): \(describe(error))")
                     }
+                }
+            }
+            group.addTask {
+                while true {
+                    do { try await reconcileSchedules() } catch { logger.error("schedules: \(describe(error))") }
+                    try await Task.sleep(for: scheduleInterval)
                 }
             }
             try await group.next()

@@ -151,10 +151,14 @@ public struct OperationStatus: Codable, Sendable, Equatable {
     }
 }
 
-/// A resource that carries out an operation and reports it in its status.
-public protocol OperationResource: CheResource {
-    var status: OperationStatus? { get set }
+/// A resource with a status the controller writes (through `/status` in a cluster).
+public protocol StatusResource: CheResource {
+    associatedtype Status: Codable & Sendable & Equatable
+    var status: Status? { get set }
 }
+
+/// A resource that carries out an operation and reports it in its status.
+public protocol OperationResource: StatusResource where Status == OperationStatus {}
 
 public struct CheClusterBackup: OperationResource {
     public static let kind = ResourceKind.backup
@@ -244,6 +248,7 @@ public enum ResourceKind: String, CaseIterable, Sendable {
     case backupServerConfiguration = "CheBackupServerConfiguration"
     case backup = "CheClusterBackup"
     case restore = "CheClusterRestore"
+    case schedule = "CheClusterBackupSchedule"
     case secret = "Secret"
 
     /// Accepts the kind, its plural and short forms, case-insensitively (as kubectl does).
@@ -252,8 +257,131 @@ public enum ResourceKind: String, CaseIterable, Sendable {
         case "chebackupserverconfiguration", "chebackupserverconfigurations", "backupserverconfiguration": self = .backupServerConfiguration
         case "checlusterbackup", "checlusterbackups", "backup", "backups": self = .backup
         case "checlusterrestore", "checlusterrestores", "restore", "restores": self = .restore
+        case "checlusterbackupschedule", "checlusterbackupschedules", "schedule", "schedules": self = .schedule
         case "secret", "secrets": self = .secret
         default: return nil
+        }
+    }
+}
+
+/// Which snapshots a schedule keeps after each successful backup (restic's buckets, applied to
+/// the installation's snapshots in the repository).
+public struct RetentionSpec: Codable, Sendable, Equatable {
+    public var keepLast: Int?
+    public var keepHourly: Int?
+    public var keepDaily: Int?
+    public var keepWeekly: Int?
+    public var keepMonthly: Int?
+    public var keepYearly: Int?
+    public init(keepLast: Int? = nil, keepHourly: Int? = nil, keepDaily: Int? = nil, keepWeekly: Int? = nil,
+                keepMonthly: Int? = nil, keepYearly: Int? = nil) {
+        self.keepLast = keepLast
+        self.keepHourly = keepHourly
+        self.keepDaily = keepDaily
+        self.keepWeekly = keepWeekly
+        self.keepMonthly = keepMonthly
+        self.keepYearly = keepYearly
+    }
+}
+
+/// One condition of a schedule's status, as Kubernetes conditions are.
+public struct ScheduleCondition: Codable, Sendable, Equatable {
+    public var type: String
+    public var status: String
+    public var reason: String
+    public var message: String
+    public var lastTransitionTime: String
+    public init(type: String, status: String, reason: String, message: String, lastTransitionTime: String) {
+        self.type = type
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.lastTransitionTime = lastTransitionTime
+    }
+}
+
+public struct ScheduleStatus: Codable, Sendable, Equatable {
+    public var lastScheduleTime: String?
+    public var lastSuccessfulTime: String?
+    public var lastSnapshotId: String?
+    public var nextScheduleTime: String?
+    public var conditions: [ScheduleCondition]?
+    public init() {}
+}
+
+/// Backups at the times of a cron schedule, with retention (che-backup's addition to Che's kinds).
+public struct CheClusterBackupSchedule: StatusResource {
+    public static let kind = ResourceKind.schedule
+    public struct Spec: Codable, Sendable, Equatable {
+        /// Five cron fields (minute hour day-of-month month day-of-week) or @daily-style names.
+        public var schedule: String
+        /// The IANA time zone the schedule is read in (default UTC).
+        public var timeZone: String?
+        public var backupServerConfigRef: String?
+        public var useInternalBackupServer: Bool?
+        public var includeWorkspaces: Bool?
+        public var retention: RetentionSpec?
+        public var suspend: Bool?
+        public var successfulBackupsHistoryLimit: Int?
+        public var failedBackupsHistoryLimit: Int?
+        public init(schedule: String, timeZone: String? = nil, backupServerConfigRef: String? = nil, useInternalBackupServer: Bool? = nil,
+                    includeWorkspaces: Bool? = nil, retention: RetentionSpec? = nil, suspend: Bool? = nil,
+                    successfulBackupsHistoryLimit: Int? = nil, failedBackupsHistoryLimit: Int? = nil) {
+            self.schedule = schedule
+            self.timeZone = timeZone
+            self.backupServerConfigRef = backupServerConfigRef
+            self.useInternalBackupServer = useInternalBackupServer
+            self.includeWorkspaces = includeWorkspaces
+            self.retention = retention
+            self.suspend = suspend
+            self.successfulBackupsHistoryLimit = successfulBackupsHistoryLimit
+            self.failedBackupsHistoryLimit = failedBackupsHistoryLimit
+        }
+    }
+    public var apiVersion = "org.eclipse.che/v1"
+    public var kind = "CheClusterBackupSchedule"
+    public var metadata: ObjectMeta
+    public var spec: Spec
+    public var status: ScheduleStatus?
+
+    public init(metadata: ObjectMeta, spec: Spec) {
+        self.metadata = metadata
+        self.spec = spec
+    }
+
+    /// The label on the CheClusterBackups a schedule creates.
+    public static let label = "chebackup.eclipse.org/schedule"
+
+    /// The parsed schedule and its time zone; a one-line error naming what is wrong.
+    public func parsed() throws -> (CronSchedule, TimeZone) {
+        let name = "CheClusterBackupSchedule \(metadata.name)"
+        let cron: CronSchedule
+        do { cron = try CronSchedule(parsing: spec.schedule) } catch let error as CronError {
+            throw ControllerError(.invalidResource, "\(name): spec.schedule: \(error.message)")
+        }
+        var zone = TimeZone(identifier: "UTC")!
+        if let text = spec.timeZone {
+            guard let z = TimeZone(identifier: text) else { throw ControllerError(.invalidResource, "\(name): spec.timeZone \"\(text)\" is not a time zone") }
+            zone = z
+        }
+        return (cron, cron.timeZone ?? zone)
+    }
+
+    public func validate() throws {
+        let name = "CheClusterBackupSchedule \(metadata.name)"
+        _ = try parsed()
+        if spec.useInternalBackupServer == true && spec.backupServerConfigRef != nil {
+            throw ControllerError(.invalidResource, "\(name): use either useInternalBackupServer or backupServerConfigRef")
+        }
+        for (field, value) in [("successfulBackupsHistoryLimit", spec.successfulBackupsHistoryLimit), ("failedBackupsHistoryLimit", spec.failedBackupsHistoryLimit)] {
+            if let value, value < 0 { throw ControllerError(.invalidResource, "\(name): spec.\(field) must not be negative") }
+        }
+        if let r = spec.retention {
+            let counts = [r.keepLast, r.keepHourly, r.keepDaily, r.keepWeekly, r.keepMonthly, r.keepYearly].compactMap { $0 }
+            if counts.contains(where: { $0 < -1 }) { throw ControllerError(.invalidResource, "\(name): spec.retention counts are -1 (all) or more") }
+            if counts.allSatisfy({ $0 == 0 }) {
+                throw ControllerError(.invalidResource, "\(name): spec.retention keeps nothing: give at least one keep count (or leave retention out to keep every backup)")
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ extension ResourceKind {
         case .backupServerConfiguration: .backupServerConfigurations
         case .backup: .clusterBackups
         case .restore: .clusterRestores
+        case .schedule: .backupSchedules
         case .secret: .secrets
         }
     }
@@ -79,7 +80,7 @@ public struct KubeResourceStore: ResourceStore, SecretStore {
         try await client.delete(R.kind.api, name, namespace: namespace)
     }
 
-    public func updateStatus<R: OperationResource>(_ type: R.Type, _ name: String, _ status: OperationStatus) async throws {
+    public func updateStatus<R: StatusResource>(_ type: R.Type, _ name: String, _ status: R.Status) async throws {
         let encoded = try JSON(encoding: status)
         _ = try await client.updateStatus(R.kind.api, name, namespace: namespace) { object in
             object["status"] = encoded

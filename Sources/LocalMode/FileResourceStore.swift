@@ -86,7 +86,7 @@ public struct FileResourceStore: ResourceStore, SecretStore {
         unlink(path(R.kind, name)) == 0
     }
 
-    public func updateStatus<R: OperationResource>(_ type: R.Type, _ name: String, _ status: OperationStatus) async throws {
+    public func updateStatus<R: StatusResource>(_ type: R.Type, _ name: String, _ status: R.Status) async throws {
         var resource = try load(R.self, name)
         resource.status = status
         try write(resource)

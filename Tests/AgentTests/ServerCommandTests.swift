@@ -212,6 +212,56 @@ import TestSupport
         #expect((try JSONSerialization.jsonObject(with: list.stdoutData) as? [[String: Any]])?.count == 1)
     }
 
+    /// A schedule due every minute with keepLast 1: at the next minute the controller makes the
+    /// backup, then forgets and prunes the older snapshots, and records it all in the status.
+    @Test func aScheduledBackupThenItsRetention() async throws {
+        let s = try setUp()
+        defer { s.dir.remove() }
+        for _ in 0..<2 {
+            let r = try await chebackup(s, ["server:backup"])
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        func snapshots() async throws -> [[String: Any]] {
+            let r = try await chebackup(s, ["snapshots", "--json"])
+            return try JSONSerialization.jsonObject(with: r.stdoutData) as? [[String: Any]] ?? []
+        }
+        #expect(try await snapshots().count == 2)
+        try """
+            apiVersion: org.eclipse.che/v1
+            kind: CheClusterBackupSchedule
+            metadata: {name: every-minute}
+            spec:
+              schedule: "* * * * *"
+              useInternalBackupServer: true
+              retention: {keepLast: 1}
+              successfulBackupsHistoryLimit: 1
+            """.write(toFile: s.dir.file("schedule.yaml"), atomically: true, encoding: .utf8)
+        let applied = try await chebackup(s, ["apply", "-f", s.dir.file("schedule.yaml")])
+        #expect(applied.status == 0 && applied.stdout.contains("checlusterbackupschedule/every-minute created"), "\(applied.stdout)\(applied.stderr)")
+        // Wait for the next minute to begin (a liveness wait, at most a minute).
+        let seconds = 60 - Calendar(identifier: .gregorian).component(.second, from: Date())
+        try await Task.sleep(for: .seconds(seconds + 1))
+        let pass = try await chebackup(s, ["controller", "--once"])
+        #expect(pass.status == 0, "\(pass.stderr)")
+        let get = try await chebackup(s, ["get", "checlusterbackupschedule", "every-minute", "-o", "json"])
+        let schedule = try #require(try JSONSerialization.jsonObject(with: get.stdoutData) as? [String: Any], "\(get.stdout)\(get.stderr)")
+        let status = try #require(schedule["status"] as? [String: Any])
+        let conditions = status["conditions"] as? [[String: Any]] ?? []
+        let retention = try #require(conditions.first { $0["type"] as? String == "Retention" }, "\(status)")
+        #expect(retention["status"] as? String == "True" && (retention["message"] as? String)?.contains("kept 1, removed 2") == true, "\(retention)")
+        #expect(conditions.first { $0["type"] as? String == "LastBackup" }?["status"] as? String == "True")
+        #expect(status["lastSuccessfulTime"] != nil && status["nextScheduleTime"] != nil)
+        let left = try await snapshots()
+        #expect(left.count == 1, "\(left)")
+        #expect((left.first?["id"] as? String)?.hasPrefix(status["lastSnapshotId"] as? String ?? "-") == true, "the scheduled one is kept")
+        // The backup resource it made carries the schedule's label.
+        let backups = try await chebackup(s, ["get", "checlusterbackup", "-o", "json"])
+        let list = try JSONSerialization.jsonObject(with: backups.stdoutData) as? [[String: Any]] ?? []
+        let made = list.filter { (($0["metadata"] as? [String: Any])?["labels"] as? [String: String])?["chebackup.eclipse.org/schedule"] == "every-minute" }
+        #expect(made.count == 1, "\(backups.stdout)")
+        #expect((made.first?["status"] as? [String: Any])?["snapshotId"] as? String == status["lastSnapshotId"] as? String)
+    }
+
     @Test func customResourcesThroughTheController() async throws {
         let s = try setUp()
         defer { s.dir.remove() }

@@ -138,8 +138,8 @@ for path in sorted(glob.glob(os.path.join(MANIFESTS, "crds", "*.yaml"))):
             if version.get("storage"):
                 crds[names["kind"]] = (crd, version, json_schema)
 
-check(set(crds) == {"CheBackupServerConfiguration", "CheClusterBackup", "CheClusterRestore"},
-      "the three CRDs are present", f"found {sorted(crds)}")
+check(set(crds) == {"CheBackupServerConfiguration", "CheClusterBackup", "CheClusterRestore", "CheClusterBackupSchedule"},
+      "the four CRDs are present", f"found {sorted(crds)}")
 
 for kind in ("CheClusterBackup", "CheClusterRestore"):
     if kind in crds:
@@ -195,8 +195,8 @@ def compare_with_model():
     if not os.path.exists(MODEL_SWIFT):
         check(False, name, "missing: point validate.py at the file that declares the resource model")
         return
-    if len(crds) != 3:
-        check(False, name, "the three CRDs are needed for the comparison")
+    if len(crds) != 4:
+        check(False, name, "the four CRDs are needed for the comparison")
         return
     structs, enums = swift_types(MODEL_SWIFT)
     check("OperationState" in enums and enums["OperationState"] == ["InProgress", "Succeeded", "Failed"],
@@ -210,6 +210,9 @@ def compare_with_model():
         ("CheClusterRestore.Spec", "CheClusterRestore", ("spec",)),
         ("OperationStatus", "CheClusterBackup", ("status",)),
         ("OperationStatus", "CheClusterRestore", ("status",)),
+        ("CheClusterBackupSchedule.Spec", "CheClusterBackupSchedule", ("spec",)),
+        ("RetentionSpec", "CheClusterBackupSchedule", ("spec", "retention")),
+        ("ScheduleStatus", "CheClusterBackupSchedule", ("status",)),
     ]
     for struct, kind, path in pairs:
         fields = structs.get(struct)
@@ -244,10 +247,10 @@ def compare_with_model():
           f"ObjectMeta fields {structs.get('ObjectMeta')}")
 
 
-if len(crds) == 3:
+if len(crds) == 4:
     compare_with_model()
 else:
-    check(False, "CRDs against Model.swift", "the three CRDs are needed for the comparison")
+    check(False, "CRDs against Model.swift", "the four CRDs are needed for the comparison")
 
 
 # --- Secret keys against BackupServer.swift ------------------------------------------------
@@ -487,6 +490,8 @@ EXPECTED_RIGHTS = {
     ("org.eclipse.che", "checlusterbackups", None): {"get", "list", "watch", "create", "delete"},
     ("org.eclipse.che", "checlusterrestores", None): {"get", "list", "watch", "create", "delete"},
     ("org.eclipse.che", "checlusterbackups/status", None): {"get", "update"},
+    ("org.eclipse.che", "checlusterbackupschedules", None): {"get", "list", "watch"},
+    ("org.eclipse.che", "checlusterbackupschedules/status", None): {"get", "update"},
     ("org.eclipse.che", "checlusterrestores/status", None): {"get", "update"},
     # also the internal server's configuration chebackup-internal
     ("org.eclipse.che", "chebackupserverconfigurations", None): {"get", "list", "watch", "create", "update"},
@@ -731,7 +736,7 @@ def images_are_ours(docs):
 
 
 kustomize(MANIFESTS, [
-    ("three CRDs", lambda docs: sum(d["kind"] == "CustomResourceDefinition" for d in docs) == 3),
+    ("four CRDs", lambda docs: sum(d["kind"] == "CustomResourceDefinition" for d in docs) == 4),
     ("namespaced objects in eclipse-che, cluster-scoped ones without a namespace", namespaced_in_che),
     ("everything labelled app.kubernetes.io/part-of: che-backup", labelled_ours),
     ("ServiceAccount, Role and RoleBinding che-backup-controller",
