@@ -172,6 +172,11 @@ struct ServerRestore: AsyncParsableCommand {
     @Option(name: [.customShort("s"), .customLong("snapshot-id")], help: "Snapshot id (any unique prefix) or latest.") var snapshotId = "latest"
     @Flag(help: "Do not ask for confirmation.") var batch = false
     @Flag(help: "Restore a snapshot of another namespace or domain, rewriting them in the objects and database rows.") var relocate = false
+    @Flag(help: "Roll back: restore the latest backup made before an update of Che (tagged backup-before-update).") var rollback = false
+
+    func validate() throws {
+        if rollback && snapshotId != "latest" { throw ValidationError("--rollback picks the snapshot itself: leave out --snapshot-id") }
+    }
 
     func run() async throws {
         try await runReportingErrors { pool in
@@ -186,7 +191,7 @@ struct ServerRestore: AsyncParsableCommand {
                 let cluster = try server.cluster { say($0) }
                 let configName = try await cluster.configure(server.flagServer(), configName: server.backupServerConfigName)
                 let status = try await cluster.restore(configName: configName, snapshotId: snapshotId == "latest" ? nil : snapshotId,
-                                                       relocate: relocate, timeout: .seconds(server.timeout * 60))
+                                                       relocate: relocate, rollback: rollback, timeout: .seconds(server.timeout * 60))
                 say(status.message ?? "")
                 return
             }
@@ -194,7 +199,8 @@ struct ServerRestore: AsyncParsableCommand {
             let name = "restore-" + operationSuffix()
             try store.write(CheClusterRestore(
                 metadata: ObjectMeta(name: name, namespace: installation.namespace, creationTimestamp: Engine.now()),
-                spec: .init(snapshotId: snapshotId, backupServerConfigRef: server.backupServerConfigName, relocate: relocate)))
+                spec: .init(snapshotId: rollback ? nil : snapshotId, backupServerConfigRef: server.backupServerConfigName, relocate: relocate,
+                            rollback: rollback ? true : nil)))
             let batch = self.batch
             let status = try await engine.runRestore(name, confirm: { snapshot, id in
                 printOut("Snapshot \(id.short) of \(formatTime(snapshot.time)), Che \(snapshot.metadata["cheVersion"] ?? "?"), namespace \(snapshot.metadata["namespace"] ?? "?"):")
@@ -234,6 +240,7 @@ struct CheSnapshots: AsyncParsableCommand {
         let bytes: Int64
         let cheVersion: String?
         let namespace: String?
+        let tags: [String]
     }
 
     func run() async throws {
@@ -252,7 +259,7 @@ struct CheSnapshots: AsyncParsableCommand {
             if json {
                 printOut(Format.json(all.map { id, s in
                     Row(id: id.hex, time: s.time, parts: Dictionary(s.parts.map { ($0.name, $0.stats.bytes) }, uniquingKeysWith: { a, _ in a }),
-                        bytes: s.totalBytes, cheVersion: s.metadata["cheVersion"], namespace: s.metadata["namespace"])
+                        bytes: s.totalBytes, cheVersion: s.metadata["cheVersion"], namespace: s.metadata["namespace"], tags: s.tags)
                 }))
                 return
             }

@@ -15,6 +15,8 @@ public struct Engine: Sendable {
 
     /// The internal backup server's configuration (and Secret).
     public static let internalConfigurationName = "chebackup-internal"
+    /// Che versions whose backup before the update was looked at already (by this process).
+    let checkedUpdates = Locked<Set<String>>([])
 
     public init(drivers: Drivers, pool: BlockingPool, logger: Logger) {
         self.drivers = drivers
@@ -65,7 +67,10 @@ public struct Engine: Sendable {
             try resource.validate()
             let server = try await resolve(configRef: resource.spec.backupServerConfigRef, useInternal: resource.spec.useInternalBackupServer)
             let workspaces = resource.spec.includeWorkspaces ?? server.includeWorkspaces ?? false
-            let (id, snapshot) = try await withJob(server, stage: stage) { try await $0.backup(includeWorkspaces: workspaces) }
+            var tags: [String] = []
+            if resource.metadata.labels?[Self.beforeUpdateLabel] != nil { tags.append(Self.beforeUpdateTag) }
+            if let schedule = resource.metadata.labels?[CheClusterBackupSchedule.label] { tags.append("schedule:" + schedule) }
+            let (id, snapshot) = try await withJob(server, stage: stage) { try await $0.backup(includeWorkspaces: workspaces, tags: tags) }
             return OperationStatus(snapshotId: id.short, cheVersion: snapshot.metadata["cheVersion"])
         }
     }
@@ -74,11 +79,15 @@ public struct Engine: Sendable {
     public func runRestore(_ name: String, confirm: @escaping @Sendable (Snapshot, SnapshotID) throws -> Void = { _, _ in },
                            onStage: @escaping @Sendable (String) -> Void = { _ in }) async throws -> OperationStatus {
         try await run(CheClusterRestore.self, name, what: "Restore", firstStage: "Downloading", onStage: onStage) { resource, stage in
+            if resource.spec.rollback == true && !(resource.spec.snapshotId ?? "").isEmpty && resource.spec.snapshotId != "latest" {
+                throw ControllerError(.invalidResource, "CheClusterRestore \(name): use either rollback or snapshotId")
+            }
             let server = try await resolve(configRef: resource.spec.backupServerConfigRef, useInternal: nil)
-            let snapshot = (resource.spec.snapshotId ?? "").isEmpty ? "latest" : resource.spec.snapshotId!
-            let (id, snap, warnings) = try await withJob(server, stage: stage) {
-                try await $0.restore(snapshot: snapshot, relocate: resource.spec.relocate ?? false,
-                                     includeWorkspaces: resource.spec.includeWorkspaces ?? true, confirm: confirm)
+            let requested = (resource.spec.snapshotId ?? "").isEmpty ? "latest" : resource.spec.snapshotId!
+            let (id, snap, warnings) = try await withJob(server, stage: stage) { job in
+                let snapshot = resource.spec.rollback == true ? try await rollbackSnapshot(job) : requested
+                return try await job.restore(snapshot: snapshot, relocate: resource.spec.relocate ?? false,
+                                             includeWorkspaces: resource.spec.includeWorkspaces ?? true, confirm: confirm)
             }
             var status = OperationStatus(snapshotId: id.short, cheVersion: snap.metadata["cheVersion"])
             status.warnings = warnings.isEmpty ? nil : warnings
@@ -146,6 +155,7 @@ public struct Engine: Sendable {
 
     /// One pass: creates the backups schedules have due, then runs every new backup and restore.
     public func reconcileOnce() async throws {
+        try await checkBackupBeforeUpdate()
         try await reconcileSchedules()
         for r in try await drivers.resources.list(CheClusterBackup.self) where r.status?.state == nil {
             _ = try await runBackup(r.metadata.name)
@@ -188,6 +198,7 @@ public struct Engine: Sendable {
             }
             group.addTask {
                 while true {
+                    do { try await checkBackupBeforeUpdate() } catch { logger.error("backup before update: \(describe(error))") }
                     do { try await reconcileSchedules() } catch { logger.error("schedules: \(describe(error))") }
                     try await Task.sleep(for: scheduleInterval)
                 }

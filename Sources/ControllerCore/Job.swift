@@ -41,16 +41,16 @@ public struct Job: Sendable {
     }
 
     /// With `includeWorkspaces`, the users' workspace claims too (`Job+Workspaces.swift`).
-    public func backup(includeWorkspaces: Bool = false) async throws -> (SnapshotID, Snapshot) {
+    public func backup(includeWorkspaces: Bool = false, tags: [String] = []) async throws -> (SnapshotID, Snapshot) {
         if includeWorkspaces { _ = try workspaceVolumes() }  // before anything is done
         let repo = try await openRepository(create: true)
         // Shared: the agents take theirs too; a prune (exclusive) cannot run meanwhile.
         return try await repo.withLock(exclusive: false, operation: "server backup") { _ in
-            try await backup(repo, includeWorkspaces: includeWorkspaces)
+            try await backup(repo, includeWorkspaces: includeWorkspaces, tags: tags)
         }
     }
 
-    func backup(_ repo: Repository, includeWorkspaces: Bool) async throws -> (SnapshotID, Snapshot) {
+    func backup(_ repo: Repository, includeWorkspaces: Bool, tags: [String]) async throws -> (SnapshotID, Snapshot) {
         stage("Collecting Che installation data")
         let info = try await drivers.objects.info()
         let agents = try await drivers.agents.agents()
@@ -80,7 +80,7 @@ public struct Job: Sendable {
             "backupFormat": "1", "cheVersion": info.cheVersion, "namespace": info.namespace,
             "domain": info.domain, Repository.installationKey: info.id,
         ]
-        options.tags = ["che"]
+        options.tags = ["che"] + tags
         return try await repo.commitSnapshot(parts: objects.parts + agentParts + workspaceParts, options: options, parent: objects.parent)
     }
 

@@ -201,11 +201,15 @@ public struct CheClusterRestore: OperationResource {
         public var relocate: Bool?
         /// Restore the snapshot's workspace claims too (default true when it has them).
         public var includeWorkspaces: Bool?
-        public init(snapshotId: String? = nil, backupServerConfigRef: String? = nil, relocate: Bool? = nil, includeWorkspaces: Bool? = nil) {
+        /// Restore the latest backup made before an update of Che (instead of `snapshotId`).
+        public var rollback: Bool?
+        public init(snapshotId: String? = nil, backupServerConfigRef: String? = nil, relocate: Bool? = nil, includeWorkspaces: Bool? = nil,
+                    rollback: Bool? = nil) {
             self.snapshotId = snapshotId
             self.backupServerConfigRef = backupServerConfigRef
             self.relocate = relocate
             self.includeWorkspaces = includeWorkspaces
+            self.rollback = rollback
         }
     }
     public var apiVersion = "org.eclipse.che/v1"

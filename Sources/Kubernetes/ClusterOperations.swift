@@ -50,9 +50,10 @@ public struct ClusterOperations: Sendable {
         return try await runAndFollow(resource, timeout: timeout)
     }
 
-    public func restore(configName: String?, snapshotId: String?, relocate: Bool, timeout: Duration) async throws -> OperationStatus {
+    public func restore(configName: String?, snapshotId: String?, relocate: Bool, rollback: Bool = false, timeout: Duration) async throws -> OperationStatus {
         let resource = CheClusterRestore(metadata: ObjectMeta(name: Self.restoreName, namespace: client.namespace),
-                                         spec: .init(snapshotId: snapshotId, backupServerConfigRef: configName, relocate: relocate ? true : nil))
+                                         spec: .init(snapshotId: snapshotId, backupServerConfigRef: configName, relocate: relocate ? true : nil,
+                                                     rollback: rollback ? true : nil))
         return try await runAndFollow(resource, timeout: timeout)
     }
 

@@ -135,3 +135,16 @@ import TestSupport
         #expect(status.nextScheduleTime == nil && status.conditions?.first?.reason == "Suspended")
     }
 }
+
+@Suite struct BackupBeforeUpdateTests {
+    @Test(arguments: [("7.99.0", "8.0.0", true), ("7.99.0", "7.100.0", true), ("7.100.0", "7.99.0", false), ("8.0.0", "8.0.0", false),
+                      ("8.0", "8.0.1", true), ("next", "next", false), ("7.42.0-SNAPSHOT", "7.42.1", true)])
+    func versionsCompareByTheirNumbers(a: String, b: String, older: Bool) {
+        #expect(Engine.isOlder(a, than: b) == older)
+    }
+
+    @Test func theBackupIsNamedAfterTheVersion() {
+        #expect(Engine.beforeUpdateName("7.99.0") == "backup-before-update-to-7-99-0")
+        #expect(Engine.beforeUpdateName("7.42.0-SNAPSHOT") == "backup-before-update-to-7-42-0-snapshot")
+    }
+}

@@ -212,6 +212,54 @@ import TestSupport
         #expect((try JSONSerialization.jsonObject(with: list.stdoutData) as? [[String: Any]])?.count == 1)
     }
 
+    /// Che's version goes up: the controller first backs up (backup-before-update-to-<version>,
+    /// tagged), once; `server:restore --rollback` restores that snapshot, not the latest.
+    @Test func aBackupBeforeAnUpdateAndARollback() async throws {
+        let s = try setUp()
+        defer { s.dir.remove() }
+        func snapshots() async throws -> [[String: Any]] {
+            let r = try await chebackup(s, ["snapshots", "--json"])
+            return try JSONSerialization.jsonObject(with: r.stdoutData) as? [[String: Any]] ?? []
+        }
+        let none = try await chebackup(s, ["server:restore", "--rollback", "--batch"])
+        #expect(none.status != 0, "\(none.stdout)")
+        let first = try await chebackup(s, ["server:backup"])
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(try await chebackup(s, ["controller", "--once"]).status == 0)
+        #expect(try await snapshots().count == 1, "no update yet: no backup")
+        let noTagged = try await chebackup(s, ["server:restore", "--rollback", "--batch"])
+        #expect(noTagged.status != 0 && noTagged.stderr.contains("nothing to roll back to"), "\(noTagged.stderr)")
+
+        // Che is updated to 8.0.0.
+        let config = try String(contentsOfFile: s.config, encoding: .utf8)
+        try config.replacingOccurrences(of: "cheVersion: 7.99.0", with: "cheVersion: 8.0.0").write(toFile: s.config, atomically: true, encoding: .utf8)
+        let pass = try await chebackup(s, ["controller", "--once"])
+        #expect(pass.status == 0, "\(pass.stderr)")
+        let get = try await chebackup(s, ["get", "checlusterbackup", "backup-before-update-to-8-0-0", "-o", "json"])
+        let backup = try #require(try JSONSerialization.jsonObject(with: get.stdoutData) as? [String: Any], "\(get.stdout)\(get.stderr)")
+        let status = try #require(backup["status"] as? [String: Any])
+        #expect(status["state"] as? String == "Succeeded", "\(status)")
+        let tagged = try #require(status["snapshotId"] as? String)
+        var all = try await snapshots()
+        #expect(all.count == 2)
+        #expect((all.first { ($0["id"] as? String)?.hasPrefix(tagged) == true }?["tags"] as? [String])?.contains("backup-before-update") == true, "\(all)")
+        // Once per version.
+        #expect(try await chebackup(s, ["controller", "--once"]).status == 0)
+        #expect(try await snapshots().count == 2)
+
+        // Later backups; then the rollback takes the tagged one.
+        let later = try await chebackup(s, ["server:backup"])
+        #expect(later.status == 0)
+        all = try await snapshots()
+        #expect(all.count == 3)
+        let bad = try await chebackup(s, ["server:restore", "--rollback", "-s", "abcd1234"])
+        #expect(bad.status != 0 && bad.stderr.contains("--rollback picks the snapshot itself"))
+        let rollback = try await chebackup(s, ["server:restore", "--rollback", "--batch"])
+        #expect(rollback.status == 0, "\(rollback.stderr)")
+        #expect(rollback.stdout.contains("Snapshot \(tagged.prefix(8))") && rollback.stdout.contains("Restore of \(tagged.prefix(8))"), "\(rollback.stdout)")
+        #expect(FileManager.default.fileExists(atPath: s.data + "/sub/blob"))
+    }
+
     /// A schedule due every minute with keepLast 1: at the next minute the controller makes the
     /// backup, then forgets and prunes the older snapshots, and records it all in the status.
     @Test func aScheduledBackupThenItsRetention() async throws {
