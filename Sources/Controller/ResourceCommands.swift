@@ -180,6 +180,7 @@ struct ControllerDaemon: AsyncParsableCommand {
     @Option(help: "Cluster: the Secret holding that certificate (type kubernetes.io/tls).") var webhookSecret = "chebackup-webhook-tls"
     @Option(help: "Cluster: the MutatingWebhookConfiguration whose caBundle gets the CA.") var webhookConfiguration = "chebackup-sidecar-injector"
     @Flag(inversion: .prefixedNo, help: "Cluster: make and renew the webhook's serving certificate (--no-webhook-certificates: it comes from elsewhere, e.g. cert-manager).") var webhookCertificates = true
+    @Option(help: "Serve Prometheus metrics (GET /metrics) on HOST:PORT.") var metricsListen: String?
     @Option(help: "Cluster: the image of the short-lived agents that back up and restore workspace claims.") var workspaceAgentImage = "quay.io/example/chebackup:0.1.0"
     @Option(help: "Cluster: the port they listen on.") var workspaceAgentPort = 7002
     @Option(help: "Cluster: workspace claims backed up or restored at once.") var workspaceParallelism = 4
@@ -192,48 +193,54 @@ struct ControllerDaemon: AsyncParsableCommand {
         guard (1...65535).contains(workspaceAgentPort) else { throw ValidationError("--workspace-agent-port must be 1 to 65535") }
         guard workspaceParallelism >= 1 else { throw ValidationError("--workspace-parallelism must be at least 1") }
         guard workspaceUser > 0 else { throw ValidationError("--workspace-user must not be 0 (root)") }
+        if let metricsListen, (try? HostPort(metricsListen, allowZero: true)) == nil { throw ValidationError("--metrics-listen must be HOST:PORT") }
     }
 
     func run() async throws {
         try await runReportingErrors { pool in
             let logger = makeLogger(verbose ? .info : .notice)
-            if mode.inCluster {
-                let client = try mode.cluster(namespace: namespace, logger: logger)
-                var settings = OperatorSettings()
-                settings.cheReadyTimeout = try parseDuration(cheReadyTimeout, option: "--che-ready-timeout")
-                settings.leaseDuration = try parseDuration(leaseDuration, option: "--lease-duration")
-                if let identity { settings.identity = identity }
-                settings.internalServer.image = internalServerImage
-                settings.internalServer.storageSize = internalServerStorage
-                settings.internalServer.storageClass = internalServerStorageClass
-                settings.internalServer.readyTimeout = try parseDuration(internalServerReadyTimeout, option: "--internal-server-ready-timeout")
-                settings.workspaces.agentImage = workspaceAgentImage
-                settings.workspaces.agentPort = workspaceAgentPort
-                settings.workspaces.parallelism = workspaceParallelism
-                settings.workspaces.readyTimeout = try parseDuration(workspaceAgentTimeout, option: "--workspace-agent-timeout")
-                settings.workspaces.runAsUser = workspaceUser
-                settings.workspaces.fsGroup = workspaceFsGroup
-                settings.webhookCertificates.enabled = webhookCertificates
-                settings.webhookCertificates.service = webhookService
-                settings.webhookCertificates.secret = webhookSecret
-                settings.webhookCertificates.configuration = webhookConfiguration
-                if let internalServerAddress {
-                    let address = try HostPort(internalServerAddress, what: "--internal-server-address")
-                    settings.internalServer.host = address.host
-                    settings.internalServer.port = address.port
-                }
-                try await Operator(client: client, pool: pool, logger: logger, settings: settings).run(once: once)
-                return
-            }
-            let installation = try mode.installation()
-            let engine = Engine(drivers: LocalMode.drivers(installation, logger: logger), pool: pool, logger: logger)
-            try await engine.failInterrupted()
-            if once {
-                try await engine.reconcileOnce()
-                return
-            }
-            try await engine.runForever()
+            let metrics = try metricsListen.map { try HostPort($0, allowZero: true) }.map { ($0.host.isEmpty ? "0.0.0.0" : $0.host, $0.port) }
+            try await withMetrics(metrics, logger: logger) { try await runController(pool: pool, logger: logger) }
         }
+    }
+
+    func runController(pool: BlockingPool, logger: Logger) async throws {
+        if mode.inCluster {
+            let client = try mode.cluster(namespace: namespace, logger: logger)
+            var settings = OperatorSettings()
+            settings.cheReadyTimeout = try parseDuration(cheReadyTimeout, option: "--che-ready-timeout")
+            settings.leaseDuration = try parseDuration(leaseDuration, option: "--lease-duration")
+            if let identity { settings.identity = identity }
+            settings.internalServer.image = internalServerImage
+            settings.internalServer.storageSize = internalServerStorage
+            settings.internalServer.storageClass = internalServerStorageClass
+            settings.internalServer.readyTimeout = try parseDuration(internalServerReadyTimeout, option: "--internal-server-ready-timeout")
+            settings.workspaces.agentImage = workspaceAgentImage
+            settings.workspaces.agentPort = workspaceAgentPort
+            settings.workspaces.parallelism = workspaceParallelism
+            settings.workspaces.readyTimeout = try parseDuration(workspaceAgentTimeout, option: "--workspace-agent-timeout")
+            settings.workspaces.runAsUser = workspaceUser
+            settings.workspaces.fsGroup = workspaceFsGroup
+            settings.webhookCertificates.enabled = webhookCertificates
+            settings.webhookCertificates.service = webhookService
+            settings.webhookCertificates.secret = webhookSecret
+            settings.webhookCertificates.configuration = webhookConfiguration
+            if let internalServerAddress {
+                let address = try HostPort(internalServerAddress, what: "--internal-server-address")
+                settings.internalServer.host = address.host
+                settings.internalServer.port = address.port
+            }
+            try await Operator(client: client, pool: pool, logger: logger, settings: settings).run(once: once)
+            return
+        }
+        let installation = try mode.installation()
+        let engine = Engine(drivers: LocalMode.drivers(installation, logger: logger), pool: pool, logger: logger)
+        try await engine.failInterrupted()
+        if once {
+            try await engine.reconcileOnce()
+            return
+        }
+        try await engine.runForever()
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Metrics
 import Repository
 import Storage
 
@@ -143,6 +144,7 @@ extension Engine {
             return
         }
         status.lastSuccessfulTime = Engine.now()
+        Gauge(label: "chebackup_schedule_last_success_timestamp_seconds", dimensions: [("schedule", scheduleName)]).record(Date().timeIntervalSince1970)
         status.lastSnapshotId = backup.status?.snapshotId
         setCondition(&status, type: "LastBackup", ok: true, reason: "BackupSucceeded", message: "\(backupName): snapshot \(backup.status?.snapshotId ?? "?")")
         if let retention = schedule.spec.retention {
@@ -182,6 +184,7 @@ extension Engine {
                 var options = Repository.PruneOptions()
                 options.connections = repo.storage.defaultConnections
                 let report = remove.isEmpty ? nil : try await repo.prune(options)
+                await job.recordRepositoryGauges(repo)
                 let freed = report.map { $0.bytesBefore - $0.bytesAfter } ?? 0
                 return "kept \(decisions.count - remove.count), removed \(remove.count) snapshots, freed \(freed) bytes"
             }

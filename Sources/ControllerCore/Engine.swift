@@ -1,6 +1,7 @@
 import Foundation
 import LineProtocol
 import Logging
+import Metrics
 import Repository
 import Storage
 
@@ -71,6 +72,8 @@ public struct Engine: Sendable {
             if resource.metadata.labels?[Self.beforeUpdateLabel] != nil { tags.append(Self.beforeUpdateTag) }
             if let schedule = resource.metadata.labels?[CheClusterBackupSchedule.label] { tags.append("schedule:" + schedule) }
             let (id, snapshot) = try await withJob(server, stage: stage) { try await $0.backup(includeWorkspaces: workspaces, tags: tags) }
+            Counter(label: "chebackup_read_bytes_total").increment(by: Int64(snapshot.totalBytes))
+            Counter(label: "chebackup_stored_bytes_total").increment(by: snapshot.parts.reduce(Int64(0)) { $0 + $1.stats.newBytes })
             return OperationStatus(snapshotId: id.short, cheVersion: snapshot.metadata["cheVersion"])
         }
     }
@@ -106,6 +109,7 @@ public struct Engine: Sendable {
         }
         if let status = resource.status, status.state != nil { return status }
         let started = Self.now()
+        let clock = ContinuousClock.now
         var first = OperationStatus(state: .inProgress, stage: firstStage, message: "\(what) started at \(started)")
         first.observedGeneration = resource.metadata.generation
         let writer = StatusWriter(store: drivers.resources, type: R.self, name: name, initial: first, logger: logger)
@@ -128,6 +132,9 @@ public struct Engine: Sendable {
             final = OperationStatus(state: .failed, stage: writer.current.stage, message: "Error: \(describe(error))")
         }
         final.observedGeneration = resource.metadata.generation
+        let kind = what.lowercased()
+        Counter(label: "chebackup_operations_total", dimensions: [("kind", kind), ("outcome", final.state == .succeeded ? "succeeded" : "failed")]).increment()
+        Metrics.Timer(label: "chebackup_operation_duration_seconds", dimensions: [("kind", kind)]).record(duration: ContinuousClock.now - clock)
         try await writer.write(final)
         logger.notice("\(R.kind.rawValue) \(name): \(final.state?.rawValue ?? "") \(final.message ?? "")")
         let succeeded = final.state == .succeeded

@@ -2,6 +2,7 @@ import AgentClient
 import Foundation
 import LineProtocol
 import Logging
+import Metrics
 import Repository
 import Storage
 
@@ -81,7 +82,9 @@ public struct Job: Sendable {
             "domain": info.domain, Repository.installationKey: info.id,
         ]
         options.tags = ["che"] + tags
-        return try await repo.commitSnapshot(parts: objects.parts + agentParts + workspaceParts, options: options, parent: objects.parent)
+        let result = try await repo.commitSnapshot(parts: objects.parts + agentParts + workspaceParts, options: options, parent: objects.parent)
+        await recordRepositoryGauges(repo)
+        return result
     }
 
     /// The Che operator's order: check the snapshot, stop Che, restore the databases and files
@@ -132,6 +135,20 @@ public struct Job: Sendable {
         }
         try await drivers.che.start(cheState, stage: stage)
         let warnings = includeWorkspaces ? try await restoreWorkspaces(of: snap, id: id, from: repo) : []
+        await recordRepositoryGauges(repo)
         return (id, snap, warnings)
+    }
+
+    /// The repository's size and snapshot count after an operation (metrics; a failure to list
+    /// is logged, never fails the operation).
+    func recordRepositoryGauges(_ repo: Repository) async {
+        do {
+            let snapshots = try await repo.storage.list(.snapshots).count
+            let dimensions = [("repository", server.url)]
+            Gauge(label: "chebackup_repository_size_bytes", dimensions: dimensions).record(repo.index.packs.values.reduce(Int64(0), +))
+            Gauge(label: "chebackup_repository_snapshots", dimensions: dimensions).record(snapshots)
+        } catch {
+            logger.info("cannot measure the repository at \(server.url): \(describe(error))")
+        }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
 import NIOCore
 
 /// A request's context: Hummingbird's, and the client's address (for the failure back-off).
@@ -66,15 +67,22 @@ struct RestResponder: HTTPResponder {
         do {
             let response = try await handle(request, client: context.remoteAddress?.ipAddress ?? "unknown")
             logger.info("\(request.method) \(request.uri.path) \(response.status.code)")
+            Self.count(request, response.status.code)
             return response
         } catch let error as HTTPFailure {
             logger.info("\(request.method) \(request.uri.path) \(error.status.code)")
+            Self.count(request, error.status.code)
             if error.status.code >= 500 { logger.error("\(request.method) \(request.uri.path): \(error.message)") }
             var headers = error.headers
             headers[.contentType] = "text/plain; charset=utf-8"
             if error.status == .unauthorized { headers[.wwwAuthenticate] = "Basic realm=\"chebackup\"" }
             return Response(status: error.status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: error.message + "\n")))
         }
+    }
+
+    /// Requests by method and status (metrics).
+    static func count(_ request: Request, _ status: Int) {
+        Counter(label: "chebackup_rest_requests_total", dimensions: [("method", request.method.rawValue), ("status", String(status))]).increment()
     }
 
     func handle(_ request: Request, client: String) async throws -> Response {

@@ -212,6 +212,60 @@ import TestSupport
         #expect((try JSONSerialization.jsonObject(with: list.stdoutData) as? [[String: Any]])?.count == 1)
     }
 
+    /// `controller --metrics-listen`: operations by kind and outcome, their duration, bytes read
+    /// and stored, the repository's size and snapshot count, scraped and parsed.
+    @Test func theControllerServesMetrics() async throws {
+        let s = try setUp()
+        defer { s.dir.remove() }
+        let metricsPort = freeLoopbackPort()
+        var environment = ProcessInfo.processInfo.environment
+        environment["CHEBACKUP_CONFIG"] = s.config
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: bin)
+        process.arguments = ["controller", "--interval", "1", "--metrics-listen", "127.0.0.1:\(metricsPort)"]
+        process.environment = environment
+        let controller = try ChildProcess(launching: process, log: s.dir.file("controller.log"))
+        defer { controller.kill() }
+        #expect(await waitForPortAsync(metricsPort, seconds: 30))
+        try """
+            apiVersion: org.eclipse.che/v1
+            kind: CheClusterBackup
+            metadata: {name: measured}
+            spec: {useInternalBackupServer: true}
+            ---
+            apiVersion: org.eclipse.che/v1
+            kind: CheBackupServerConfiguration
+            metadata: {name: broken}
+            spec:
+              rest: {protocol: http, hostname: 127.0.0.1, port: 1, repositoryPath: che, repositoryPasswordSecretRef: missing}
+            ---
+            apiVersion: org.eclipse.che/v1
+            kind: CheClusterBackup
+            metadata: {name: fails}
+            spec: {backupServerConfigRef: broken}
+            """.write(toFile: s.dir.file("ops.yaml"), atomically: true, encoding: .utf8)
+        #expect(try await chebackup(s, ["apply", "-f", s.dir.file("ops.yaml")]).status == 0)
+        var metrics = try ScrapedMetrics(parsing: "")
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline {
+            let scrape = try await runAsync(try #require(which("curl")), ["-s", "http://127.0.0.1:\(metricsPort)/metrics"])
+            metrics = try ScrapedMetrics(parsing: scrape.stdout)
+            if metrics.value("chebackup_operations_total", ["kind": "backup", "outcome": "succeeded"]) != nil,
+               metrics.value("chebackup_operations_total", ["kind": "backup", "outcome": "failed"]) != nil { break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        #expect(metrics.value("chebackup_operations_total", ["kind": "backup", "outcome": "succeeded"]) == 1, "\(metrics.samples)")
+        #expect(metrics.value("chebackup_operations_total", ["kind": "backup", "outcome": "failed"]) == 1)
+        #expect(metrics.value("chebackup_operation_duration_seconds_count", ["kind": "backup"]) == 2)
+        #expect((metrics.value("chebackup_operation_duration_seconds_sum", ["kind": "backup"]) ?? 0) > 0)
+        #expect((metrics.value("chebackup_read_bytes_total") ?? 0) >= 900_000, "the data directory is about 900 kB")
+        #expect((metrics.value("chebackup_stored_bytes_total") ?? 0) > 0)
+        #expect(metrics.value("chebackup_repository_snapshots") == 1)
+        #expect((metrics.value("chebackup_repository_size_bytes") ?? 0) > 0)
+        let repository = metrics.samples.first { $0.name == "chebackup_repository_size_bytes" }?.labels["repository"] ?? ""
+        #expect(repository.hasPrefix("rest:http://127.0.0.1:") && !repository.contains("@"), "no credentials in labels: \(repository)")
+    }
+
     /// Che's version goes up: the controller first backs up (backup-before-update-to-<version>,
     /// tagged), once; `server:restore --rollback` restores that snapshot, not the latest.
     @Test func aBackupBeforeAnUpdateAndARollback() async throws {
