@@ -174,7 +174,7 @@ final class Session: Sendable {
         case .backup(let m):
             start(id: m.id, repository: m.repository) { repo, progress, stage in
                 // A shared lock, beside the controller's: a prune cannot start meanwhile.
-                try await repo.withLock(exclusive: false, operation: "backup (\(self.server.role.name) agent)") { _ in
+                try await repo.withLock(exclusive: false, operation: "backup (\(self.server.role.name) agent)", retry: .seconds(600)) { _ in
                     let parts = try await self.server.role.backup(repo, parts: m.parts, installation: m.installation, progress: progress, stage: stage)
                     return ResultMessage(id: m.id, parts: parts)
                 }
@@ -185,7 +185,7 @@ final class Session: Sendable {
                 return
             }
             start(id: m.id, repository: m.repository) { repo, progress, stage in
-                try await repo.withLock(exclusive: false, operation: "restore (\(self.server.role.name) agent)") { _ in
+                try await repo.withLock(exclusive: false, operation: "restore (\(self.server.role.name) agent)", retry: .seconds(600)) { _ in
                     let (_, snapshot) = try await repo.resolveSnapshot(m.snapshot)
                     let restored = try await self.server.role.restore(repo, snapshot: snapshot, parts: m.parts,
                                                                        keepExtraneous: m.keepExtraneous ?? false, rewrite: m.rewrite ?? [],

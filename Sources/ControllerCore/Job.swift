@@ -20,6 +20,8 @@ public struct Job: Sendable {
     let files: PrivateDirectory
 
     public static let objectsPart = "che/objects"
+    /// How long an operation waits for a conflicting lock (a prune, a key removal) to go.
+    public static let lockRetry: Duration = .seconds(600)
 
     /// Opens the server's repository, creating it on first use.
     public func openRepository(create: Bool) async throws -> Repository {
@@ -46,7 +48,7 @@ public struct Job: Sendable {
         if includeWorkspaces { _ = try workspaceVolumes() }  // before anything is done
         let repo = try await openRepository(create: true)
         // Shared: the agents take theirs too; a prune (exclusive) cannot run meanwhile.
-        return try await repo.withLock(exclusive: false, operation: "server backup") { _ in
+        return try await repo.withLock(exclusive: false, operation: "server backup", retry: Self.lockRetry) { _ in
             try await backup(repo, includeWorkspaces: includeWorkspaces, tags: tags)
         }
     }
@@ -94,7 +96,7 @@ public struct Job: Sendable {
     public func restore(snapshot: String, relocate: Bool = false, includeWorkspaces: Bool = true,
                         confirm: @Sendable (Snapshot, SnapshotID) throws -> Void) async throws -> (SnapshotID, Snapshot, warnings: [String]) {
         let repo = try await openRepository(create: false)
-        return try await repo.withLock(exclusive: false, operation: "server restore") { _ in
+        return try await repo.withLock(exclusive: false, operation: "server restore", retry: Self.lockRetry) { _ in
             try await restore(repo, snapshot: snapshot, relocate: relocate, includeWorkspaces: includeWorkspaces, confirm: confirm)
         }
     }

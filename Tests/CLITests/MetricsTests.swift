@@ -15,8 +15,8 @@ import TestSupport
                                                                  "--htpasswd", dir.file("htpasswd"), "--metrics-listen", "127.0.0.1:\(metricsPort)"],
                                       log: dir.file("server.log"))
         defer { server.kill() }
-        let up = await waitForPortAsync(port)
-        let metricsUp = await waitForPortAsync(metricsPort)
+        let up = await waitForPortAsync(port, seconds: 90)
+        let metricsUp = await waitForPortAsync(metricsPort, seconds: 90)
         #expect(up && metricsUp)
         let curl = try #require(which("curl"))
         for _ in 0..<3 { _ = try await runAsync(curl, ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)/che/config"]) }

@@ -53,7 +53,7 @@ start
 ok "server ready: $(cat "$tmp/out")"
 
 k apply --validate=false -f "$root/manifests/crds/" >/dev/null
-expect "CRDs from manifests/crds applied" 3 "$(k get crd -o name | grep -c org.eclipse.che)"
+expect "CRDs from manifests/crds applied" 4 "$(k get crd -o name | grep -c org.eclipse.che)"
 
 cat >"$tmp/objects.yaml" <<'EOF'
 apiVersion: v1
