@@ -96,3 +96,40 @@ import TestSupport
         #expect(lines.count == 1, "\(r.stderr)")
     }
 }
+
+/// Against the real `chebackup rest-server --append-only`: forget and prune are refused with one
+/// line naming the reason, and nothing is deleted.
+@Suite struct AppendOnlyLifecycleTests {
+    @Test func forgetAndPruneAreRefusedAndNothingIsDeleted() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let port = freeLoopbackPort()
+        try FileManager.default.createDirectory(atPath: dir.file("data"), withIntermediateDirectories: true)
+        let server = try ChildProcess(builtProduct("chebackup"), ["rest-server", "--path", dir.file("data"), "--listen", "127.0.0.1:\(port)", "--append-only"],
+                                      log: dir.file("server.log"))
+        defer { server.kill() }
+        #expect(await waitForPortAsync(port, seconds: 90))
+        let env = ["BACKUP_REPOSITORY_PASSWORD": "append only pw"]
+        let url = "rest:http://127.0.0.1:\(port)/che"
+        #expect(try await runAsync(builtProduct("chebackup"), ["repo", "init", "-r", url], environment: env).status == 0)
+        try FileManager.default.createDirectory(atPath: dir.file("src"), withIntermediateDirectories: true)
+        for i in 0..<2 {
+            var gen = SeededBytes(seed: UInt64(i + 1))
+            try gen.data(300_000).write(to: URL(fileURLWithPath: dir.file("src/f.bin")))
+            #expect(try await runAsync(builtProduct("chebackup"), ["repo", "backup", "-r", url, dir.file("src"), "-q"], environment: env).status == 0)
+        }
+        func files() throws -> [String] {
+            try FileManager.default.subpathsOfDirectory(atPath: dir.file("data/che")).filter { !$0.hasPrefix("locks") }.sorted()
+        }
+        let before = try files()
+        let forget = try await runAsync(builtProduct("chebackup"), ["repo", "forget", "-r", url, "--keep-last", "1"], environment: env)
+        #expect(forget.status != 0, "\(forget.stdout)")
+        #expect(forget.stderr.contains("403") || forget.stderr.contains("append-only"), "\(forget.stderr)")
+        let prune = try await runAsync(builtProduct("chebackup"), ["repo", "prune", "-r", url], environment: env)
+        #expect(prune.status == 0 || prune.stderr.contains("refuses deletes"), "\(prune.stderr)")
+        #expect(try files() == before, "something was deleted on an append-only server")
+        // Locks may be deleted there: none is left behind.
+        let locks = (try? FileManager.default.contentsOfDirectory(atPath: dir.file("data/che/locks"))) ?? []
+        #expect(locks.isEmpty, "\(locks)")
+    }
+}
