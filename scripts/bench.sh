@@ -16,6 +16,7 @@
 #   --files N[,N...]   corpus sizes of the many-small-files benchmark (scripts/bench-files.sh;
 #                      default $BENCH_FILES, else 250000,1000000)
 #   --no-files         skip the many-small-files benchmark
+#   --no-prune         skip the forget-and-prune benchmark (scripts/bench-prune.sh)
 #
 # Steps (both tools back up the very same corpus, edited once; full backups and restores run
 # R times per tool, alternating which tool goes first, each full backup into a fresh repository):
@@ -44,8 +45,9 @@ FLAT=1
 REMOTE=1
 POSTGRES=1
 PGBENCH_SCALE=${BENCH_PGBENCH_SCALE:-}
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 FILES=1
+PRUNE=1
 FILE_SIZES=${BENCH_FILES:-250000,1000000}
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -63,6 +65,7 @@ while [[ $# -gt 0 ]]; do
         --files) FILE_SIZES=${2:?--files needs a value}; shift 2 ;;
         --files=*) FILE_SIZES=${1#*=}; shift ;;
         --no-files) FILES=0; shift ;;
+        --no-prune) PRUNE=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -677,6 +680,11 @@ fi
 if [[ $FILES -eq 1 ]]; then
     say "many small files (scripts/bench-files.sh --files $FILE_SIZES)"
     "$ROOT/scripts/bench-files.sh" --no-build --files "$FILE_SIZES"
+fi
+# --- forget and prune --------------------------------------------------------------------------
+if [[ $PRUNE -eq 1 ]]; then
+    say "forget and prune (scripts/bench-prune.sh)"
+    "$ROOT/scripts/bench-prune.sh" --no-build
 fi
 if [[ $VERIFY_FAILED -ne 0 ]]; then
     echo "bench: a restore did not match the corpus" >&2
