@@ -33,18 +33,8 @@ extension Repository {
 
     /// The key file `reference` (a unique prefix of its id) names.
     public func resolveKey(_ reference: String) async throws -> ObjectID {
-        let ref = reference.lowercased()
-        guard !ref.isEmpty, ref.count <= 64, ref.allSatisfy(\.isHexDigit) else {
-            throw RepositoryError(.invalidArgument, "invalid key id \"\(reference)\": use hex digits (repo key list)")
-        }
-        let matches = try await storage.list(.keys).map(\.name).filter { $0.hasPrefix(ref) }
-        guard let first = matches.first, let id = ObjectID(hex: first) else {
-            throw RepositoryError(.invalidArgument, "no key with id \(reference) in \(storage.location) (repo key list shows them)")
-        }
-        guard matches.count == 1 else {
-            throw RepositoryError(.invalidArgument, "key id \(reference) is ambiguous: it matches \(matches.count) keys")
-        }
-        return id
+        try await resolveObject(.keys, reference, what: "key", hint: "use hex digits (repo key list)",
+                                notFound: .invalidArgument, ambiguous: .invalidArgument)
     }
 
     /// Removes a key file. The caller holds an exclusive lock.

@@ -50,16 +50,25 @@ extension Repository {
             }
             return last
         }
+        let id = try await resolveObject(.snapshots, reference, what: "snapshot", hint: "use hex digits or \"latest\"",
+                                         notFound: .snapshotNotFound, ambiguous: .ambiguousSnapshot)
+        return (id, try await loadSnapshot(id))
+    }
+
+    /// The object of `type` whose name starts with `reference` (hex digits, unique).
+    func resolveObject(_ type: FileType, _ reference: String, what: String, hint: String,
+                       notFound: RepositoryError.Code, ambiguous: RepositoryError.Code) async throws -> ObjectID {
+        let ref = reference.lowercased()
         guard !ref.isEmpty, ref.count <= 64, ref.allSatisfy(\.isHexDigit) else {
-            throw RepositoryError(.invalidArgument, "invalid snapshot id \"\(reference)\": use hex digits or \"latest\"")
+            throw RepositoryError(.invalidArgument, "invalid \(what) id \"\(reference)\": \(hint)")
         }
-        let matches = try await storage.list(.snapshots).map(\.name).filter { $0.hasPrefix(ref) }
+        let matches = try await storage.list(type).map(\.name).filter { $0.hasPrefix(ref) }
         guard let first = matches.first, let id = ObjectID(hex: first) else {
-            throw RepositoryError(.snapshotNotFound, "no snapshot with id \(reference) in \(storage.location)")
+            throw RepositoryError(notFound, "no \(what) with id \(reference) in \(storage.location)")
         }
         guard matches.count == 1 else {
-            throw RepositoryError(.ambiguousSnapshot, "snapshot id \(reference) is ambiguous: it matches \(matches.count) snapshots")
+            throw RepositoryError(ambiguous, "\(what) id \(reference) is ambiguous: it matches \(matches.count) \(what)s")
         }
-        return (id, try await loadSnapshot(id))
+        return id
     }
 }
