@@ -45,9 +45,9 @@ extension Archiver {
             }
             progress.add(bytes: 0, items: 1)
         case .dir:
-            var parentTree: Tree?
+            var parentTree: (id: BlobID, tree: Tree)?
             if let subtree = parent?.subtree, parent?.type == .dir, repo.index.has(subtree) {
-                parentTree = try await repo.loadTree(subtree)
+                parentTree = (subtree, try await repo.loadTree(subtree))
             }
             node.subtree = try await archiveDirectory(path: path, parent: parentTree, stats: stats)
             stats.withLock { $0.dirs += 1 }
@@ -59,10 +59,10 @@ extension Archiver {
         return node
     }
 
-    private func archiveDirectory(path: String, parent: Tree?, stats: Locked<PartStats>) async throws -> BlobID {
+    private func archiveDirectory(path: String, parent: (id: BlobID, tree: Tree)?, stats: Locked<PartStats>) async throws -> BlobID {
         let names = try FS.list(path)
         var previous: [String: Node] = [:]
-        for node in parent?.nodes ?? [] { previous[node.name] = node }
+        for node in parent?.tree.nodes ?? [] { previous[node.name] = node }
         var nodes = [Node?](repeating: nil, count: names.count)
         let window = max(2, ProcessInfo.processInfo.activeProcessorCount * 2)
         try await withThrowingTaskGroup(of: (Int, Node?).self) { group in
@@ -87,6 +87,10 @@ extension Archiver {
             }
             for try await (j, done) in group { nodes[j] = done }
         }
-        return try await saveTree(Tree(nodes: nodes.compactMap { $0 }))
+        let tree = Tree(nodes: nodes.compactMap { $0 })
+        // Nothing in it changed: the same entries encode to the same bytes, hence the same id,
+        // which is stored already. Encoding and hashing it again would only find that out.
+        if let parent, parent.tree.nodes == tree.nodes { return parent.id }
+        return try await saveTree(tree)
     }
 }
