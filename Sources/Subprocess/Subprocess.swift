@@ -2,6 +2,7 @@
 /// Process is not used: on Linux it decides a child has exited only when every process that
 /// inherited its monitoring descriptor has, so a daemon started by a script (pg_ctl) or a killed
 /// shell's orphan keeps it waiting.
+import CSpawn
 import Foundation
 import Synchronization
 
@@ -43,8 +44,9 @@ public final class Subprocess: @unchecked Sendable {
         name = (executable as NSString).lastPathComponent
         func makePipe() throws -> (Int32, Int32) {
             var fds: [Int32] = [0, 0]
-            guard pipe(&fds) == 0 else { throw SubprocessError("cannot create a pipe: \(String(cString: strerror(errno)))") }
-            for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+            // Close-on-exec from the start: a child another thread spawns meanwhile must not
+            // inherit this pipe (it would hold it open, and its reader would wait forever).
+            guard chb_pipe_cloexec(&fds) == 0 else { throw SubprocessError("cannot create a pipe: \(String(cString: strerror(errno)))") }
             return (fds[0], fds[1])
         }
         let out = try makePipe()
@@ -62,6 +64,9 @@ public final class Subprocess: @unchecked Sendable {
             posix_spawn_file_actions_adddup2(&actions, combineOutput ? err.1 : out.1, 1)
             posix_spawn_file_actions_adddup2(&actions, err.1, 2)
         }
+        // Last: nothing else of this process reaches the child (Foundation's pipes, sockets),
+        // so a daemon it leaves behind (postgres from pg_ctl) can hold none of them open.
+        _ = chb_spawn_closefrom(&actions, 3)
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }

@@ -1,3 +1,4 @@
+import CSpawn
 import Foundation
 import Storage
 import Subprocess
@@ -40,22 +41,28 @@ public func run(_ executable: String, _ arguments: [String], environment: [Strin
     var env = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "HOME": NSTemporaryDirectory()]
     env.merge(environment) { _, new in new }
     process.environment = env
-    let out = Pipe()
-    let err = Pipe()
-    let input = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = input
+    // Pipes close-on-exec from the start: a child another test spawns meanwhile (and a daemon it
+    // leaves, postgres) must not inherit them, or this read would wait for EOF forever.
+    let out = try CloexecPipe()
+    let err = try CloexecPipe()
+    let input = try CloexecPipe()
+    process.standardOutput = out.write
+    process.standardError = err.write
+    process.standardInput = input.read
     try process.run()
+    // The child has its copies; the parent's ends of the child's side go.
+    try? out.write.close()
+    try? err.write.close()
+    try? input.read.close()
     let writer = Thread {
-        if let stdin { input.fileHandleForWriting.write(stdin) }
-        try? input.fileHandleForWriting.close()
+        if let stdin { input.write.write(stdin) }
+        try? input.write.close()
     }
     writer.start()
     let errData = Locked(Data())
-    let reader = Thread { errData.withLock { $0 = err.fileHandleForReading.readDataToEndOfFile() } }
+    let reader = Thread { errData.withLock { $0 = err.read.readDataToEndOfFile() } }
     reader.start()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let outData = out.read.readDataToEndOfFile()
     process.waitUntilExit()
     while reader.isExecuting || !reader.isFinished { usleep(1000) }
     return CommandResult(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
@@ -89,5 +96,18 @@ public func runDetachedAsync(_ executable: String, _ arguments: [String], enviro
 public func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
         Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
+    }
+}
+
+/// A pipe whose both ends are close-on-exec from the moment they exist (pipe2(O_CLOEXEC)).
+struct CloexecPipe {
+    let read: FileHandle
+    let write: FileHandle
+
+    init() throws {
+        var fds: [Int32] = [0, 0]
+        guard chb_pipe_cloexec(&fds) == 0 else { throw ConformanceFailure("pipe2 failed: \(String(cString: strerror(errno)))") }
+        read = FileHandle(fileDescriptor: fds[0], closeOnDealloc: true)
+        write = FileHandle(fileDescriptor: fds[1], closeOnDealloc: true)
     }
 }
