@@ -51,7 +51,7 @@ public struct ManifestInjector: Sendable {
         for document in documents where document != .null {
             let kind = document["kind"]?.string ?? "?"
             let name = "\(kind) \(document[path: "metadata", "name"]?.string ?? "?")"
-            guard let pointer = Self.podPointer(kind: kind), let pod = Self.value(at: pointer, in: document), pod.object != nil else {
+            guard let pointer = Self.podPointer(kind: kind), let pod = document[path: pointer.tokens], pod.object != nil else {
                 out.append(document)
                 continue
             }
@@ -73,12 +73,6 @@ public struct ManifestInjector: Sendable {
         encoder.options.sortKeys = true
         let rendered = try out.map { try encoder.encode($0) }
         return Result(yaml: rendered.joined(separator: "---\n"), notes: notes, warnings: warnings)
-    }
-
-    static func value(at pointer: JSONPointer, in document: JSON) -> JSON? {
-        var node: JSON? = document
-        for token in pointer.tokens { node = node?[token] }
-        return node
     }
 }
 

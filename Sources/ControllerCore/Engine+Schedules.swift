@@ -35,9 +35,13 @@ extension Engine {
     @discardableResult
     public func reconcileSchedules(now: Date = Date()) async throws -> [String] {
         var created: [String] = []
-        for schedule in try await drivers.resources.list(CheClusterBackupSchedule.self) {
+        let schedules = try await drivers.resources.list(CheClusterBackupSchedule.self)
+        guard !schedules.isEmpty else { return [] }
+        // One list of the backups for every schedule of this look, not one list each.
+        let backups = try await drivers.resources.list(CheClusterBackup.self)
+        for schedule in schedules {
             do {
-                if let name = try await reconcile(schedule, now: now) { created.append(name) }
+                if let name = try await reconcile(schedule, backups: Self.own(schedule.metadata.name, of: backups), now: now) { created.append(name) }
             } catch {
                 logger.error("CheClusterBackupSchedule \(schedule.metadata.name): \(describe(error))")
             }
@@ -45,7 +49,7 @@ extension Engine {
         return created
     }
 
-    func reconcile(_ schedule: CheClusterBackupSchedule, now: Date) async throws -> String? {
+    func reconcile(_ schedule: CheClusterBackupSchedule, backups: [CheClusterBackup], now: Date) async throws -> String? {
         let name = schedule.metadata.name
         var status = schedule.status ?? ScheduleStatus()
         let cron: CronSchedule, zone: TimeZone
@@ -59,7 +63,6 @@ extension Engine {
             return nil
         }
         setCondition(&status, type: "Ready", ok: true, reason: "Valid", message: "schedule \(schedule.spec.schedule) in \(zone.identifier)")
-        let backups = try await ownBackups(name)
         try await applyHistoryLimits(schedule, backups)
         if schedule.spec.suspend == true {
             status.nextScheduleTime = nil
@@ -114,8 +117,12 @@ extension Engine {
     }
 
     func ownBackups(_ schedule: String) async throws -> [CheClusterBackup] {
-        try await drivers.resources.list(CheClusterBackup.self)
-            .filter { $0.metadata.labels?[CheClusterBackupSchedule.label] == schedule }
+        Self.own(schedule, of: try await drivers.resources.list(CheClusterBackup.self))
+    }
+
+    /// The backups `schedule` made, oldest first.
+    static func own(_ schedule: String, of all: [CheClusterBackup]) -> [CheClusterBackup] {
+        all.filter { $0.metadata.labels?[CheClusterBackupSchedule.label] == schedule }
             .sorted { ($0.metadata.creationTimestamp ?? "", $0.metadata.name) < ($1.metadata.creationTimestamp ?? "", $1.metadata.name) }
     }
 
@@ -163,13 +170,7 @@ extension Engine {
     /// minutes for backups to end): the installation's snapshots, whatever host wrote them.
     func applyRetention(_ spec: RetentionSpec, schedule: CheClusterBackupSchedule) async throws -> String {
         let server = try await resolve(configRef: schedule.spec.backupServerConfigRef, useInternal: schedule.spec.useInternalBackupServer)
-        var policy = RetentionPolicy()
-        policy.last = spec.keepLast ?? 0
-        policy.hourly = spec.keepHourly ?? 0
-        policy.daily = spec.keepDaily ?? 0
-        policy.weekly = spec.keepWeekly ?? 0
-        policy.monthly = spec.keepMonthly ?? 0
-        policy.yearly = spec.keepYearly ?? 0
+        let policy = spec.policy
         guard !policy.isEmpty else { return "no retention counts: every snapshot kept" }
         let zone = (try? schedule.parsed().1) ?? TimeZone(identifier: "UTC")!
         return try await withJob(server, stage: { _ in }) { job in

@@ -1,4 +1,5 @@
 import Foundation
+import Repository
 
 /// The part of Kubernetes' ObjectMeta the resources use. Fields a server sets (uid,
 /// resourceVersion, generation) are carried when the mode has them.
@@ -288,6 +289,20 @@ public struct RetentionSpec: Codable, Sendable, Equatable {
     }
 }
 
+extension RetentionSpec {
+    /// The same buckets as the repository's retention policy (unset counts are 0).
+    public var policy: RetentionPolicy {
+        var policy = RetentionPolicy()
+        policy.last = keepLast ?? 0
+        policy.hourly = keepHourly ?? 0
+        policy.daily = keepDaily ?? 0
+        policy.weekly = keepWeekly ?? 0
+        policy.monthly = keepMonthly ?? 0
+        policy.yearly = keepYearly ?? 0
+        return policy
+    }
+}
+
 /// One condition of a schedule's status, as Kubernetes conditions are.
 public struct ScheduleCondition: Codable, Sendable, Equatable {
     public var type: String
@@ -380,10 +395,11 @@ public struct CheClusterBackupSchedule: StatusResource {
         for (field, value) in [("successfulBackupsHistoryLimit", spec.successfulBackupsHistoryLimit), ("failedBackupsHistoryLimit", spec.failedBackupsHistoryLimit)] {
             if let value, value < 0 { throw ControllerError(.invalidResource, "\(name): spec.\(field) must not be negative") }
         }
-        if let r = spec.retention {
-            let counts = [r.keepLast, r.keepHourly, r.keepDaily, r.keepWeekly, r.keepMonthly, r.keepYearly].compactMap { $0 }
-            if counts.contains(where: { $0 < -1 }) { throw ControllerError(.invalidResource, "\(name): spec.retention counts are -1 (all) or more") }
-            if counts.allSatisfy({ $0 == 0 }) {
+        if let policy = spec.retention?.policy {
+            do { try policy.validate() } catch let error as RetentionError {
+                throw ControllerError(.invalidResource, "\(name): spec.retention: \(error.message)")
+            }
+            if policy.isEmpty {
                 throw ControllerError(.invalidResource, "\(name): spec.retention keeps nothing: give at least one keep count (or leave retention out to keep every backup)")
             }
         }

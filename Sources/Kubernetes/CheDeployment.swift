@@ -1,3 +1,4 @@
+import AdmissionWebhook
 import ControllerCore
 import Foundation
 import KubernetesAPI
@@ -21,7 +22,7 @@ struct CheDeployment: CheServer {
             guard let name = deployment.name else { continue }
             let templateLabels = deployment[path: "spec", "template", "metadata", "labels"]
             // An agent in the template, or one the webhook injects into its pods.
-            if let role = templateLabels?[PodAgents.label]?.string ?? templateLabels?["chebackup.eclipse.org/inject"]?.string {
+            if let role = templateLabels?[PodAgents.label]?.string ?? templateLabels?[SidecarInjector.injectLabel]?.string {
                 stage("The Che server Deployment \(name) carries the \(role) agent: left running while its data is restored")
                 continue
             }

@@ -130,9 +130,9 @@ public struct WebhookCertificates: Sendable {
         }
     }
 
+    /// A key of the Secret, as `Secret.value` reads it (stringData, else base64 data).
     static func pem(_ secret: JSON, _ key: String) -> String? {
-        if let text = secret[path: "stringData", key]?.string { return text }
-        return secret[path: "data", key]?.string.flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) }
+        (try? secret.decode(Secret.self))?.value(key)
     }
 
     /// `ensure`, its failure logged.

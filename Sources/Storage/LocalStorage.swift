@@ -84,7 +84,11 @@ public struct LocalStorage: Storage {
 
     public func makeStagingFile(for type: FileType) throws -> StagedFile {
         let temp = "\(root)/tmp/\(type.rawValue)-\(Self.host)-\(getpid())-\(UUID().uuidString)"
-        let fd = open(temp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        var fd = open(temp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        // A repository another program made (a REST server's directory) may have no tmp/ yet.
+        if fd < 0 && errno == ENOENT && mkdir(root + "/tmp", 0o700) == 0 {
+            fd = open(temp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        }
         guard fd >= 0 else { throw posixError("create", temp) }
         return StagedFile(fd: fd, path: temp)
     }

@@ -110,6 +110,7 @@ import TestSupport
         (CheClusterBackupSchedule.Spec(schedule: "* * *"), "spec.schedule"),
         (CheClusterBackupSchedule.Spec(schedule: "@daily", timeZone: "Mars/Olympus"), "spec.timeZone"),
         (CheClusterBackupSchedule.Spec(schedule: "@daily", retention: RetentionSpec(keepLast: 0)), "keeps nothing"),
+        (CheClusterBackupSchedule.Spec(schedule: "@daily", retention: RetentionSpec(keepDaily: -3)), "spec.retention"),
         (CheClusterBackupSchedule.Spec(schedule: "@daily", successfulBackupsHistoryLimit: -1), "must not be negative"),
         (CheClusterBackupSchedule.Spec(schedule: "@daily", backupServerConfigRef: "x", useInternalBackupServer: true), "either"),
     ])

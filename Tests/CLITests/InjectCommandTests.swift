@@ -60,6 +60,9 @@ import TestSupport
     }
 
     @Test(arguments: [
+        (["webhook", "--listen", "nowhere", "--tls-cert", "/c", "--tls-key", "/k"], "--listen must be HOST:PORT"),
+        (["webhook", "--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent/tls.crt", "--tls-key", "/nonexistent/tls.key"], "/nonexistent/tls.crt"),
+        (["webhook", "--listen", "127.0.0.1:0", "--tls-cert", "/c", "--tls-key", "/k", "--agent-image", ""], "--agent-image must be an image reference"),
         (["inject", "-f", "/nonexistent/che.yaml"], "cannot read /nonexistent/che.yaml"),
         (["inject", "-f", "BAD"], "is not YAML"),
         (["inject", "-f", "-", "--image-pull-policy", "Sometimes"], "--image-pull-policy must be Always, IfNotPresent or Never"),
