@@ -328,6 +328,11 @@ public final class CurlTransport: Sendable {
 
     /// libcurl's failure codes as storage errors: network trouble is transient.
     static func error(_ code: CURLcode, _ message: String) -> StorageError {
+        if code == CURLE_FAILED_INIT, message.contains("establishing ssh session") {
+            // libssh2's handshake failed (no banner: the server dropped the connection, e.g. past
+            // its MaxStartups, or it was reset). Network trouble, though libcurl calls it an init failure.
+            return StorageError(.transient, message)
+        }
         switch code {
         case CURLE_COULDNT_CONNECT, CURLE_OPERATION_TIMEDOUT, CURLE_SEND_ERROR, CURLE_RECV_ERROR, CURLE_GOT_NOTHING,
              CURLE_PARTIAL_FILE, CURLE_COULDNT_RESOLVE_HOST, CURLE_SEND_FAIL_REWIND, CURLE_SSL_CONNECT_ERROR, CURLE_HTTP2, CURLE_HTTP2_STREAM,

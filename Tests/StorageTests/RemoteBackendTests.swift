@@ -217,6 +217,10 @@ func makeRemote(_ kind: RemoteBackend, retries: Int = 1) throws -> (any Storage,
         for code in [CURLE_COULDNT_CONNECT, CURLE_RECV_ERROR, CURLE_SEND_ERROR, CURLE_OPERATION_TIMEDOUT, CURLE_GOT_NOTHING] {
             #expect(CurlTransport.error(code, "x").code == .transient, "\(code)")
         }
+        // What libcurl says when sshd drops a connection before its banner (CI, session 6).
+        let noBanner = "GET sftp:u@127.0.0.1:22/r: Failure establishing ssh session: -43, Failed getting banner (curl error 2)"
+        #expect(CurlTransport.error(CURLE_FAILED_INIT, noBanner).code == .transient)
+        #expect(CurlTransport.error(CURLE_FAILED_INIT, "x").code == .permanent)
         #expect(CurlTransport.error(CURLE_REMOTE_FILE_NOT_FOUND, "x").code == .notFound)
         #expect(CurlTransport.error(CURLE_LOGIN_DENIED, "x").code == .accessDenied)
         #expect(CurlTransport.httpError(404, "x").code == .notFound)
