@@ -20,17 +20,7 @@ extension Archiver {
         var node = node
         switch node.type {
         case .file:
-            if let parent, parent.type == .file, parent.size == node.size, parent.mtimeNs == node.mtimeNs,
-               parent.inode == node.inode, let content = parent.content, content.allSatisfy(repo.index.has) {
-                node.content = content
-                stats.withLock {
-                    $0.files += 1
-                    $0.bytes += node.size
-                    $0.unchangedFiles += 1
-                }
-                progress.add(bytes: node.size, items: 1)
-                return node
-            }
+            if let unchanged = unchanged(node, parent: parent, stats: stats) { return unchanged }
             try await fileSlots.withPermit {
                 let fd = try FS.openRead(path)
                 defer { close(fd) }
@@ -47,7 +37,7 @@ extension Archiver {
         case .dir:
             var parentTree: (id: BlobID, tree: Tree)?
             if let subtree = parent?.subtree, parent?.type == .dir, repo.index.has(subtree) {
-                parentTree = (subtree, try await repo.loadTree(subtree))
+                parentTree = (subtree, try await repo.walkTree(subtree, connections: 4))
             }
             node.subtree = try await archiveDirectory(path: path, parent: parentTree, stats: stats)
             stats.withLock { $0.dirs += 1 }
@@ -59,10 +49,28 @@ extension Archiver {
         return node
     }
 
+    /// `node` with its parent's content when its size, mtime and inode are the parent's and all
+    /// of its chunks are stored: the file is not read again. Nil when it must be read.
+    private func unchanged(_ node: Node, parent: Node?, stats: Locked<PartStats>) -> Node? {
+        guard let parent, parent.type == .file, parent.size == node.size, parent.mtimeNs == node.mtimeNs,
+              parent.inode == node.inode, let content = parent.content, content.allSatisfy(repo.index.has) else { return nil }
+        var node = node
+        node.content = content
+        stats.withLock {
+            $0.files += 1
+            $0.bytes += node.size
+            $0.unchangedFiles += 1
+        }
+        progress.add(bytes: node.size, items: 1)
+        return node
+    }
+
     private func archiveDirectory(path: String, parent: (id: BlobID, tree: Tree)?, stats: Locked<PartStats>) async throws -> BlobID {
         let names = try FS.list(path)
-        var previous: [String: Node] = [:]
-        for node in parent?.tree.nodes ?? [] { previous[node.name] = node }
+        // Both lists are sorted by name (bytewise): the parent's entry of each name is found by
+        // walking them side by side.
+        let old = parent?.tree.nodes ?? []
+        var o = 0
         var nodes = [Node?](repeating: nil, count: names.count)
         let window = max(2, ProcessInfo.processInfo.activeProcessorCount * 2)
         try await withThrowingTaskGroup(of: (Int, Node?).self) { group in
@@ -73,16 +81,22 @@ extension Archiver {
                     repo.logger.warning("skipping \(childPath): not a file, directory or symlink")
                     continue
                 }
+                while o < old.count, old[o].name.utf8.lexicographicallyPrecedes(name.utf8) { o += 1 }
+                let previous = o < old.count && old[o].name.utf8.elementsEqual(name.utf8) ? old[o] : nil
                 if child.type == .symlink {
                     nodes[i] = try await archive(path: childPath, node: child, parent: nil, stats: stats)
+                    continue
+                }
+                // An unchanged file needs no task of its own (most files, in a re-backup).
+                if child.type == .file, let same = unchanged(child, parent: previous, stats: stats) {
+                    nodes[i] = same
                     continue
                 }
                 if inFlight >= window, let (j, done): (Int, Node?) = try await group.next() {
                     nodes[j] = done
                     inFlight -= 1
                 }
-                let old = previous[name]
-                group.addTask { (i, try await self.archive(path: childPath, node: child, parent: old, stats: stats)) }
+                group.addTask { (i, try await self.archive(path: childPath, node: child, parent: previous, stats: stats)) }
                 inFlight += 1
             }
             for try await (j, done) in group { nodes[j] = done }
@@ -90,7 +104,16 @@ extension Archiver {
         let tree = Tree(nodes: nodes.compactMap { $0 })
         // Nothing in it changed: the same entries encode to the same bytes, hence the same id,
         // which is stored already. Encoding and hashing it again would only find that out.
-        if let parent, parent.tree.nodes == tree.nodes { return parent.id }
+        if let parent, parent.tree.nodes == tree.nodes, Self.sameStrings(parent.tree.nodes, tree.nodes) { return parent.id }
         return try await saveTree(tree)
+    }
+
+    /// Whether names and link targets are the same bytes: `String ==` also holds for canonically
+    /// equivalent spellings (é composed or not), which are different names to the file system
+    /// and different bytes in a tree.
+    static func sameStrings(_ a: [Node], _ b: [Node]) -> Bool {
+        zip(a, b).allSatisfy { x, y in
+            x.name.utf8.elementsEqual(y.name.utf8) && (x.linkTarget ?? "").utf8.elementsEqual((y.linkTarget ?? "").utf8)
+        }
     }
 }

@@ -125,7 +125,7 @@ public final class Archiver: Sendable {
 
     /// Stores a tree blob (if new) and returns its id.
     func saveTree(_ tree: Tree) async throws -> BlobID {
-        let data = JSON.encode(tree)
+        let data = TreeCodec.encode(tree)
         let id = repo.blobID(data)
         try await writer.save(data, id: id, type: .tree)
         return id

@@ -44,7 +44,7 @@ enum FS {
             }
             if name != "." && name != ".." { names.append(name) }
         }
-        return names.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+        return names.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }  // byte order, as trees are sorted
     }
 
     static func openRead(_ path: String) throws -> Int32 {

@@ -40,6 +40,7 @@ extension Repository {
         if recovered > 0 { logger.info("indexed \(recovered) packs left by an interrupted backup") }
 
         let parents = try await findParents(names: names, options: options)
+        defer { treeCache.reset() }  // the parent trees' packs were loaded for this backup only
         let writer = BlobWriter(repository: self, connections: options.connections)
         let archiver = Archiver(repository: self, writer: writer, progress: progress,
                                 fileConcurrency: options.fileConcurrency)

@@ -345,44 +345,15 @@ public final class Repository: Sendable {
 
     public func loadTree(_ id: BlobID) async throws -> Tree {
         let data: Data
-        if let cached = treeCache.get(id) { data = cached } else { data = try await loadBlob(id) }
-        return try JSON.decode(Tree.self, data, what: "tree \(id)")
+        if let cached = try cachedTree(id, take: false) { data = cached } else { data = try await loadBlob(id) }
+        return try TreeCodec.decode(data, what: "tree \(id)")
     }
 
     /// `loadTree`, taking the tree's bytes out of the cache (a walk that decodes each tree once).
     func takeTree(_ id: BlobID) async throws -> Tree {
         let data: Data
-        if let cached = treeCache.take(id) { data = cached } else { data = try await loadBlob(id) }
-        return try JSON.decode(Tree.self, data, what: "tree \(id)")
-    }
-
-    /// Loads and decodes every tree under `roots`, a level at a time. For each level the packs
-    /// holding its trees that are not in memory yet are loaded whole (checked against their
-    /// names), `connections` at a time, and every tree of them kept: the packs read are those of
-    /// these trees only, so the cost grows with what is under `roots`, not with the repository.
-    /// Then up to `window` trees are decoded at once (decoding JSON is most of the work once the
-    /// packs are in, so both cores help).
-    public func loadTrees(under roots: [BlobID], window: Int, connections: Int = 4) async throws -> [BlobID: Tree] {
-        var trees: [BlobID: Tree] = [:]
-        var level = roots
-        while !level.isEmpty {
-            var wanted = Set<BlobID>()
-            let ids = level.filter { trees[$0] == nil && wanted.insert($0).inserted }
-            try await loadTreePacks(holding: ids, connections: connections)
-            try await withThrowingTaskGroup(of: (BlobID, Tree).self) { group in
-                var next = ids.makeIterator()
-                for _ in 0..<window {
-                    guard let id = next.next() else { break }
-                    group.addTask { (id, try await self.takeTree(id)) }
-                }
-                while let (id, tree) = try await group.next() {
-                    trees[id] = tree
-                    if let id = next.next() { group.addTask { (id, try await self.takeTree(id)) } }
-                }
-            }
-            level = ids.flatMap { trees[$0]!.nodes.compactMap(\.subtree) }
-        }
-        return trees
+        if let cached = try cachedTree(id, take: true) { data = cached } else { data = try await loadBlob(id) }
+        return try TreeCodec.decode(data, what: "tree \(id)")
     }
 
     /// Reads a pack's header from its tail (to rebuild the index from packs alone).

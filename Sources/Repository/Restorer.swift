@@ -11,6 +11,12 @@ public struct RestoreOptions: Sendable {
     /// otherwise covered by their AES-GCM tag and the pack's SHA-256): what `check --read-data`
     /// does, at one more SHA-256 pass over the restored bytes.
     public var verifyIDs = false
+    /// Files (and their chunks) planned before they are written: the walk hands files over in
+    /// batches of about this many, so memory stays flat in the number of files (restic plans a
+    /// whole snapshot first). Files in one batch lie close together in the packs, since backup
+    /// stored them in the same walk order.
+    public var batchFiles = 8192
+    public var batchBlobs = 32768
     public init() {}
 }
 
@@ -44,70 +50,105 @@ public final class Restorer: Sendable {
         let offset: Int64
     }
 
+    /// A directory being walked: its path and entries, and the next entry to visit.
+    private struct Frame {
+        let path: String
+        let nodes: [Node]
+        var next = 0
+    }
+
     /// Restores a tree part: a directory root's contents go into `target`; a file or symlink root
     /// becomes `target/<name>`. A `target` that exists must be a directory; whether it may hold
     /// files already is the caller's rule (see `checkTarget`).
+    ///
+    /// The tree is walked depth first, each tree read when its directory is reached (its pack
+    /// loaded whole the first time, see `walkTree`); directories and symlinks are made as the
+    /// walk goes and files are written in batches, one batch while the walk plans the next.
+    /// Directories get their metadata last, once nothing more is created in them.
     public func restoreTree(_ part: Part, into target: String) async throws -> RestoreStats {
         guard part.kind == .tree else {
             throw RepositoryError(.invalidArgument, "part \(part.name) is a stream: restore it to a file or --stdout")
         }
         try Self.refuseNonDirectory(target)
         try FS.makeDirectories(target)
-        var files: [FileJob] = []
+        if part.stats.bytes > 0 { progress.setTotal(part.stats.bytes) }
+        var stats = RestoreStats()
         var dirs: [(String, Node)] = []
         var links: [(String, Node)] = []
-        do {  // the decoded trees are dropped once planned
-            let trees = try await repo.loadTrees(under: part.root.subtree.map { [$0] } ?? [], window: max(2, options.connections),
-                                                 connections: options.connections)
-            if part.root.type == .dir {
-                try plan(part.root, at: target, trees: trees, files: &files, dirs: &dirs, links: &links)
-            } else {
-                try plan(Tree(nodes: [part.root]), at: target, trees: trees, files: &files, dirs: &dirs, links: &links)
+        let connections = max(1, options.connections)
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            var batch: [FileJob] = []
+            var batchBlobs = 0
+            var writing = false
+            func flush(_ group: inout ThrowingTaskGroup<Int, any Error>) async throws {
+                if writing, let packs = try await group.next() { stats.packs += packs }
+                writing = false
+                guard !batch.isEmpty else { return }
+                let jobs = batch
+                batch = []
+                batchBlobs = 0
+                group.addTask { try await self.writeFiles(jobs) }
+                writing = true
             }
+            var stack: [Frame] = []
+            if part.root.type == .dir {
+                stack.append(try await open(part.root, at: target, dirs: &dirs, connections: connections))
+            } else {
+                stack.append(Frame(path: target, nodes: [part.root]))
+            }
+            while !stack.isEmpty {
+                let top = stack.count - 1
+                guard stack[top].next < stack[top].nodes.count else {
+                    stack.removeLast()
+                    continue
+                }
+                let node = stack[top].nodes[stack[top].next]
+                stack[top].next += 1
+                let path = stack[top].path
+                try node.validateName(in: path)
+                let child = path + "/" + node.name
+                switch node.type {
+                case .dir:
+                    try Task.checkCancellation()
+                    stack.append(try await open(node, at: child, dirs: &dirs, connections: connections))
+                case .symlink:
+                    try FS.removeTree(child)
+                    guard symlink(node.linkTarget ?? "", child) == 0 else {
+                        throw RepositoryError(.io, "cannot create symlink \(child): \(FS.errorText())")
+                    }
+                    links.append((child, node))
+                case .file, .stream:
+                    batch.append(FileJob(path: child, node: node))
+                    batchBlobs += node.content?.count ?? 0
+                    stats.files += 1
+                    stats.bytes += node.size
+                    if batch.count >= options.batchFiles || batchBlobs >= options.batchBlobs { try await flush(&group) }
+                }
+            }
+            try await flush(&group)
+            try await flush(&group)  // waits for the last batch
         }
-        progress.setTotal(files.reduce(0) { $0 + $1.node.size })
-        let packs = try await writeFiles(files)
         for (path, node) in links { try FS.applyMetadata(node, at: path) }
         for (path, node) in dirs.reversed() { try FS.applyMetadata(node, at: path) }
-        return RestoreStats(files: files.count + links.count, dirs: dirs.count, bytes: files.reduce(0) { $0 + $1.node.size },
-                            packs: packs)
+        stats.files += links.count
+        stats.dirs = dirs.count
+        return stats
     }
 
-    private func plan(_ dirNode: Node, at path: String, trees: [BlobID: Tree], files: inout [FileJob], dirs: inout [(String, Node)],
-                      links: inout [(String, Node)]) throws {
+    /// Makes directory `path` for `dirNode`, clears what the snapshot does not hold there (with
+    /// `deleteExtraneous`) and reads its tree.
+    private func open(_ dirNode: Node, at path: String, dirs: inout [(String, Node)], connections: Int) async throws -> Frame {
         guard let subtree = dirNode.subtree else {
             throw RepositoryError(.corrupted, "directory \(path) has no tree in the snapshot")
         }
-        guard let tree = trees[subtree] else {
-            throw RepositoryError(.missing, "tree \(subtree) of \(path) was not loaded")
-        }
+        let tree = try await repo.walkTree(subtree, connections: connections)
         try FS.makeDirectory(path)
         dirs.append((path, dirNode))
-        try plan(tree, at: path, trees: trees, files: &files, dirs: &dirs, links: &links)
-    }
-
-    private func plan(_ tree: Tree, at path: String, trees: [BlobID: Tree], files: inout [FileJob], dirs: inout [(String, Node)],
-                      links: inout [(String, Node)]) throws {
-        let wanted = Set(tree.nodes.map(\.name))
         if options.deleteExtraneous {
+            let wanted = Set(tree.nodes.map(\.name))
             for name in try FS.list(path) where !wanted.contains(name) { try FS.removeTree(path + "/" + name) }
         }
-        for node in tree.nodes {
-            try node.validateName(in: path)
-            let child = path + "/" + node.name
-            switch node.type {
-            case .dir:
-                try plan(node, at: child, trees: trees, files: &files, dirs: &dirs, links: &links)
-            case .symlink:
-                try FS.removeTree(child)
-                guard symlink(node.linkTarget ?? "", child) == 0 else {
-                    throw RepositoryError(.io, "cannot create symlink \(child): \(FS.errorText())")
-                }
-                links.append((child, node))
-            case .file, .stream:
-                files.append(FileJob(path: child, node: node))
-            }
-        }
+        return Frame(path: path, nodes: tree.nodes)
     }
 
     /// Fills the files pack by pack, several packs at once. A file is created (truncated) when its

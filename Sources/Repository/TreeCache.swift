@@ -12,7 +12,14 @@ final class TreeCache: Sendable {
     /// Bytes of tree packs one repository loads into memory at most.
     static let limit: Int64 = 256 << 20
 
-    private let trees = Mutex<[BlobID: Data]>([:])
+    /// A cached tree blob as stored (compressed and encrypted, a few times smaller than its
+    /// JSON): it is opened, and its id checked, when it is read.
+    struct Sealed: Sendable {
+        let bytes: Data
+        let location: BlobLocation
+    }
+
+    private let trees = Mutex<[BlobID: Sealed]>([:])
     private struct Loads {
         /// Every pack load started, under way or done: a pack is loaded once, and a walk that
         /// needs a pack another walk is loading waits for that load.
@@ -22,14 +29,25 @@ final class TreeCache: Sendable {
     }
     private let loads = Mutex(Loads())
 
-    func get(_ id: BlobID) -> Data? { trees.withLock { $0[id] } }
+    func get(_ id: BlobID) -> Sealed? { trees.withLock { $0[id] } }
 
-    /// Removes and returns a tree blob: a walk that decodes every tree once (restore, check)
-    /// takes them, so the plaintext is not held twice, as bytes and decoded, for the whole walk.
-    func take(_ id: BlobID) -> Data? { trees.withLock { $0.removeValue(forKey: id) } }
+    /// Removes and returns a tree blob: a walk that reads every tree once (restore, a backup's
+    /// parent trees) takes them, so memory is given back as the walk goes.
+    func take(_ id: BlobID) -> Sealed? { trees.withLock { $0.removeValue(forKey: id) } }
 
-    fileprivate func put(_ entries: [(BlobID, Data)]) {
-        trees.withLock { for (id, data) in entries { $0[id] = data } }
+    func contains(_ id: BlobID) -> Bool { trees.withLock { $0[id] != nil } }
+
+    fileprivate func put(_ entries: [(BlobID, Sealed)]) {
+        trees.withLock { for (id, sealed) in entries { $0[id] = sealed } }
+    }
+
+    /// Forgets every cached tree and pack load (after a backup: the trees of its parent's packs
+    /// that it did not read are not kept for the life of the repository object).
+    /// Loads under way are not cancelled (another walk may wait for them); what they bring in
+    /// later is kept.
+    func reset() {
+        loads.withLock { $0 = Loads() }
+        trees.withLock { $0.removeAll() }
     }
 
     /// The loads of `packs` (with their sizes): those already started are shared; new ones are
@@ -86,7 +104,7 @@ extension Repository {
     /// Loads the packs holding `ids` (trees not in memory yet) whole, checked, and keeps every
     /// tree blob of them in memory.
     func loadTreePacks(holding ids: [BlobID], connections: Int, limit: Int64 = TreeCache.limit) async throws {
-        let packs = Set(ids.filter { treeCache.get($0) == nil }.compactMap { index.lookup($0)?.pack })
+        let packs = Set(ids.filter { !treeCache.contains($0) }.compactMap { index.lookup($0)?.pack })
         try await loadTreePacks(packs.map { ($0, index.packSize($0) ?? 0) }, connections: connections, limit: limit)
     }
 
@@ -99,19 +117,30 @@ extension Repository {
         for task in tasks { try await task.value }
     }
 
-    /// Keeps every tree blob of `pack` (read whole and checked) in memory; the pack's own header
-    /// says where they are, so no scan of the index is needed.
+    /// Keeps every tree blob of `pack` (read whole and checked) in memory, as stored; the pack's
+    /// own header says where they are, so no scan of the index is needed.
     private func cacheTreePack(_ pack: PackID) async throws {
         let data = try await loadWholePack(pack)
         let entries = try PackFormat.decodeHeader(tail: data, packSize: Int64(data.count), key: keys.encryption, pack: pack)
-        let trees = try data.withUnsafeBytes { raw in
-            try entries.filter { $0.type == .tree }.map { entry in
-                let start = Int(entry.offset)
-                let plain = try openBlob(UnsafeRawBufferPointer(rebasing: raw[start..<(start + Int(entry.length))]),
-                                         BlobLocation(pack: pack, blob: entry))
-                return (entry.id, plain)
-            }
+        let trees = entries.filter { $0.type == .tree }.map { entry in
+            let start = Int(entry.offset)
+            return (entry.id, TreeCache.Sealed(bytes: Data(data[start..<(start + Int(entry.length))]),
+                                               location: BlobLocation(pack: pack, blob: entry)))
         }
         treeCache.put(trees)
+    }
+
+    /// A cached tree's plaintext (taken out of the cache with `take`), or nil when it is not cached.
+    func cachedTree(_ id: BlobID, take: Bool) throws -> Data? {
+        guard let sealed = take ? treeCache.take(id) : treeCache.get(id) else { return nil }
+        return try sealed.bytes.withUnsafeBytes { try openBlob($0, sealed.location) }
+    }
+
+    /// A tree that a walk reads once (restore, a backup's parent trees): when it is not in memory,
+    /// its whole pack is loaded (one request brings the trees of many directories, which the
+    /// walk will ask for next), then the tree is taken out of the cache.
+    func walkTree(_ id: BlobID, connections: Int) async throws -> Tree {
+        if !treeCache.contains(id) { try await loadTreePacks(holding: [id], connections: connections) }
+        return try await takeTree(id)
     }
 }

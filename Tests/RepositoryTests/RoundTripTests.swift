@@ -163,6 +163,26 @@ import TestSupport
         #expect(fourth.parent == nil && fourth.parts[0].stats.unchangedFiles == 0)
     }
 
+    /// A file renamed to a canonically equivalent spelling (é composed → e + combining accent)
+    /// is another name to the file system. Swift's `String ==` calls the two equal; the re-backup
+    /// must still store the new bytes, not reuse the parent's tree (found in review, session 7).
+    @Test func aNameRespelledInAnotherNormalFormIsStoredAsItsBytes() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let composed = "caf\u{e9}", decomposed = "cafe\u{301}"
+        #expect(composed == decomposed && !composed.utf8.elementsEqual(decomposed.utf8))
+        try FileManager.default.createDirectory(atPath: dir.file("src/d"), withIntermediateDirectories: true)
+        try Data("menu".utf8).write(to: URL(fileURLWithPath: dir.file("src/d/") + composed))
+        let repo = try await makeRepository()
+        _ = try await repo.backup([.path(dir.file("src"), name: "files")])
+        #expect(rename(dir.file("src/d/") + composed, dir.file("src/d/") + decomposed) == 0)
+        let second = try await repo.backup([.path(dir.file("src"), name: "files")])
+        #expect(second.snapshot.parts[0].stats.unchangedFiles == 0)  // matched by bytes: another name
+        _ = try await Restorer(repository: repo).restoreTree(second.snapshot.parts[0], into: dir.file("out"))
+        let names = try FS.list(dir.file("out/d"))
+        #expect(names.count == 1 && Array(names[0].utf8) == Array(decomposed.utf8), "\(names.map { Array($0.utf8) })")
+    }
+
     @Test func restoreWithDeleteMakesTheTargetExactlyTheSnapshot() async throws {
         let dir = TempDir()
         defer { dir.remove() }
