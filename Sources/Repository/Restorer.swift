@@ -76,19 +76,26 @@ public final class Restorer: Sendable {
         var dirs: [(String, Node)] = []
         var links: [(String, Node)] = []
         let connections = max(1, options.connections)
+        // The pack transfers of all batches share these slots: the next batch's packs start as
+        // the last ones of the batch before are still streaming in.
+        let slots = AsyncSemaphore(permits: connections)
         try await withThrowingTaskGroup(of: Int.self) { group in
             var batch: [FileJob] = []
             var batchBlobs = 0
-            var writing = false
-            func flush(_ group: inout ThrowingTaskGroup<Int, any Error>) async throws {
-                if writing, let packs = try await group.next() { stats.packs += packs }
-                writing = false
+            var writing = 0
+            /// Hands the batch over; with `wait`, or while two batches are being written, first
+            /// waits for the older one.
+            func flush(_ group: inout ThrowingTaskGroup<Int, any Error>, wait: Bool = false) async throws {
+                while writing >= (wait ? 1 : 2), let packs = try await group.next() {
+                    stats.packs += packs
+                    writing -= 1
+                }
                 guard !batch.isEmpty else { return }
                 let jobs = batch
                 batch = []
                 batchBlobs = 0
-                group.addTask { try await self.writeFiles(jobs) }
-                writing = true
+                group.addTask { try await self.writeFiles(jobs, slots: slots) }
+                writing += 1
             }
             var stack: [Frame] = []
             if part.root.type == .dir {
@@ -126,7 +133,7 @@ public final class Restorer: Sendable {
                 }
             }
             try await flush(&group)
-            try await flush(&group)  // waits for the last batch
+            try await flush(&group, wait: true)  // waits for the last batches
         }
         for (path, node) in links { try FS.applyMetadata(node, at: path) }
         for (path, node) in dirs.reversed() { try FS.applyMetadata(node, at: path) }
@@ -155,7 +162,7 @@ public final class Restorer: Sendable {
     /// first blob is written and gets its metadata when its last one is, so creating files and
     /// setting their times overlap with decrypting, instead of running before and after it.
     /// Returns the number of packs read.
-    private func writeFiles(_ files: [FileJob]) async throws -> Int {
+    private func writeFiles(_ files: [FileJob], slots: AsyncSemaphore) async throws -> Int {
         var byPack: [PackID: [(BlobLocation, [Target])]] = [:]
         var slot: [BlobID: (PackID, Int)] = [:]
         var writes = [Int](repeating: 0, count: files.count)
@@ -184,23 +191,18 @@ public final class Restorer: Sendable {
             }
         }
         let state = FileWrites(pending: writes)
-        let work = Array(byPack)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            var next = 0
-            for _ in 0..<min(max(1, options.connections), work.count) {
-                let item = work[next]
-                next += 1
-                group.addTask { try await self.restorePack(item.key, item.value, files: files, state: state) }
-            }
-            while try await group.next() != nil {
-                if next < work.count {
-                    let item = work[next]
-                    next += 1
-                    group.addTask { try await self.restorePack(item.key, item.value, files: files, state: state) }
+            for (pack, blobs) in byPack {
+                group.addTask {
+                    try await slots.withPermit {
+                        try Task.checkCancellation()
+                        try await self.restorePack(pack, blobs, files: files, state: state)
+                    }
                 }
             }
+            try await group.waitForAll()
         }
-        return work.count
+        return byPack.count
     }
 
     /// Streams the part of `pack` that holds `blobs` and writes each blob to its files as soon as
