@@ -42,7 +42,16 @@ struct AgentCommand: AsyncParsableCommand {
         }
         if handshakeTimeout < 1 { throw ValidationError("--handshake-timeout must be at least 1 second") }
         if maxPendingConnections < 1 { throw ValidationError("--max-pending-connections must be at least 1") }
+        // A request carries the repository's location and sealed credentials (a CA or an SSH key):
+        // below 64 KiB an agent would refuse ordinary requests.
+        if !(Self.minLineLength...Self.maxLineLimit).contains(maxLineLength) {
+            throw ValidationError("--max-line-length must be between \(Self.minLineLength) and \(Self.maxLineLimit) bytes, not \(maxLineLength)")
+        }
+        if hookTimeout < 1 { throw ValidationError("--hook-timeout must be at least 1 second") }
     }
+
+    static let minLineLength = 64 << 10
+    static let maxLineLimit = 1 << 30
 
     /// A DNS label: lower-case letters, digits and '-', 1 to 63 of them, no '-' at either end.
     static func isNameComponent(_ s: Substring) -> Bool {

@@ -87,14 +87,36 @@ enum FS {
         }
     }
 
+    /// What restore puts back on a file, directory or symlink once its content is in: 24 bytes,
+    /// where a whole node holds its name, chunk list and more.
+    struct Metadata: Sendable {
+        let mode: UInt32
+        let uid: UInt32
+        let gid: UInt32
+        let symlink: Bool
+        let mtimeNs: Int64
+
+        init(_ node: Node) {
+            mode = node.mode
+            uid = node.uid
+            gid = node.gid
+            symlink = node.type == .symlink
+            mtimeNs = node.mtimeNs
+        }
+    }
+
     /// Puts back owner (when running as root), mode and mtime. Symlinks get owner and mtime only.
     static func applyMetadata(_ node: Node, at path: String) throws {
+        try applyMetadata(Metadata(node), at: path)
+    }
+
+    static func applyMetadata(_ node: Metadata, at path: String) throws {
         if geteuid() == 0 {
             guard lchown(path, node.uid, node.gid) == 0 else {
                 throw RepositoryError(.io, "cannot set owner of \(path): \(errorText())")
             }
         }
-        if node.type != .symlink {
+        if !node.symlink {
             guard chmod(path, mode_t(node.mode)) == 0 else {
                 throw RepositoryError(.io, "cannot set mode of \(path): \(errorText())")
             }

@@ -11,12 +11,13 @@ public struct RestoreOptions: Sendable {
     /// otherwise covered by their AES-GCM tag and the pack's SHA-256): what `check --read-data`
     /// does, at one more SHA-256 pass over the restored bytes.
     public var verifyIDs = false
-    /// Files (and their chunks) planned before they are written: the walk hands files over in
-    /// batches of about this many, so memory stays flat in the number of files (restic plans a
-    /// whole snapshot first). Files in one batch lie close together in the packs, since backup
-    /// stored them in the same walk order.
-    public var batchFiles = 8192
-    public var batchBlobs = 32768
+    /// Files (and chunks) planned before they are written: past this many the walk hands them
+    /// over in batches, so memory is bounded (about 120 bytes a file and chunk: some 250 MiB at
+    /// most), at the cost of reading again the packs that two batches share. Backup writes
+    /// several directories at once, so one pack holds files from all over the walk: batches
+    /// much smaller than the snapshot would read each pack many times.
+    public var batchFiles = 1 << 20
+    public var batchBlobs = 1 << 21
     public init() {}
 }
 
@@ -40,9 +41,29 @@ public final class Restorer: Sendable {
         self.progress = progress
     }
 
-    struct FileJob {
-        let path: String
-        let node: Node
+    /// A file to write: its directory (an index into the walk's directories), its name and what
+    /// goes back on it at the end. About 50 bytes: the walk keeps one per file until its batch is
+    /// written, so a whole node (name, chunk list, device, inode) is not kept.
+    struct FileJob: Sendable {
+        let dir: Int32
+        let name: String
+        let metadata: FS.Metadata
+    }
+
+    /// One chunk to write into one file: a pack's blob, the file, and where in it.
+    struct Use: Sendable {
+        let blob: PackedBlob
+        let file: Int32
+        let offset: Int64
+    }
+
+    /// The files of a batch and, for each pack, the chunks to take from it.
+    struct Plan: Sendable {
+        var files: [FileJob] = []
+        /// How many chunks each file still waits for.
+        var writes: [Int32] = []
+        var packs: [PackID: [Use]] = [:]
+        var uses = 0
     }
 
     struct Target {
@@ -50,9 +71,9 @@ public final class Restorer: Sendable {
         let offset: Int64
     }
 
-    /// A directory being walked: its path and entries, and the next entry to visit.
+    /// A directory being walked: its index, its entries, and the next entry to visit.
     private struct Frame {
-        let path: String
+        let dir: Int32
         let nodes: [Node]
         var next = 0
     }
@@ -62,9 +83,13 @@ public final class Restorer: Sendable {
     /// files already is the caller's rule (see `checkTarget`).
     ///
     /// The tree is walked depth first, each tree read when its directory is reached (its pack
-    /// loaded whole the first time, see `walkTree`); directories and symlinks are made as the
-    /// walk goes and files are written in batches, one batch while the walk plans the next.
-    /// Directories get their metadata last, once nothing more is created in them.
+    /// loaded whole the first time, see `walkTree`) and dropped when the walk leaves it;
+    /// directories and symlinks are made as the walk goes. Each file's chunks are looked up as
+    /// it is reached and filed under their packs, and then each pack is read once, several at
+    /// a time, its chunks written wherever they belong. A snapshot of more than `batchFiles`
+    /// files (or `batchBlobs` chunks) is written in batches, one while the walk plans the next,
+    /// so memory stays bounded (a pack wanted by two batches is then read twice). Directories
+    /// get their metadata last, once nothing more is created in them.
     public func restoreTree(_ part: Part, into target: String) async throws -> RestoreStats {
         guard part.kind == .tree else {
             throw RepositoryError(.invalidArgument, "part \(part.name) is a stream: restore it to a file or --stdout")
@@ -73,35 +98,38 @@ public final class Restorer: Sendable {
         try FS.makeDirectories(target)
         if part.stats.bytes > 0 { progress.setTotal(part.stats.bytes) }
         var stats = RestoreStats()
-        var dirs: [(String, Node)] = []
-        var links: [(String, Node)] = []
+        var dirPaths: [String] = []
+        var dirMetadata: [FS.Metadata] = []
+        var links: [(String, FS.Metadata)] = []
         let connections = max(1, options.connections)
         // The pack transfers of all batches share these slots: the next batch's packs start as
         // the last ones of the batch before are still streaming in.
         let slots = AsyncSemaphore(permits: connections)
         try await withThrowingTaskGroup(of: Int.self) { group in
-            var batch: [FileJob] = []
-            var batchBlobs = 0
+            var plan = Plan()
             var writing = 0
-            /// Hands the batch over; with `wait`, or while two batches are being written, first
+            /// Hands the plan over; with `wait`, or while two batches are being written, first
             /// waits for the older one.
             func flush(_ group: inout ThrowingTaskGroup<Int, any Error>, wait: Bool = false) async throws {
                 while writing >= (wait ? 1 : 2), let packs = try await group.next() {
                     stats.packs += packs
                     writing -= 1
                 }
-                guard !batch.isEmpty else { return }
-                let jobs = batch
-                batch = []
-                batchBlobs = 0
-                group.addTask { try await self.writeFiles(jobs, slots: slots) }
+                guard !plan.packs.isEmpty else {
+                    plan = Plan()
+                    return
+                }
+                let (batch, paths) = (plan, dirPaths)
+                plan = Plan()
+                group.addTask { try await self.write(batch, dirs: paths, slots: slots) }
                 writing += 1
             }
             var stack: [Frame] = []
             if part.root.type == .dir {
-                stack.append(try await open(part.root, at: target, dirs: &dirs, connections: connections))
+                stack.append(try await open(part.root, at: target, dirPaths: &dirPaths, dirMetadata: &dirMetadata, connections: connections))
             } else {
-                stack.append(Frame(path: target, nodes: [part.root]))
+                dirPaths.append(target)  // the target itself, which gets no metadata
+                stack.append(Frame(dir: 0, nodes: [part.root]))
             }
             while !stack.isEmpty {
                 let top = stack.count - 1
@@ -111,117 +139,127 @@ public final class Restorer: Sendable {
                 }
                 let node = stack[top].nodes[stack[top].next]
                 stack[top].next += 1
-                let path = stack[top].path
+                let dir = stack[top].dir
+                let path = dirPaths[Int(dir)]
                 try node.validateName(in: path)
                 let child = path + "/" + node.name
                 switch node.type {
                 case .dir:
                     try Task.checkCancellation()
-                    stack.append(try await open(node, at: child, dirs: &dirs, connections: connections))
+                    stack.append(try await open(node, at: child, dirPaths: &dirPaths, dirMetadata: &dirMetadata, connections: connections))
                 case .symlink:
                     try FS.removeTree(child)
                     guard symlink(node.linkTarget ?? "", child) == 0 else {
                         throw RepositoryError(.io, "cannot create symlink \(child): \(FS.errorText())")
                     }
-                    links.append((child, node))
+                    links.append((child, FS.Metadata(node)))
                 case .file, .stream:
-                    batch.append(FileJob(path: child, node: node))
-                    batchBlobs += node.content?.count ?? 0
+                    try add(node, in: dir, path: child, to: &plan)
                     stats.files += 1
                     stats.bytes += node.size
-                    if batch.count >= options.batchFiles || batchBlobs >= options.batchBlobs { try await flush(&group) }
+                    if plan.files.count >= options.batchFiles || plan.uses >= options.batchBlobs { try await flush(&group) }
                 }
             }
             try await flush(&group)
             try await flush(&group, wait: true)  // waits for the last batches
         }
-        for (path, node) in links { try FS.applyMetadata(node, at: path) }
-        for (path, node) in dirs.reversed() { try FS.applyMetadata(node, at: path) }
+        for (path, metadata) in links { try FS.applyMetadata(metadata, at: path) }
+        for (path, metadata) in zip(dirPaths, dirMetadata).reversed() { try FS.applyMetadata(metadata, at: path) }
         stats.files += links.count
-        stats.dirs = dirs.count
+        stats.dirs = dirMetadata.count
         return stats
     }
 
     /// Makes directory `path` for `dirNode`, clears what the snapshot does not hold there (with
     /// `deleteExtraneous`) and reads its tree.
-    private func open(_ dirNode: Node, at path: String, dirs: inout [(String, Node)], connections: Int) async throws -> Frame {
+    private func open(_ dirNode: Node, at path: String, dirPaths: inout [String], dirMetadata: inout [FS.Metadata],
+                      connections: Int) async throws -> Frame {
         guard let subtree = dirNode.subtree else {
             throw RepositoryError(.corrupted, "directory \(path) has no tree in the snapshot")
         }
         let tree = try await repo.walkTree(subtree, connections: connections)
         try FS.makeDirectory(path)
-        dirs.append((path, dirNode))
+        dirPaths.append(path)
+        dirMetadata.append(FS.Metadata(dirNode))
         if options.deleteExtraneous {
             let wanted = Set(tree.nodes.map(\.name))
             for name in try FS.list(path) where !wanted.contains(name) { try FS.removeTree(path + "/" + name) }
         }
-        return Frame(path: path, nodes: tree.nodes)
+        return Frame(dir: Int32(dirPaths.count - 1), nodes: tree.nodes)
     }
 
-    /// Fills the files pack by pack, several packs at once. A file is created (truncated) when its
-    /// first blob is written and gets its metadata when its last one is, so creating files and
-    /// setting their times overlap with decrypting, instead of running before and after it.
-    /// Returns the number of packs read.
-    private func writeFiles(_ files: [FileJob], slots: AsyncSemaphore) async throws -> Int {
-        var byPack: [PackID: [(BlobLocation, [Target])]] = [:]
-        var slot: [BlobID: (PackID, Int)] = [:]
-        var writes = [Int](repeating: 0, count: files.count)
-        for (i, job) in files.enumerated() {
-            var offset: Int64 = 0
-            for id in job.node.content ?? [] {
-                guard let location = repo.index.lookup(id) else {
-                    throw RepositoryError(.missing, "blob \(id) of \(job.path) is not in the index: the repository is damaged")
-                }
-                let target = Target(file: i, offset: offset)
-                if let (pack, k) = slot[id] {
-                    byPack[pack]![k].1.append(target)
-                } else {
-                    slot[id] = (location.pack, byPack[location.pack, default: []].count)
-                    byPack[location.pack, default: []].append((location, [target]))
-                }
-                offset += Int64(location.blob.rawLength)
-                writes[i] += 1
+    /// Files `node`'s chunks under their packs. A file without chunks is made right away.
+    private func add(_ node: Node, in dir: Int32, path: String, to plan: inout Plan) throws {
+        let file = Int32(plan.files.count)
+        var offset: Int64 = 0
+        let content = node.content ?? []
+        for id in content {
+            guard let location = repo.index.lookup(id) else {
+                throw RepositoryError(.missing, "blob \(id) of \(path) is not in the index: the repository is damaged")
             }
-            guard offset == job.node.size else {
-                throw RepositoryError(.corrupted, "\(job.path): its chunks add up to \(offset) bytes, the snapshot says \(job.node.size)")
-            }
-            if writes[i] == 0 {
-                try FileWrites.create(job.path)
-                try FS.applyMetadata(job.node, at: job.path)
-            }
+            plan.packs[location.pack, default: []].append(Use(blob: location.blob, file: file, offset: offset))
+            offset += Int64(location.blob.rawLength)
         }
-        let state = FileWrites(pending: writes)
+        guard offset == node.size else {
+            throw RepositoryError(.corrupted, "\(path): its chunks add up to \(offset) bytes, the snapshot says \(node.size)")
+        }
+        if content.isEmpty {
+            try FileWrites.create(path)
+            try FS.applyMetadata(node, at: path)
+            return
+        }
+        plan.files.append(FileJob(dir: dir, name: node.name, metadata: FS.Metadata(node)))
+        plan.writes.append(Int32(content.count))
+        plan.uses += content.count
+    }
+
+    /// Fills a batch's files pack by pack, several packs at once. A file is created (truncated)
+    /// when its first blob is written and gets its metadata when its last one is, so creating
+    /// files and setting their times overlap with decrypting, instead of running before and after
+    /// it. Returns the number of packs read.
+    private func write(_ plan: Plan, dirs: [String], slots: AsyncSemaphore) async throws -> Int {
+        let state = FileWrites(pending: plan.writes.map(Int.init))
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for (pack, blobs) in byPack {
+            for (pack, uses) in plan.packs {
                 group.addTask {
                     try await slots.withPermit {
                         try Task.checkCancellation()
-                        try await self.restorePack(pack, blobs, files: files, state: state)
+                        try await self.restorePack(pack, uses, plan: plan, dirs: dirs, state: state)
                     }
                 }
             }
             try await group.waitForAll()
         }
-        return byPack.count
+        return plan.packs.count
     }
 
-    /// Streams the part of `pack` that holds `blobs` and writes each blob to its files as soon as
+    /// Streams the part of `pack` that holds `uses` and writes each blob to its files as soon as
     /// its bytes are in: no pack is held in memory, and writing overlaps with the transfer.
-    private func restorePack(_ pack: PackID, _ blobs: [(BlobLocation, [Target])], files: [FileJob], state: FileWrites) async throws {
-        let sorted = blobs.sorted { $0.0.blob.offset < $1.0.blob.offset }
-        let (range, whole) = span(pack, sorted.map(\.0))
+    private func restorePack(_ pack: PackID, _ uses: [Use], plan: Plan, dirs: [String], state: FileWrites) async throws {
+        // One entry per blob, with every place it goes (a chunk many files share is read once).
+        var blobs: [(BlobLocation, [Target])] = []
+        for use in uses.sorted(by: { $0.blob.offset < $1.blob.offset }) {
+            let target = Target(file: Int(use.file), offset: use.offset)
+            if let last = blobs.last, last.0.blob.offset == use.blob.offset {
+                blobs[blobs.count - 1].1.append(target)
+            } else {
+                blobs.append((BlobLocation(pack: pack, blob: use.blob), [target]))
+            }
+        }
+        let (range, whole) = span(pack, blobs.map(\.0))
         let checkID = checksIDs(whole: whole)
-        let stream = PackStream(pack: pack, blobs: sorted, start: range.lowerBound, verify: whole) { [repo, progress] sealed, location, targets in
+        let stream = PackStream(pack: pack, blobs: blobs, start: range.lowerBound, verify: whole) { [repo, progress] sealed, location, targets in
             try PackFormat.withOpenedBlob(sealed, entry: location.blob, keys: repo.keys, pack: location.pack, checkID: checkID) { plain in
                 for target in targets {
-                    let job = files[target.file]
-                    let fd = try state.open(job.path, file: target.file)
+                    let job = plan.files[target.file]
+                    let path = dirs[Int(job.dir)] + "/" + job.name
+                    let fd = try state.open(path, file: target.file)
                     defer { close(fd) }
                     guard writeFully(fd, plain, at: target.offset) else {
-                        throw RepositoryError(.io, "cannot write \(job.path): \(FS.errorText())")
+                        throw RepositoryError(.io, "cannot write \(path): \(FS.errorText())")
                     }
                     progress.add(bytes: Int64(plain.count))
-                    if state.written(file: target.file) { try FS.applyMetadata(job.node, at: job.path) }
+                    if state.written(file: target.file) { try FS.applyMetadata(job.metadata, at: path) }
                 }
             }
         }

@@ -168,4 +168,25 @@ import TestSupport
         let after = residentKiB(pid)
         #expect(before > 0 && after - before < 48 << 10, "resident \(before) KiB before, \(after) KiB after the flood")
     }
+
+    /// Limits of 0 (or out of range) would make an agent that refuses everything, or times every
+    /// hook out at once: they are refused at start with one line naming the flag.
+    @Test(arguments: [
+        (["--handshake-timeout", "0"], "--handshake-timeout must be at least 1"),
+        (["--max-pending-connections", "0"], "--max-pending-connections must be at least 1"),
+        (["--max-line-length", "0"], "--max-line-length must be between 65536 and 1073741824"),
+        (["--max-line-length", "4096"], "--max-line-length must be between"),
+        (["--max-line-length", "2147483648"], "--max-line-length must be between"),
+        (["--hook-timeout", "0"], "--hook-timeout must be at least 1"),
+        (["--handshake-timeout", "-5"], "--handshake-timeout must be at least 1"),
+    ])
+    func limitsOutOfRangeAreRefusedAtStart(arguments: [String], expected: String) async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let r = try await runAsync(builtProduct("chebackup-agent"),
+                                   ["--role", "files", "--listen", "127.0.0.1:0", "--token-file", dir.file("token"), "--dir", "d=\(dir.path)"] + arguments)
+        #expect(r.status != 0)
+        let lines = r.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }
+        #expect(lines.count == 1 && lines[0].contains(expected), "\(r.stderr)")
+    }
 }

@@ -148,6 +148,18 @@ import TestSupport
         #expect(error?.code == "tampered", "\(String(describing: error))")
     }
 
+    /// An answer longer than the controller's limit (64 MiB) ends the session with a line that
+    /// names the limit: it is neither skipped (the request would wait forever) nor buffered whole.
+    @Test func anAnswerOverTheLimitEndsTheSessionNamingIt() async throws {
+        let s = try await setUp()
+        defer { s.dir.remove() }
+        let p = try await proxy(s.agent, s.dir, direction: "a2c", line: 0, action: "flood")
+        let error = await refused(p) { try await $0.ping() }
+        #expect(error?.code == "tampered", "\(String(describing: error))")
+        #expect(error?.message.contains("longer than the limit of \(AgentClient.maxLineLength)") == true, "\(String(describing: error))")
+        #expect(!(error?.message.contains("xxxx") ?? true), "the line itself is not quoted")
+    }
+
     @Test func droppedReplayedAndSwappedLinesAreRefused() async throws {
         let s = try await setUp()
         defer { s.dir.remove() }

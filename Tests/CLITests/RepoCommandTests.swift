@@ -174,6 +174,67 @@ import Synchronization
         #expect(restore.stderr.contains(name) && restore.stderr.contains("corrupted"), "\(restore.stderr)")
     }
 
+    /// `repo repair index` and `repo repair snapshots` as a user runs them: a damaged index file
+    /// is worked around with a warning and rebuilt from the packs; a damaged snapshot file is
+    /// removed and the others stay; bad input is one line and changes nothing.
+    @Test func repairRebuildsTheIndexAndDropsDamagedSnapshots() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let repo = try await initRepo(dir)
+        var gen = SeededBytes(seed: 29)
+        try FileManager.default.createDirectory(atPath: dir.file("src"), withIntermediateDirectories: true)
+        try gen.data(600_000).write(to: URL(fileURLWithPath: dir.file("src/a")))
+        let first = try await chebackup(["repo", "backup", "-r", repo, dir.file("src")])
+        try gen.data(400_000).write(to: URL(fileURLWithPath: dir.file("src/b")))
+        let second = try await chebackup(["repo", "backup", "-r", repo, dir.file("src")])
+        #expect(first.status == 0 && second.status == 0, "\(first.stderr)\(second.stderr)")
+        func files(_ sub: String) throws -> [String] {
+            try FileManager.default.contentsOfDirectory(atPath: repo + "/" + sub).filter { $0.count == 64 }.sorted()
+        }
+        func damage(_ path: String) throws {
+            var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+            bytes[bytes.count / 2] ^= 0x40
+            try bytes.write(to: URL(fileURLWithPath: path))
+        }
+
+        // Bad input first: nothing may change.
+        let before = try files("index")
+        expectOneLineError(try await chebackup(["repo", "repair", "index", "-r", repo], password: "wrong"), contains: "wrong password")
+        expectOneLineError(try await chebackup(["repo", "repair", "index", "-r", "local:" + dir.file("nothing")]), contains: "not a repository")
+        let unknown = try await chebackup(["repo", "repair", "everything", "-r", repo])
+        #expect(unknown.status != 0 && unknown.stderr.contains("everything"), "\(unknown.stderr)")
+        #expect(try files("index") == before)
+
+        // A damaged index file: snapshots still list (with a warning), repair rebuilds it.
+        for name in before { try damage(repo + "/index/" + name) }
+        let listed = try await chebackup(["repo", "snapshots", "-r", repo])
+        #expect(listed.status == 0, "\(listed.stderr)")
+        #expect(listed.stderr.contains("index"), "a warning names the damaged index: \(listed.stderr)")
+        let repaired = try await chebackup(["repo", "repair", "index", "-r", repo])
+        #expect(repaired.status == 0, "\(repaired.stderr)")
+        #expect(repaired.stdout.contains("replaced \(before.count) index files"), "\(repaired.stdout)")
+        #expect(Set(try files("index")).isDisjoint(with: before))
+        let check = try await chebackup(["repo", "check", "--read-data", "-r", repo])
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+        let restore = try await chebackup(["repo", "restore", "latest", "-r", repo, "--target", dir.file("out")])
+        #expect(restore.status == 0, "\(restore.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("out/b"))) == Data(contentsOf: URL(fileURLWithPath: dir.file("src/b"))))
+
+        // A damaged snapshot file is removed; the other snapshot stays and restores.
+        let snapshots = try files("snapshots")
+        #expect(snapshots.count == 2)
+        try damage(repo + "/snapshots/" + snapshots[0])
+        let dropped = try await chebackup(["repo", "repair", "snapshots", "-r", repo])
+        #expect(dropped.status == 0, "\(dropped.stderr)")
+        #expect(dropped.stdout.contains("removed damaged snapshot \(snapshots[0])") && dropped.stdout.contains("1 damaged snapshots removed"),
+                "\(dropped.stdout)")
+        #expect(try files("snapshots") == [snapshots[1]])
+        let again = try await chebackup(["repo", "repair", "snapshots", "-r", repo])
+        #expect(again.status == 0 && again.stdout.contains("0 damaged snapshots removed"), "\(again.stdout)")
+        let kept = try await chebackup(["repo", "restore", String(snapshots[1].prefix(8)), "-r", repo, "--target", dir.file("out2")])
+        #expect(kept.status == 0, "\(kept.stderr)")
+    }
+
     /// restic's rules for `--target`: a regular file is refused and left as it was (it used to
     /// be replaced by a directory, exit 0); a non-empty directory only with --overwrite; a new or
     /// empty directory is fine.

@@ -2,8 +2,9 @@
 """A man in the middle for tests of the che-backup control protocol, version 2 (protocol.md).
 
     tamper_proxy.py --listen HOST:PORT --upstream HOST:PORT --direction c2a|a2c --line N
-                    --action modify|drop|replay|swap [--type TYPE]
+                    --action modify|drop|replay|swap|flood [--type TYPE]
                     [--field NAME (--value TEXT | --json-value JSON)] [--swap-wait SECONDS]
+                    [--flood-bytes N]
 
 Accepts one connection on --listen, connects it to --upstream (the agent), forwards the lines
 both ways unchanged except one: the N-th line after `welcome` (counted from 0, like the
@@ -19,6 +20,8 @@ from the N-th on, whose message has that type (say the `result` after a backup's
   replay  forward it twice
   swap    forward the line after it first, then it; if no line follows within --swap-wait
           seconds (default 5) it is forwarded in place and the swap counts as not done
+  flood   send a line of --flood-bytes bytes (default 64 MiB + 1, one more than the
+          controller accepts) in its place
 
 Prints "listening on HOST:PORT" on stdout (flushed) once it accepts (PORT 0: the port chosen),
 one line on stderr for what it did, and exits when the connection has ended in both directions:
@@ -39,7 +42,8 @@ import sys
 import threading
 
 DIRECTIONS = ("c2a", "a2c")
-ACTIONS = ("modify", "drop", "replay", "swap")
+ACTIONS = ("modify", "drop", "replay", "swap", "flood")
+FLOOD_BYTES = (64 << 20) + 1
 _UNSET = object()
 
 
@@ -70,7 +74,7 @@ class TamperProxy:
     """One proxied connection; see the module docstring."""
 
     def __init__(self, listen, upstream, direction, line, action, field=None, value=_UNSET,
-                 swap_wait=5.0, log=sys.stderr, message_type=None):
+                 swap_wait=5.0, log=sys.stderr, message_type=None, flood_bytes=FLOOD_BYTES):
         if direction not in DIRECTIONS or action not in ACTIONS or line < 0:
             raise ValueError(f"direction {direction!r}, action {action!r}, line {line}")
         if field is not None and (action != "modify" or value is _UNSET):
@@ -79,6 +83,7 @@ class TamperProxy:
         self.direction, self.line, self.action = direction, line, action
         self.field, self.value, self.swap_wait, self.log = field, value, swap_wait, log
         self.message_type = message_type
+        self.flood_bytes = flood_bytes
         host, port = split_address(listen)
         self.server = socket.create_server((host, port),
                                            family=socket.AF_INET6 if ":" in host
@@ -216,6 +221,10 @@ class TamperProxy:
         elif self.action == "drop":
             self.done = True
             self.note(f"dropped {name} line {self.line}")
+        elif self.action == "flood":
+            out.append(b"x" * self.flood_bytes + b"\n")
+            self.done = True
+            self.note(f"replaced {name} line {self.line} with a line of {self.flood_bytes} bytes")
         elif self.action == "replay":
             out += [line, line]
             self.done = True
@@ -242,6 +251,8 @@ def main(argv=None):
     values.add_argument("--json-value", help="modify --field: the new value, as JSON")
     parser.add_argument("--swap-wait", type=float, default=5.0,
                         help="swap: seconds to wait for the line after the chosen one")
+    parser.add_argument("--flood-bytes", type=int, default=FLOOD_BYTES,
+                        help="flood: length of the line sent instead (without its newline)")
     opts = parser.parse_args(argv)
     value = _UNSET
     if opts.value is not None:
@@ -257,7 +268,8 @@ def main(argv=None):
         parser.error("--field and --value/--json-value go together, with --action modify")
     try:
         proxy = TamperProxy(opts.listen, opts.upstream, opts.direction, opts.line, opts.action,
-                            opts.field, value, opts.swap_wait, message_type=opts.type)
+                            opts.field, value, opts.swap_wait, message_type=opts.type,
+                            flood_bytes=opts.flood_bytes)
     except ValueError as error:
         parser.error(str(error))
     host, port = proxy.address
