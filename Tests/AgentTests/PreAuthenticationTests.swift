@@ -178,7 +178,7 @@ import TestSupport
         (["--max-line-length", "4096"], "--max-line-length must be between"),
         (["--max-line-length", "2147483648"], "--max-line-length must be between"),
         (["--hook-timeout", "0"], "--hook-timeout must be at least 1"),
-        (["--handshake-timeout", "-5"], "--handshake-timeout must be at least 1"),
+        (["--handshake-timeout=-5"], "--handshake-timeout must be at least 1"),
     ])
     func limitsOutOfRangeAreRefusedAtStart(arguments: [String], expected: String) async throws {
         let dir = TempDir()

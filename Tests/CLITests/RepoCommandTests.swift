@@ -200,8 +200,8 @@ import Synchronization
         // Bad input first: nothing may change.
         let before = try files("index")
         expectOneLineError(try await chebackup(["repo", "repair", "index", "-r", repo], password: "wrong"), contains: "wrong password")
-        expectOneLineError(try await chebackup(["repo", "repair", "index", "-r", "local:" + dir.file("nothing")]), contains: "not a repository")
-        let unknown = try await chebackup(["repo", "repair", "everything", "-r", repo])
+        expectOneLineError(try await chebackup(["repo", "repair", "index", "-r", "local:" + dir.file("nothing")]), contains: "no repository at")
+        let unknown = try await chebackup(["repo", "repair", "everything"])
         #expect(unknown.status != 0 && unknown.stderr.contains("everything"), "\(unknown.stderr)")
         #expect(try files("index") == before)
 
