@@ -2,9 +2,9 @@ import Foundation
 
 /// Tree blobs coded by hand: the bytes are exactly what `JSON.encode` (Foundation's encoder, keys
 /// sorted) writes for a `Tree`, so a tree's id does not depend on which of the two wrote it, and
-/// every tree is still plain JSON (format §4). Backups encode a tree per directory and decode the
-/// parent's; restores and checks decode every tree: Foundation's coder spends most of that time
-/// on generic containers, this one about a tenth of it.
+/// every tree is still plain JSON (format §0). Backups encode a tree per directory and decode the
+/// parent's; restores and checks decode every tree: Foundation's coder goes through generic
+/// keyed containers for every field of every node, this one reads and writes the bytes directly.
 ///
 /// Only the common shape takes the fast path: names and link targets without characters JSON
 /// escapes (`"`, `\`, `/`, controls), integers without fractions or exponents, no unknown keys,
