@@ -87,13 +87,13 @@ struct ClusterInternalServer: InternalServerHost {
     /// The REST credentials and the htpasswd entry the server checks, in one Secret. A Secret
     /// made without the entry (by hand) gets it added; its password is kept.
     func ensureCredentials() async throws {
-        // Only a missing Secret costs a bcrypt hash (some 50 ms of CPU): this runs before every
-        // operation on the internal server.
-        if try await client.getIfPresent(.secrets, Self.credentialsSecret, namespace: namespace) == nil {
+        // Made only when missing: a bcrypt hash costs some 50 ms of CPU, and this runs before
+        // every operation on the internal server.
+        try await createIfMissing(.secrets, named: Self.credentialsSecret) {
             let password = Primitives.random(24).base64EncodedString()
-            try await createIfMissing(.secrets, Self.secret(Self.credentialsSecret, [
+            return Self.secret(Self.credentialsSecret, [
                 "username": Self.restUser, "password": password, "htpasswd": "\(Self.restUser):\(Bcrypt.hash(password, cost: 10))\n",
-            ]))
+            ])
         }
         guard let secret = try await store.secret(Self.credentialsSecret) else { return }
         guard let user = secret.value("username"), let pass = secret.value("password") else {
@@ -108,9 +108,14 @@ struct ClusterInternalServer: InternalServerHost {
 
     func createIfMissing(_ resource: KubeResource, _ object: JSON) async throws {
         guard let name = object.name else { return }
+        try await createIfMissing(resource, named: name) { object }
+    }
+
+    /// Creates the object `make` builds (only then) when none named `name` exists.
+    func createIfMissing(_ resource: KubeResource, named name: String, _ make: () -> JSON) async throws {
         if try await client.getIfPresent(resource, name, namespace: namespace) != nil { return }
         do {
-            _ = try await client.create(resource, object, namespace: namespace)
+            _ = try await client.create(resource, make(), namespace: namespace)
             logger.notice("created \(resource.kind) \(name) for the internal backup server")
         } catch let error as KubeError where error.code == .alreadyExists {}
     }

@@ -37,7 +37,7 @@ extension Archiver {
         case .dir:
             var parentTree: (id: BlobID, tree: Tree)?
             if let subtree = parent?.subtree, parent?.type == .dir, repo.index.has(subtree) {
-                parentTree = (subtree, try await repo.walkTree(subtree, connections: 4))
+                parentTree = (subtree, try await repo.walkTree(subtree))
             }
             node.subtree = try await archiveDirectory(path: path, parent: parentTree, stats: stats)
             stats.withLock { $0.dirs += 1 }
@@ -96,7 +96,9 @@ extension Archiver {
                     nodes[j] = done
                     inFlight -= 1
                 }
-                group.addTask { (i, try await self.archive(path: childPath, node: child, parent: previous, stats: stats)) }
+                // A file got here because it changed: its parent entry has nothing more to give.
+                let parent = child.type == .file ? nil : previous
+                group.addTask { (i, try await self.archive(path: childPath, node: child, parent: parent, stats: stats)) }
                 inFlight += 1
             }
             for try await (j, done) in group { nodes[j] = done }
@@ -104,16 +106,7 @@ extension Archiver {
         let tree = Tree(nodes: nodes.compactMap { $0 })
         // Nothing in it changed: the same entries encode to the same bytes, hence the same id,
         // which is stored already. Encoding and hashing it again would only find that out.
-        if let parent, parent.tree.nodes == tree.nodes, Self.sameStrings(parent.tree.nodes, tree.nodes) { return parent.id }
+        if let parent, parent.tree.nodes == tree.nodes { return parent.id }
         return try await saveTree(tree)
-    }
-
-    /// Whether names and link targets are the same bytes: `String ==` also holds for canonically
-    /// equivalent spellings (é composed or not), which are different names to the file system
-    /// and different bytes in a tree.
-    static func sameStrings(_ a: [Node], _ b: [Node]) -> Bool {
-        zip(a, b).allSatisfy { x, y in
-            x.name.utf8.elementsEqual(y.name.utf8) && (x.linkTarget ?? "").utf8.elementsEqual((y.linkTarget ?? "").utf8)
-        }
     }
 }

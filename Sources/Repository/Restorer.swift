@@ -71,6 +71,13 @@ public final class Restorer: Sendable {
         let offset: Int64
     }
 
+    /// A directory the walk made: where, and what goes back on it at the end (nothing for the
+    /// target a single file is restored into).
+    struct Dir: Sendable {
+        let path: String
+        let metadata: FS.Metadata?
+    }
+
     /// A directory being walked: its index, its entries, and the next entry to visit.
     private struct Frame {
         let dir: Int32
@@ -98,13 +105,11 @@ public final class Restorer: Sendable {
         try FS.makeDirectories(target)
         if part.stats.bytes > 0 { progress.setTotal(part.stats.bytes) }
         var stats = RestoreStats()
-        var dirPaths: [String] = []
-        var dirMetadata: [FS.Metadata] = []
+        var dirs: [Dir] = []
         var links: [(String, FS.Metadata)] = []
-        let connections = max(1, options.connections)
         // The pack transfers of all batches share these slots: the next batch's packs start as
         // the last ones of the batch before are still streaming in.
-        let slots = AsyncSemaphore(permits: connections)
+        let slots = AsyncSemaphore(permits: max(1, options.connections))
         try await withThrowingTaskGroup(of: Int.self) { group in
             var plan = Plan()
             var writing = 0
@@ -119,16 +124,16 @@ public final class Restorer: Sendable {
                     plan = Plan()
                     return
                 }
-                let (batch, paths) = (plan, dirPaths)
+                let (batch, made) = (plan, dirs)
                 plan = Plan()
-                group.addTask { try await self.write(batch, dirs: paths, slots: slots) }
+                group.addTask { try await self.write(batch, dirs: made, slots: slots) }
                 writing += 1
             }
             var stack: [Frame] = []
             if part.root.type == .dir {
-                stack.append(try await open(part.root, at: target, dirPaths: &dirPaths, dirMetadata: &dirMetadata, connections: connections))
+                stack.append(try await open(part.root, at: target, dirs: &dirs))
             } else {
-                dirPaths.append(target)  // the target itself, which gets no metadata
+                dirs.append(Dir(path: target, metadata: nil))
                 stack.append(Frame(dir: 0, nodes: [part.root]))
             }
             while !stack.isEmpty {
@@ -140,13 +145,13 @@ public final class Restorer: Sendable {
                 let node = stack[top].nodes[stack[top].next]
                 stack[top].next += 1
                 let dir = stack[top].dir
-                let path = dirPaths[Int(dir)]
+                let path = dirs[Int(dir)].path
                 try node.validateName(in: path)
                 let child = path + "/" + node.name
                 switch node.type {
                 case .dir:
                     try Task.checkCancellation()
-                    stack.append(try await open(node, at: child, dirPaths: &dirPaths, dirMetadata: &dirMetadata, connections: connections))
+                    stack.append(try await open(node, at: child, dirs: &dirs))
                 case .symlink:
                     try FS.removeTree(child)
                     guard symlink(node.linkTarget ?? "", child) == 0 else {
@@ -164,28 +169,29 @@ public final class Restorer: Sendable {
             try await flush(&group, wait: true)  // waits for the last batches
         }
         for (path, metadata) in links { try FS.applyMetadata(metadata, at: path) }
-        for (path, metadata) in zip(dirPaths, dirMetadata).reversed() { try FS.applyMetadata(metadata, at: path) }
+        for dir in dirs.reversed() {
+            guard let metadata = dir.metadata else { continue }
+            try FS.applyMetadata(metadata, at: dir.path)
+            stats.dirs += 1
+        }
         stats.files += links.count
-        stats.dirs = dirMetadata.count
         return stats
     }
 
     /// Makes directory `path` for `dirNode`, clears what the snapshot does not hold there (with
     /// `deleteExtraneous`) and reads its tree.
-    private func open(_ dirNode: Node, at path: String, dirPaths: inout [String], dirMetadata: inout [FS.Metadata],
-                      connections: Int) async throws -> Frame {
+    private func open(_ dirNode: Node, at path: String, dirs: inout [Dir]) async throws -> Frame {
         guard let subtree = dirNode.subtree else {
             throw RepositoryError(.corrupted, "directory \(path) has no tree in the snapshot")
         }
-        let tree = try await repo.walkTree(subtree, connections: connections)
+        let tree = try await repo.walkTree(subtree)
         try FS.makeDirectory(path)
-        dirPaths.append(path)
-        dirMetadata.append(FS.Metadata(dirNode))
+        dirs.append(Dir(path: path, metadata: FS.Metadata(dirNode)))
         if options.deleteExtraneous {
             let wanted = Set(tree.nodes.map(\.name))
             for name in try FS.list(path) where !wanted.contains(name) { try FS.removeTree(path + "/" + name) }
         }
-        return Frame(dir: Int32(dirPaths.count - 1), nodes: tree.nodes)
+        return Frame(dir: Int32(dirs.count - 1), nodes: tree.nodes)
     }
 
     /// Files `node`'s chunks under their packs. A file without chunks is made right away.
@@ -217,7 +223,7 @@ public final class Restorer: Sendable {
     /// when its first blob is written and gets its metadata when its last one is, so creating
     /// files and setting their times overlap with decrypting, instead of running before and after
     /// it. Returns the number of packs read.
-    private func write(_ plan: Plan, dirs: [String], slots: AsyncSemaphore) async throws -> Int {
+    private func write(_ plan: Plan, dirs: [Dir], slots: AsyncSemaphore) async throws -> Int {
         let state = FileWrites(pending: plan.writes.map(Int.init))
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (pack, uses) in plan.packs {
@@ -235,7 +241,7 @@ public final class Restorer: Sendable {
 
     /// Streams the part of `pack` that holds `uses` and writes each blob to its files as soon as
     /// its bytes are in: no pack is held in memory, and writing overlaps with the transfer.
-    private func restorePack(_ pack: PackID, _ uses: [Use], plan: Plan, dirs: [String], state: FileWrites) async throws {
+    private func restorePack(_ pack: PackID, _ uses: [Use], plan: Plan, dirs: [Dir], state: FileWrites) async throws {
         // One entry per blob, with every place it goes (a chunk many files share is read once).
         var blobs: [(BlobLocation, [Target])] = []
         for use in uses.sorted(by: { $0.blob.offset < $1.blob.offset }) {
@@ -252,7 +258,7 @@ public final class Restorer: Sendable {
             try PackFormat.withOpenedBlob(sealed, entry: location.blob, keys: repo.keys, pack: location.pack, checkID: checkID) { plain in
                 for target in targets {
                     let job = plan.files[target.file]
-                    let path = dirs[Int(job.dir)] + "/" + job.name
+                    let path = dirs[Int(job.dir)].path + "/" + job.name
                     let fd = try state.open(path, file: target.file)
                     defer { close(fd) }
                     guard writeFully(fd, plain, at: target.offset) else {

@@ -46,6 +46,24 @@ public struct Node: Codable, Sendable, Equatable {
         self.content = content
         self.subtree = subtree
     }
+
+    /// Equal when they encode to the same tree bytes: names and link targets are compared as
+    /// bytes, since `String ==` also holds for canonically equivalent spellings (é composed or
+    /// not), which are different names to the file system. Every stored field is compared.
+    public static func == (a: Node, b: Node) -> Bool {
+        a.name.utf8.elementsEqual(b.name.utf8) && a.type == b.type && a.mode == b.mode && a.uid == b.uid && a.gid == b.gid
+            && a.mtimeNs == b.mtimeNs && a.size == b.size && a.device == b.device && a.inode == b.inode
+            && sameBytes(a.linkTarget, b.linkTarget) && a.content == b.content && a.contentList == b.contentList
+            && a.subtree == b.subtree
+    }
+
+    private static func sameBytes(_ x: String?, _ y: String?) -> Bool {
+        switch (x, y) {
+        case (nil, nil): true
+        case let (x?, y?): x.utf8.elementsEqual(y.utf8)
+        default: false
+        }
+    }
 }
 
 extension Node {

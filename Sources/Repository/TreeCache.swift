@@ -139,8 +139,8 @@ extension Repository {
     /// A tree that a walk reads once (restore, a backup's parent trees): when it is not in memory,
     /// its whole pack is loaded (one request brings the trees of many directories, which the
     /// walk will ask for next), then the tree is taken out of the cache.
-    func walkTree(_ id: BlobID, connections: Int) async throws -> Tree {
-        if !treeCache.contains(id) { try await loadTreePacks(holding: [id], connections: connections) }
+    func walkTree(_ id: BlobID) async throws -> Tree {
+        if !treeCache.contains(id) { try await loadTreePacks(holding: [id], connections: 1) }
         return try await takeTree(id)
     }
 }

@@ -136,20 +136,7 @@ enum TreeCodec {
 
         mutating func tree() -> Tree? {
             guard expect(UInt8(ascii: "{")), let k = rawString(), equal(k, "nodes"), expect(UInt8(ascii: ":")),
-                  expect(UInt8(ascii: "[")) else { return nil }
-            var nodes: [Node] = []
-            if peek() == UInt8(ascii: "]") {
-                i += 1
-            } else {
-                while true {
-                    guard let node = node() else { return nil }
-                    nodes.append(node)
-                    guard let c = next() else { return nil }
-                    if c == UInt8(ascii: "]") { break }
-                    guard c == UInt8(ascii: ",") else { return nil }
-                }
-            }
-            guard expect(UInt8(ascii: "}")) else { return nil }
+                  let nodes = array({ $0.node() }), expect(UInt8(ascii: "}")) else { return nil }
             skipSpace()
             guard i == p.count else { return nil }
             return Tree(nodes: nodes)
@@ -179,21 +166,7 @@ enum TreeCodec {
                 case (10, UInt8(ascii: "l")) where equal(k, "linkTarget"): guard let v = string() else { return nil }; linkTarget = v
                 case (7, UInt8(ascii: "s")) where equal(k, "subtree"): guard let v = id() else { return nil }; subtree = v
                 case (11, UInt8(ascii: "c")) where equal(k, "contentList"): guard let v = id() else { return nil }; contentList = v
-                case (7, UInt8(ascii: "c")) where equal(k, "content"):
-                    guard expect(UInt8(ascii: "[")) else { return nil }
-                    var ids: [BlobID] = []
-                    if peek() == UInt8(ascii: "]") {
-                        i += 1
-                    } else {
-                        while true {
-                            guard let v = id() else { return nil }
-                            ids.append(v)
-                            guard let c = next() else { return nil }
-                            if c == UInt8(ascii: "]") { break }
-                            guard c == UInt8(ascii: ",") else { return nil }
-                        }
-                    }
-                    content = ids
+                case (7, UInt8(ascii: "c")) where equal(k, "content"): guard let v = array({ $0.id() }) else { return nil }; content = v
                 default: return nil  // an unknown key, or one given twice in another spelling
                 }
                 guard let c = next() else { return nil }
@@ -206,6 +179,23 @@ enum TreeCodec {
                             inode: inode, linkTarget: linkTarget, content: content, subtree: subtree)
             node.contentList = contentList
             return node
+        }
+
+        /// `[item, item…]`, each read by `item`; nil when one is not.
+        mutating func array<T>(_ item: (inout Parser) -> T?) -> [T]? {
+            guard expect(UInt8(ascii: "[")) else { return nil }
+            var items: [T] = []
+            if peek() == UInt8(ascii: "]") {
+                i += 1
+                return items
+            }
+            while true {
+                guard let value = item(&self) else { return nil }
+                items.append(value)
+                guard let c = next() else { return nil }
+                if c == UInt8(ascii: "]") { return items }
+                guard c == UInt8(ascii: ",") else { return nil }
+            }
         }
 
         mutating func skipSpace() {

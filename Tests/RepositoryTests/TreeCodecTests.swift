@@ -48,6 +48,30 @@ import Testing
         }
     }
 
+    /// Two nodes are equal exactly when they encode to the same bytes: every field counts, and
+    /// names and link targets are compared as bytes (a backup reuses the parent's tree id when
+    /// its nodes are equal).
+    @Test func nodesAreEqualOnlyWhenTheirBytesAre() {
+        let base = Node(name: "caf\u{e9}", type: .symlink, mode: 0o644, uid: 1, gid: 2, mtimeNs: 3, size: 4, device: 5, inode: 6,
+                        linkTarget: "t\u{e9}", content: [Self.id(1)], subtree: Self.id(2))
+        var changes: [(String, (inout Node) -> Void)] = [
+            ("name spelled decomposed", { $0.name = "cafe\u{301}" }), ("type", { $0.type = .file }), ("mode", { $0.mode = 0o600 }),
+            ("uid", { $0.uid = 9 }), ("gid", { $0.gid = 9 }), ("mtime", { $0.mtimeNs = 9 }), ("size", { $0.size = 9 }),
+            ("device", { $0.device = 9 }), ("inode", { $0.inode = 9 }), ("link target decomposed", { $0.linkTarget = "te\u{301}" }),
+            ("no link target", { $0.linkTarget = nil }), ("empty link target", { $0.linkTarget = "" }),
+            ("content", { $0.content = [Self.id(3)] }), ("no content", { $0.content = nil }),
+            ("content list", { $0.contentList = Self.id(4) }), ("subtree", { $0.subtree = Self.id(5) }),
+        ]
+        changes.append(("nothing", { _ in }))
+        for (what, change) in changes {
+            var other = base
+            change(&other)
+            let sameBytes = TreeCodec.encode(Tree(nodes: [base])) == TreeCodec.encode(Tree(nodes: [other]))
+            #expect((base == other) == sameBytes, "\(what)")
+            #expect(sameBytes == (what == "nothing"), "\(what)")
+        }
+    }
+
     @Test func readsWhatFoundationReads() throws {
         let tree = Tree(nodes: Self.sampleNodes(names: Self.plainNames + Self.escapedNames))
         let text = String(decoding: JSON.encode(tree), as: UTF8.self)
@@ -76,14 +100,8 @@ import Testing
         "",
     ])
     func damagedTreesAreCorrupted(text: String) {
-        #expect(throws: RepositoryError.self) { try TreeCodec.decode(Data(text.utf8), what: "tree 1234") }
-        do {
-            _ = try TreeCodec.decode(Data(text.utf8), what: "tree 1234")
-        } catch let error as RepositoryError {
-            #expect(error.code == .corrupted)
-            #expect(error.message.hasPrefix("tree 1234 cannot be decoded"))
-        } catch {
-            Issue.record("unexpected \(error)")
-        }
+        let error = #expect(throws: RepositoryError.self) { try TreeCodec.decode(Data(text.utf8), what: "tree 1234") }
+        #expect(error?.code == .corrupted)
+        #expect(error?.message.hasPrefix("tree 1234 cannot be decoded") == true, "\(String(describing: error))")
     }
 }

@@ -5,6 +5,15 @@ import Testing
 import TestSupport
 
 @Suite struct TreeLoadTests {
+    /// The repository in `memory` opened afresh through a `CountingStorage` that has counted
+    /// nothing yet (opening reads keys, config and index).
+    func countedOpen(_ memory: MemoryStorage) async throws -> (CountingStorage, Repository) {
+        let counting = CountingStorage(memory)
+        let opened = try await Repository.open(storage: counting, password: "pw", logger: testLogger)
+        counting.reset()
+        return (counting, opened)
+    }
+
     /// Every tree under `root`, read one by one.
     func treesUnder(_ root: BlobID, in repo: Repository) async throws -> [BlobID: Tree] {
         var trees: [BlobID: Tree] = [:]
@@ -57,9 +66,7 @@ import TestSupport
         #expect(ownTreePacks.count >= 2, "the test wants a snapshot spanning several tree packs")
         #expect(otherTreePacks.count >= 7, "\(otherTreePacks.count) other tree packs")
 
-        let counting = CountingStorage(memory)
-        let opened = try await Repository.open(storage: counting, password: "pw", logger: testLogger)
-        counting.reset()
+        let (counting, opened) = try await countedOpen(memory)
         _ = try await Restorer(repository: opened).restoreTree(part, into: dir.file("out"))
         let packReads = counting.reads.filter { $0.handle.type == .data }.map { ObjectID(hex: $0.handle.name)! }
         let readTreePacks = Set(packReads).intersection(allTreePacks)
@@ -81,9 +88,7 @@ import TestSupport
         try makeTree(dir.file("a"), tag: "a", n: 10, m: 10)
         try makeTree(dir.file("b"), tag: "b", n: 10, m: 10)
         let snapshot = try await repo.backup([.path(dir.file("a"), name: "a"), .path(dir.file("b"), name: "b")]).snapshot
-        let counting = CountingStorage(memory)
-        let opened = try await Repository.open(storage: counting, password: "pw", logger: testLogger)
-        counting.reset()
+        let (counting, opened) = try await countedOpen(memory)
         let restorer = Restorer(repository: opened)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for part in snapshot.parts {
@@ -144,9 +149,7 @@ import TestSupport
         let treePacks = Set(trees.keys.map { repo.index.lookup($0)!.pack })
         #expect(treePacks.count >= 2, "the test wants trees in several packs")
 
-        let counting = CountingStorage(memory)
-        let opened = try await Repository.open(storage: counting, password: "pw", logger: testLogger)
-        counting.reset()
+        let (counting, opened) = try await countedOpen(memory)
         let second = try await opened.backup([.path(dir.file("src"), name: "files")]).snapshot
         #expect(second.parts[0].stats.unchangedFiles == 1000)
         #expect(second.parts[0].root.subtree == first.parts[0].root.subtree)
@@ -154,5 +157,29 @@ import TestSupport
         #expect(reads.count == treePacks.count, "\(reads.count) pack reads for \(trees.count) trees in \(treePacks.count) packs")
         #expect(Set(reads.map { ObjectID(hex: $0.handle.name)! }) == treePacks)
         #expect(reads.allSatisfy { $0.range == 0..<opened.index.packSize(ObjectID(hex: $0.handle.name)!)! }, "tree packs are read whole")
+    }
+
+    /// A damaged data pack in the middle of a restore written in many batches: the restore
+    /// fails naming the pack, while other batches are being written, and does not hang.
+    @Test func aDamagedPackFailsABatchedRestore() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let memory = MemoryStorage()
+        let repo = try await makeRepository(memory)
+        try makeSourceTree(in: dir.file("src"))
+        try makeTree(dir.file("src/many"), tag: "d", n: 6, m: 5)
+        let part = try await repo.backup([.path(dir.file("src"), name: "files")]).snapshot.parts[0]
+        let dataPacks = try await memory.list(.data).map { Handle(.data, $0.name) }.filter { !treePack($0, repo) }
+        #expect(dataPacks.count >= 2)
+        let victim = try #require(dataPacks.last)
+        memory.tamper(victim) { $0[$0.count / 3] ^= 0x10 }
+        var options = RestoreOptions()
+        options.batchFiles = 2
+        let opened = try await Repository.open(storage: memory, password: "pw", logger: testLogger)
+        let error = await #expect(throws: RepositoryError.self) {
+            _ = try await Restorer(repository: opened, options: options).restoreTree(part, into: dir.file("out"))
+        }
+        #expect(error?.code == .corrupted, "\(String(describing: error))")
+        #expect(error?.message.contains(String(victim.name.prefix(8))) == true, "\(String(describing: error))")
     }
 }
