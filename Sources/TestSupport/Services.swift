@@ -36,10 +36,9 @@ public enum TestServices {
     }
 }
 
-/// A free TCP port on the loopback interface.
-public func freeLoopbackPort() -> Int {
+/// A socket bound to a port the kernel picked on the loopback interface.
+private func boundLoopbackSocket() -> (fd: Int32, port: Int) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
@@ -47,7 +46,36 @@ public func freeLoopbackPort() -> Int {
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
     _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
     _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-    return Int(UInt16(bigEndian: addr.sin_port))
+    return (fd, Int(UInt16(bigEndian: addr.sin_port)))
+}
+
+/// Ports this test process has handed out; none is handed out twice, so two
+/// tests running at once never get the same port.
+private let handedOut = Locked<Set<Int>>([])
+
+/// A free TCP port on the loopback interface, never one this process handed
+/// out before.
+public func freeLoopbackPort() -> Int {
+    while true {
+        let (fd, port) = boundLoopbackSocket()
+        close(fd)
+        if handedOut.withLock({ $0.insert(port).inserted }) { return port }
+    }
+}
+
+/// A loopback port that nothing listens on and that no other test can take
+/// while this value lives: the socket is bound (so the kernel hands the port to
+/// no one else) but never listens, so connecting to it is refused at once.
+public final class ClosedPort: @unchecked Sendable {
+    public let port: Int
+    private let fd: Int32
+
+    public init() {
+        (fd, port) = boundLoopbackSocket()
+        handedOut.withLock { _ = $0.insert(port) }
+    }
+
+    deinit { close(fd) }
 }
 
 /// Waits until something accepts connections on `port` (at most `seconds`).

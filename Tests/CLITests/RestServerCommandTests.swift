@@ -86,7 +86,9 @@ import TestSupport
     }
 
     @Test func unreachableServerIsOneClearLine() async throws {
-        let port = freeLoopbackPort()
+        let closed = ClosedPort()
+        defer { withExtendedLifetime(closed) {} }
+        let port = closed.port
         let r = try await runAsync(bin, ["repo", "snapshots", "-r", "rest:http://che:secret-x@127.0.0.1:\(port)/che", "--quiet"],
                         environment: ["BACKUP_REPOSITORY_PASSWORD": "x"])
         #expect(r.status != 0)

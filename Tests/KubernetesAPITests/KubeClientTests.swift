@@ -237,7 +237,9 @@ struct KubeClientTests {
     }
 
     @Test func anUnreachableServerIsTransient() async throws {
-        let port = freeLoopbackPort()
+        let closed = ClosedPort()
+        defer { withExtendedLifetime(closed) {} }
+        let port = closed.port
         let kube = KubeClient(config: KubeConfig(server: "https://127.0.0.1:\(port)", token: .fixed("t0ken-never-shown")),
                               logger: quietLogger)
         let error = await #expect(throws: KubeError.self) { try await kube.get(.configMaps, "x") }

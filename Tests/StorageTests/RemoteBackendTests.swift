@@ -146,7 +146,9 @@ func makeRemote(_ kind: RemoteBackend, retries: Int = 1) throws -> (any Storage,
     }
 
     @Test func unreachableServerFailsClearlyAfterRetries() async throws {
-        let port = freeLoopbackPort()  // nothing listens there
+        let closed = ClosedPort()
+        defer { withExtendedLifetime(closed) {} }
+        let port = closed.port
         let url = try RepositoryURL.parse("rest:http://127.0.0.1:\(port)/repo")
         let storage = StorageStack.compose(RESTStorage(try #require({ if case .rest(let l) = url { return l }; return nil }()),
                                                        transport: CurlTransport(pool: remotePool, redactedLocation: url.description)),
