@@ -45,8 +45,9 @@ public final class BlobWriter: Sendable {
         try PackFormat.scratch.withBuffer(atLeast: PackFormat.sealedBound(plaintext.count)) { scratch in
             let length = PackFormat.sealBlob(plaintext, id: id, type: type, key: repo.keys.encryption, into: scratch)
             let (file, writes, offset) = try open.withLock { packs in
-                if packs[type] == nil { packs[type] = try PackBuilder(file: repo.storage.makeStagingFile(for: .data)) }
-                let offset = packs[type]!.reserve(length: length, id: id, type: type, rawLength: plaintext.count)
+                if packs[type] == nil { packs[type] = try PackBuilder(file: repo.storage.makeStagingFile(for: .data), version: repo.packVersion) }
+                let offset = packs[type]!.reserve(UnsafeRawBufferPointer(rebasing: scratch[0..<length]), id: id, type: type,
+                                                  rawLength: plaintext.count)
                 let pack = packs[type]!
                 if pack.count >= repo.config.packSize { full.withLock { $0.append(packs.removeValue(forKey: type)!) } }
                 return (pack.file, pack.writes, offset)
@@ -73,8 +74,8 @@ public final class BlobWriter: Sendable {
         let task = Task { [repo, slots, failure, stored] in
             defer { slots.release() }
             do {
-                let file = try await builder.finish(key: repo.keys.encryption)
-                let (size, id) = try await repo.saveStagedObject(.data, file)
+                let (file, id) = try await builder.finish(key: repo.keys.encryption)
+                let size = try await repo.saveStagedObject(.data, file, as: id)
                 repo.index.addStored(IndexFile.Pack(id: id, size: size, entries: builder.entries))
                 stored.withLock {
                     $0.packs += 1

@@ -174,8 +174,8 @@ public final class Checker: Sendable {
     private func readPack(_ pack: PackID, size: Int64, indexed: [BlobLocation]) async -> [String] {
         defer { progress.add(bytes: size, items: 1) }
         do {
-            let data = try await repo.loadObject(.data, pack)
-            let entries = try PackFormat.decodeHeader(tail: data, packSize: Int64(data.count), key: repo.keys.encryption, pack: pack)
+            let data = try await repo.loadStoredObject(.data, pack)
+            let entries = try PackFormat.verifyWhole(data, pack: pack, key: repo.keys.encryption)
             var problems: [String] = []
             let inHeader = Dictionary(entries.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
             for location in indexed where inHeader[location.blob.id] != location.blob {

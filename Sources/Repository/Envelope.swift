@@ -15,7 +15,7 @@ enum Envelope {
 
     /// Kinds are part of the format: never reuse a value.
     enum Kind: UInt8 {
-        case config = 1, index = 2, snapshot = 3, lock = 4, masterKey = 5, packHeader = 6, tree = 7
+        case config = 1, index = 2, snapshot = 3, lock = 4, masterKey = 5, packHeader = 6, tree = 7, packHeaderV2 = 8
         var name: String {
             switch self {
             case .config: "config"
@@ -23,7 +23,7 @@ enum Envelope {
             case .snapshot: "snapshot"
             case .lock: "lock"
             case .masterKey: "key"
-            case .packHeader: "pack header"
+            case .packHeader, .packHeaderV2: "pack header"
             case .tree: "tree"
             }
         }

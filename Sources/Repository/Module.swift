@@ -13,4 +13,4 @@
 /// Write order is packs, then index, then snapshot, so every snapshot refers only to stored data.
 import Foundation
 
-public let formatVersion = 1
+public let formatVersion = 2

@@ -19,9 +19,14 @@ public struct PackedBlob: Hashable, Sendable, Codable {
     public let rawLength: UInt32
 }
 
-/// Pack layout (docs/format.md):
+/// Pack layout (docs/format.md §8):
 ///
 ///     "CHBP" | version u8 | blob … blob | header envelope | header length u32 LE | "CHBP"
+///
+/// Version 1 is named by the SHA-256 of all its bytes. Version 2 is named by the SHA-256 of its
+/// 5-byte prefix, header and trailer only, and its header lists each blob's AES-GCM tag: the
+/// name still commits to every byte (each tag authenticates its blob's ciphertext), and writing
+/// a pack needs no second pass over its bytes.
 ///
 /// Each blob is sealed on its own: nonce | AES-256-GCM(codec u8, [raw length u32 if lz4], bytes) | tag,
 /// with the blob's type and id as associated data, so a blob cannot be moved or renamed unnoticed.
@@ -29,10 +34,16 @@ public struct PackedBlob: Hashable, Sendable, Codable {
 /// rebuilt from packs alone.
 enum PackFormat {
     static let magic: [UInt8] = Array("CHBP".utf8)
-    static let version: UInt8 = 1
+    /// Pack versions this program reads; it writes 2 into repositories of format version 2
+    /// and 1 into those of version 1 (which older releases must still read).
+    static let versions: ClosedRange<UInt8> = 1...2
     static let prefixSize = 5
     static let trailerSize = 8
-    static let entrySize = 1 + 32 + 4 + 4 + 4
+    static let tagSize = Crypto.tagSize
+    static func entrySize(_ version: UInt8) -> Int { version >= 2 ? 1 + 32 + 4 + 4 + 4 + tagSize : 1 + 32 + 4 + 4 + 4 }
+    static func headerKind(_ version: UInt8) -> Envelope.Kind { version >= 2 ? .packHeaderV2 : .packHeader }
+    /// The pack version a repository of format `repositoryVersion` is written with.
+    static func version(forRepository repositoryVersion: Int) -> UInt8 { repositoryVersion >= 2 ? 2 : 1 }
 
     static func blobAAD(_ id: BlobID, _ type: BlobType) -> Data {
         var aad = Data([type.rawValue])
@@ -135,48 +146,170 @@ enum PackFormat {
         try withOpenedBlob(sealed, entry: entry, keys: keys, pack: pack, checkID: checkID) { Data($0) }
     }
 
-    static func encodeHeader(_ entries: [PackedBlob], key: SecretKey) -> Data {
-        var plain = Data(capacity: entries.count * entrySize)
-        for e in entries {
+    /// The sealed header: version 1 entries without tags (`tags` nil), version 2 entries with
+    /// each blob's 16-byte tag (`tags`, in entry order).
+    static func encodeHeader(_ entries: [PackedBlob], tags: [UInt8]?, key: SecretKey) -> Data {
+        let version: UInt8 = tags == nil ? 1 : 2
+        var plain = Data(capacity: entries.count * entrySize(version))
+        for (i, e) in entries.enumerated() {
             plain.append(e.type.rawValue)
             plain.append(e.id.digest.data)
             for v in [e.offset, e.length, e.rawLength] { withUnsafeBytes(of: v.littleEndian) { plain.append(contentsOf: $0) } }
+            if let tags { plain.append(contentsOf: tags[(i * tagSize)..<((i + 1) * tagSize)]) }
         }
-        return Envelope.seal(plain, kind: .packHeader, key: key, compress: false)
+        return Envelope.seal(plain, kind: headerKind(version), key: key, compress: false)
+    }
+
+    /// A version 2 pack's name: SHA-256 of its prefix, header and trailer (`tail`).
+    static func name(prefix: some Sequence<UInt8>, tail: Data) -> PackID {
+        let hash = SHA256Stream()
+        Data(prefix).withUnsafeBytes { hash.update($0) }
+        tail.withUnsafeBytes { hash.update($0) }
+        return PackID(hash.finish())
+    }
+
+    /// The header's length from the trailer (the last 8 bytes of `tail`), if the trailer is intact.
+    static func headerLength(tail: Data) -> Int? {
+        guard tail.count >= trailerSize else { return nil }
+        let t = [UInt8](tail.suffix(trailerSize))
+        guard Array(t[4..<8]) == magic else { return nil }
+        return Int(UInt32(t[0]) | UInt32(t[1]) << 8 | UInt32(t[2]) << 16 | UInt32(t[3]) << 24)
     }
 
     /// Parses the header from the pack's tail. `tail` is the last bytes of a pack of `packSize` bytes.
     static func decodeHeader(tail: Data, packSize: Int64, key: SecretKey, pack: PackID) throws -> [PackedBlob] {
+        try decodeHeaderAndTags(tail: tail, packSize: packSize, key: key, pack: pack).entries
+    }
+
+    /// `decodeHeader`, also giving the pack version the header was written for (the envelope's
+    /// kind says it: 6 for version 1, 8 for version 2) and, for version 2, the blobs' tags.
+    static func decodeHeaderAndTags(tail: Data, packSize: Int64, key: SecretKey, pack: PackID)
+        throws -> (version: UInt8, entries: [PackedBlob], tags: [UInt8]) {
         let what = "pack \(pack)"
         guard tail.count >= trailerSize, packSize >= Int64(prefixSize + trailerSize) else {
             throw RepositoryError(.corrupted, "\(what) is truncated")
         }
-        let t = [UInt8](tail.suffix(trailerSize))
-        guard Array(t[4..<8]) == magic else { throw RepositoryError(.corrupted, "\(what) is truncated or not a pack (bad trailer)") }
-        let headerLength = Int(UInt32(t[0]) | UInt32(t[1]) << 8 | UInt32(t[2]) << 16 | UInt32(t[3]) << 24)
-        guard Int64(headerLength + trailerSize + prefixSize) <= packSize, headerLength + trailerSize <= tail.count else {
+        guard let headerLength = headerLength(tail: tail) else {
+            throw RepositoryError(.corrupted, "\(what) is truncated or not a pack (bad trailer)")
+        }
+        guard Int64(headerLength + trailerSize + prefixSize) <= packSize, headerLength + trailerSize <= tail.count,
+              headerLength > Envelope.headerSize else {
             throw RepositoryError(.corrupted, "\(what) has an invalid header length")
         }
-        let sealed = tail.suffix(headerLength + trailerSize).prefix(headerLength)
-        let plain = try Envelope.open(Data(sealed), kind: .packHeader, key: key, what: "header of \(what)")
-        guard plain.count % entrySize == 0 else { throw RepositoryError(.corrupted, "header of \(what) has a bad size") }
+        let sealed = Data(tail.suffix(headerLength + trailerSize).prefix(headerLength))
+        let version: UInt8
+        switch sealed[sealed.startIndex + 5] {
+        case Envelope.Kind.packHeader.rawValue: version = 1
+        case Envelope.Kind.packHeaderV2.rawValue: version = 2
+        default: throw RepositoryError(.corrupted, "header of \(what) is not a pack header")
+        }
+        let plain = try Envelope.open(sealed, kind: headerKind(version), key: key, what: "header of \(what)")
+        let size = entrySize(version)
+        guard plain.count % size == 0 else { throw RepositoryError(.corrupted, "header of \(what) has a bad size") }
         let dataEnd = packSize - Int64(headerLength + trailerSize)
-        return try plain.withUnsafeBytes { raw in
-            try stride(from: 0, to: raw.count, by: entrySize).map { at in
+        var tags: [UInt8] = []
+        if version >= 2 { tags.reserveCapacity(plain.count / size * tagSize) }
+        let entries = try plain.withUnsafeBytes { raw in
+            try stride(from: 0, to: raw.count, by: size).map { at in
                 guard let type = BlobType(rawValue: raw[at]) else { throw RepositoryError(.corrupted, "header of \(what) has an unknown blob type") }
                 let id = BlobID(Digest32(bytes: UnsafeRawBufferPointer(rebasing: raw[(at + 1)..<(at + 33)])))
                 func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at + o, as: UInt32.self)) }
                 let entry = PackedBlob(id: id, type: type, offset: u32(33), length: u32(37), rawLength: u32(41))
-                guard Int64(entry.offset) >= Int64(prefixSize), Int64(entry.offset) + Int64(entry.length) <= dataEnd else {
+                guard Int64(entry.offset) >= Int64(prefixSize), Int64(entry.offset) + Int64(entry.length) <= dataEnd,
+                      version < 2 || Int(entry.length) >= tagSize else {
                     throw RepositoryError(.corrupted, "header of \(what) points outside the pack")
                 }
+                if version >= 2 { tags.append(contentsOf: raw[(at + 45)..<(at + 45 + tagSize)]) }
                 return entry
             }
         }
+        return (version, entries, tags)
+    }
+
+    /// Checks a whole pack against its name (format §2, §8) and returns its header's entries.
+    /// Version 1: the SHA-256 of every byte. Version 2: the SHA-256 of prefix, header and
+    /// trailer, and every blob's tag equal to the one its header lists (each blob's tag is
+    /// checked against its ciphertext when the blob is opened).
+    static func verifyWhole(_ data: Data, pack: PackID, key: SecretKey) throws -> [PackedBlob] {
+        let mismatch = RepositoryError(.corrupted, "pack \(pack) is corrupted: its content does not match its name")
+        guard data.count >= prefixSize + trailerSize, Array(data.prefix(4)) == magic else {
+            throw data.count < prefixSize + trailerSize ? RepositoryError(.corrupted, "pack \(pack) is truncated") : mismatch
+        }
+        let version = data[data.startIndex + 4]
+        guard versions.contains(version) else {
+            throw RepositoryError(.unsupported, "pack \(pack) has version \(version), which this program does not read")
+        }
+        if version == 1 {
+            guard ObjectID(hashing: data) == pack else { throw mismatch }
+            return try decodeHeader(tail: data, packSize: Int64(data.count), key: key, pack: pack)
+        }
+        guard let headerLength = headerLength(tail: data), headerLength + trailerSize + prefixSize <= data.count,
+              name(prefix: data.prefix(prefixSize), tail: data.suffix(headerLength + trailerSize)) == pack else { throw mismatch }
+        let (headerVersion, entries, tags) = try decodeHeaderAndTags(tail: data, packSize: Int64(data.count), key: key, pack: pack)
+        guard headerVersion == version else { throw mismatch }
+        try data.withUnsafeBytes { raw in
+            for (i, entry) in entries.enumerated() {
+                let end = Int(entry.offset) + Int(entry.length)
+                guard raw[(end - tagSize)..<end].elementsEqual(tags[(i * tagSize)..<((i + 1) * tagSize)]) else {
+                    throw RepositoryError(.corrupted, "pack \(pack) is corrupted: blob \(entry.id) does not match the pack's header")
+                }
+            }
+        }
+        return entries
     }
 
     /// How many tail bytes to fetch to read a header: enough for most packs in one request.
     static func tailGuess(packSize: Int64) -> Int64 { min(packSize, 64 << 10) }
+}
+
+/// Checks a whole pack against its name as it streams by, first byte to last, without holding
+/// it: version 1 hashes every byte; version 2 keeps the prefix and the last `keep` bytes, where
+/// header and trailer are. Each blob a reader uses is authenticated by its own tag as well.
+final class PackNameCheck {
+    private var prefix: [UInt8] = []
+    private var hash: SHA256Stream?
+    private var tail = Data()
+    private var trimmed = false
+    private let keep: Int
+
+    init(keep: Int = 1 << 20) { self.keep = keep }
+
+    func update(_ bytes: UnsafeRawBufferPointer, pack: PackID) throws {
+        var rest = bytes
+        if prefix.count < PackFormat.prefixSize {
+            let take = min(PackFormat.prefixSize - prefix.count, rest.count)
+            prefix.append(contentsOf: rest[0..<take])
+            rest = UnsafeRawBufferPointer(rebasing: rest[take...])
+            guard prefix.count == PackFormat.prefixSize else { return }
+            let version = prefix[4]
+            guard Array(prefix[0..<4]) == PackFormat.magic else {
+                throw RepositoryError(.corrupted, "pack \(pack) is corrupted: its content does not match its name")
+            }
+            guard PackFormat.versions.contains(version) else {
+                throw RepositoryError(.unsupported, "pack \(pack) has version \(version), which this program does not read")
+            }
+            if version == 1 {
+                hash = SHA256Stream()
+                prefix.withUnsafeBytes { hash!.update($0) }
+            }
+        }
+        if let hash { return hash.update(rest) }
+        tail.append(contentsOf: rest)
+        if tail.count > 2 * keep {
+            tail = Data(tail.suffix(keep))
+            trimmed = true
+        }
+    }
+
+    /// Whether the pack matched its name; nil when a version 2 header was longer than the bytes
+    /// kept (over 17,000 blobs at the default 1 MiB), so only its blobs' tags vouch for it.
+    func matches(_ pack: PackID) -> Bool? {
+        guard prefix.count == PackFormat.prefixSize else { return false }
+        if let hash { return PackID(hash.finish()) == pack }
+        guard let headerLength = PackFormat.headerLength(tail: tail) else { return false }
+        guard headerLength + PackFormat.trailerSize <= tail.count else { return trimmed ? nil : false }
+        return PackFormat.name(prefix: prefix, tail: Data(tail.suffix(headerLength + PackFormat.trailerSize))) == pack
+    }
 }
 
 /// Writes sealed blobs into one pack, straight into a staged file (never the whole pack in memory).
@@ -184,31 +317,37 @@ enum PackFormat {
 /// lock, in parallel, and `finish` waits for every write in flight.
 struct PackBuilder: Sendable {
     let file: StagedFile
+    let version: UInt8
     let writes = PendingWrites()
     private(set) var count: Int
     private(set) var entries: [PackedBlob] = []
+    /// Version 2: each blob's tag (the last 16 bytes of its seal), in entry order.
+    private var tags: [UInt8] = []
 
-    init(file: StagedFile) throws {
+    init(file: StagedFile, version: UInt8) throws {
+        precondition(PackFormat.versions.contains(version), "no such pack version")
         self.file = file
-        try file.write(Data(PackFormat.magic + [PackFormat.version]), at: 0)
+        self.version = version
+        try file.write(Data(PackFormat.magic + [version]), at: 0)
         count = PackFormat.prefixSize
     }
 
     var isEmpty: Bool { entries.isEmpty }
 
-    /// Assigns a sealed blob of `length` bytes its offset, and counts its write as pending: the
-    /// caller writes it there, then calls `writes.end`.
-    mutating func reserve(length: Int, id: BlobID, type: BlobType, rawLength: Int) -> Int64 {
+    /// Assigns a sealed blob its offset, and counts its write as pending: the caller writes it
+    /// there, then calls `writes.end`. `sealed` is the blob's seal (only its tag is kept).
+    mutating func reserve(_ sealed: UnsafeRawBufferPointer, id: BlobID, type: BlobType, rawLength: Int) -> Int64 {
         let offset = count
-        entries.append(PackedBlob(id: id, type: type, offset: UInt32(offset), length: UInt32(length), rawLength: UInt32(rawLength)))
-        count += length
+        entries.append(PackedBlob(id: id, type: type, offset: UInt32(offset), length: UInt32(sealed.count), rawLength: UInt32(rawLength)))
+        if version >= 2 { tags.append(contentsOf: sealed[(sealed.count - PackFormat.tagSize)...]) }
+        count += sealed.count
         writes.begin()
         return Int64(offset)
     }
 
     /// Reserves and writes at once (single-threaded callers).
     mutating func add(sealed: Data, id: BlobID, type: BlobType, rawLength: Int) throws {
-        let offset = reserve(length: sealed.count, id: id, type: type, rawLength: rawLength)
+        let offset = sealed.withUnsafeBytes { reserve($0, id: id, type: type, rawLength: rawLength) }
         do { try file.write(sealed, at: offset) } catch {
             writes.end(failure: error)
             throw error
@@ -216,17 +355,18 @@ struct PackBuilder: Sendable {
         writes.end()
     }
 
-    /// Waits for the blobs' writes, appends header and trailer; returns the finished file with
-    /// its size and SHA-256 computed.
-    func finish(key: SecretKey) async throws -> StagedFile {
+    /// Waits for the blobs' writes, appends header and trailer; returns the finished file and the
+    /// pack's name (version 2: from prefix, header and trailer; version 1: the file's SHA-256).
+    func finish(key: SecretKey) async throws -> (StagedFile, PackID) {
         try await writes.drained()
-        let header = PackFormat.encodeHeader(entries, key: key)
+        let header = PackFormat.encodeHeader(entries, tags: version >= 2 ? tags : nil, key: key)
         var tail = header
         withUnsafeBytes(of: UInt32(header.count).littleEndian) { tail.append(contentsOf: $0) }
         tail.append(contentsOf: PackFormat.magic)
         try file.write(tail, at: Int64(count))
         try file.finish()
-        return file
+        if version >= 2 { return (file, PackFormat.name(prefix: PackFormat.magic + [version], tail: tail)) }
+        return (file, PackID(try file.sha256().withUnsafeBytes { Digest32(bytes: $0) }))
     }
 }
 

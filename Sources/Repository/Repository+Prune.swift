@@ -187,13 +187,13 @@ extension Repository {
         var builder: PackBuilder?
         func finish() async throws {
             guard let current = builder, !current.isEmpty else { return }
-            let file = try await current.finish(key: keys.encryption)
-            let (size, id) = try await saveStagedObject(.data, file)
+            let (file, id) = try await current.finish(key: keys.encryption)
+            let size = try await saveStagedObject(.data, file, as: id)
             result.append(IndexFile.Pack(id: id, size: size, entries: current.entries))
             builder = nil
         }
         for pack in packs {
-            let data = try await loadObject(.data, pack)
+            let data = try await loadWholePack(pack)
             for blob in (blobsOf[pack] ?? []).sorted(by: { $0.offset < $1.offset }) where used.contains(blob.id) && copied.insert(blob.id).inserted {
                 let start = Int(blob.offset), end = start + Int(blob.length)
                 guard end <= data.count else {
@@ -204,7 +204,7 @@ extension Repository {
                 try sealed.withUnsafeBytes { raw in
                     try PackFormat.withOpenedBlob(raw, entry: blob, keys: keys, pack: pack) { _ in }
                 }
-                if builder == nil { builder = try PackBuilder(file: storage.makeStagingFile(for: .data)) }
+                if builder == nil { builder = try PackBuilder(file: storage.makeStagingFile(for: .data), version: packVersion) }
                 try builder!.add(sealed: sealed, id: blob.id, type: blob.type, rawLength: Int(blob.rawLength))
                 if builder!.count >= config.packSize { try await finish() }
             }

@@ -14,6 +14,9 @@ public struct RepositoryOptions: Sendable {
     public var chunker = ChunkerParameters.default
     public var packSize = 16 << 20
     public var kdf = KDFParameters.default
+    /// The format version to create (docs/format.md): 2, or 1 for a repository that releases
+    /// before version 2 packs must still read.
+    public var version = formatVersion
     public init() {}
 }
 
@@ -49,6 +52,9 @@ public final class Repository: Sendable {
                                   logger: Logger) async throws -> Repository {
         guard !password.isEmpty else { throw RepositoryError(.invalidArgument, "empty repository password") }
         try options.chunker.validate()
+        guard (1...formatVersion).contains(options.version) else {
+            throw RepositoryError(.invalidArgument, "repository format version \(options.version) cannot be created (1 to \(formatVersion))")
+        }
         guard options.packSize >= 1 << 16, options.packSize <= 1 << 30 else {
             throw RepositoryError(.invalidArgument, "pack size \(options.packSize) out of range (64 KiB – 1 GiB)")
         }
@@ -71,7 +77,7 @@ public final class Repository: Sendable {
         }
         try await storage.create()
         let keys = MasterKeys.generate()
-        let config = RepositoryConfig(id: Crypto.random(32).map { String(format: "%02x", $0) }.joined(),
+        let config = RepositoryConfig(version: options.version, id: Crypto.random(32).map { String(format: "%02x", $0) }.joined(),
                                       chunker: options.chunker, packSize: options.packSize, created: Date())
         let repo = Repository(storage: storage, keys: keys, config: config, logger: logger)
         let key = try await repo.addKey(password: password, kdf: options.kdf)
@@ -141,8 +147,8 @@ public final class Repository: Sendable {
             }
             throw RepositoryError(.wrongPassword, "wrong password: no key of the repository at \(storage.location) opens with it")
         }
-        guard config.version == formatVersion else {
-            throw RepositoryError(.unsupported, "repository format version \(config.version) is not supported (this program reads \(formatVersion))")
+        guard (1...formatVersion).contains(config.version) else {
+            throw RepositoryError(.unsupported, "repository format version \(config.version) is not supported (this program reads 1 to \(formatVersion))")
         }
         try config.chunker.validate()
         let repo = Repository(storage: storage, keys: keys, config: config, logger: logger)
@@ -168,22 +174,29 @@ public final class Repository: Sendable {
         return id
     }
 
-    /// Stores a finished staged file under the SHA-256 of its bytes; returns its size and id.
-    func saveStagedObject(_ type: FileType, _ file: StagedFile) async throws -> (Int64, ObjectID) {
-        let (size, sha256) = try file.finish()
-        let id = ObjectID(sha256.withUnsafeBytes { Digest32(bytes: $0) })
+    /// Stores a finished staged file under its name (a pack's, `PackBuilder.finish`); returns its size.
+    func saveStagedObject(_ type: FileType, _ file: StagedFile, as id: ObjectID) async throws -> Int64 {
+        let size = try file.finish()
         try await storage.save(Handle(type, id.hex), staged: file)
-        return (size, id)
+        return size
     }
 
-    /// Loads `type/<id>` and checks that its bytes hash to its name.
-    func loadObject(_ type: FileType, _ id: ObjectID) async throws -> Data {
-        let data: Data
+    /// The version of the packs this repository is written with (format §8).
+    var packVersion: UInt8 { PackFormat.version(forRepository: config.version) }
+
+    /// Loads `type/<id>` as stored, unchecked.
+    func loadStoredObject(_ type: FileType, _ id: ObjectID) async throws -> Data {
         do {
-            data = try await storage.load(Handle(type, id.hex))
+            return try await storage.load(Handle(type, id.hex))
         } catch let error as StorageError where error.code == .notFound {
             throw RepositoryError(.missing, "\(type.rawValue) file \(id) is missing from the repository")
         }
+    }
+
+    /// Loads `type/<id>` and checks that its bytes hash to its name (not for packs: a version 2
+    /// pack is named from its header, `PackFormat.verifyWhole`).
+    func loadObject(_ type: FileType, _ id: ObjectID) async throws -> Data {
+        let data = try await loadStoredObject(type, id)
         guard ObjectID(hashing: data) == id else {
             throw RepositoryError(.corrupted, "\(type.rawValue) file \(id) is corrupted: its content does not match its name")
         }

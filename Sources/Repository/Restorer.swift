@@ -295,9 +295,7 @@ public final class Restorer: Sendable {
     func loadSpan(_ pack: PackID, _ blobs: [BlobLocation]) async throws -> (Int64, Data, Bool) {
         let (range, whole) = span(pack, blobs)
         let data = try await repo.loadPackRange(pack, range)
-        if whole, ObjectID(hashing: data) != pack {
-            throw RepositoryError(.corrupted, "pack \(pack) is corrupted: its content does not match its name")
-        }
+        if whole { _ = try PackFormat.verifyWhole(data, pack: pack, key: repo.keys.encryption) }
         return (range.lowerBound, data, whole)
     }
 }
@@ -362,8 +360,8 @@ final class FileWrites: Sendable {
 
 /// Takes a pack (or a span of it) as it streams in and hands each wanted blob over as soon as its
 /// bytes are complete: a blob inside one piece is handed over in place, one that spans pieces is
-/// gathered in a scratch buffer first. With `verify`, the whole pack streams by and its SHA-256
-/// must match its name. Used by one transfer at a time (calls never overlap).
+/// gathered in a scratch buffer first. With `verify`, the whole pack streams by and must match its
+/// name (`PackNameCheck`). Used by one transfer at a time (calls never overlap).
 final class PackStream: @unchecked Sendable {
     typealias Handler = (UnsafeRawBufferPointer, BlobLocation, [Restorer.Target]) throws -> Void
     let pack: PackID
@@ -373,7 +371,7 @@ final class PackStream: @unchecked Sendable {
     private var next = 0
     private var gathered: UnsafeMutableRawBufferPointer?
     private var gatheredCount = 0
-    private let hasher: SHA256Stream?
+    private let nameCheck: PackNameCheck?
 
     /// `blobs` sorted by offset; `start`: the pack offset of the first byte that will stream in.
     init(pack: PackID, blobs: [(BlobLocation, [Restorer.Target])], start: Int64, verify: Bool, handler: @escaping Handler) {
@@ -381,7 +379,7 @@ final class PackStream: @unchecked Sendable {
         self.blobs = blobs
         self.handler = handler
         position = start
-        hasher = verify ? SHA256Stream() : nil
+        nameCheck = verify ? PackNameCheck() : nil
     }
 
     deinit {
@@ -389,7 +387,7 @@ final class PackStream: @unchecked Sendable {
     }
 
     func consume(_ bytes: UnsafeRawBufferPointer) throws {
-        hasher?.update(bytes)
+        try nameCheck?.update(bytes, pack: pack)
         var piece = bytes
         var at = position
         position += Int64(bytes.count)
@@ -434,7 +432,7 @@ final class PackStream: @unchecked Sendable {
         guard next == blobs.count else {
             throw RepositoryError(.corrupted, "pack \(pack) is truncated: \(blobs.count - next) of its blobs are missing")
         }
-        if let hasher, ObjectID(hasher.finish()) != pack {
+        if let nameCheck, nameCheck.matches(pack) == false {
             throw RepositoryError(.corrupted, "pack \(pack) is corrupted: its content does not match its name")
         }
     }

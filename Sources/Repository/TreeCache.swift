@@ -77,16 +77,18 @@ final class TreeCache: Sendable {
 }
 
 extension Repository {
-    /// Loads a whole pack (as long as the index says) and checks that its bytes hash to its name.
+    /// Loads a whole pack (as long as the index says) and checks it against its name.
     func loadWholePack(_ pack: PackID) async throws -> Data {
+        try await loadWholePackAndHeader(pack).data
+    }
+
+    /// `loadWholePack`, also giving the entries of its (checked) header.
+    func loadWholePackAndHeader(_ pack: PackID) async throws -> (data: Data, entries: [PackedBlob]) {
         guard let size = index.packSize(pack) else {
             throw RepositoryError(.missing, "pack \(pack) is not in the index")
         }
         let data = try await loadPackRange(pack, 0..<size)
-        guard ObjectID(hashing: data) == pack else {
-            throw RepositoryError(.corrupted, "pack \(pack) is corrupted: its content does not match its name")
-        }
-        return data
+        return (data, try PackFormat.verifyWhole(data, pack: pack, key: keys.encryption))
     }
 
     /// Loads every tree pack of the repository (what check, which walks every snapshot, needs),
@@ -120,8 +122,7 @@ extension Repository {
     /// Keeps every tree blob of `pack` (read whole and checked) in memory, as stored; the pack's
     /// own header says where they are, so no scan of the index is needed.
     private func cacheTreePack(_ pack: PackID) async throws {
-        let data = try await loadWholePack(pack)
-        let entries = try PackFormat.decodeHeader(tail: data, packSize: Int64(data.count), key: keys.encryption, pack: pack)
+        let (data, entries) = try await loadWholePackAndHeader(pack)
         let trees = entries.filter { $0.type == .tree }.map { entry in
             let start = Int(entry.offset)
             return (entry.id, TreeCache.Sealed(bytes: Data(data[start..<(start + Int(entry.length))]),

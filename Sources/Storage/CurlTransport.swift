@@ -404,7 +404,7 @@ final class Transfer {
     init(upload: Data, file: StagedFile?) {
         self.upload = upload
         self.file = file
-        uploadSize = file.map { $0.finished?.size ?? fileSize(fd: $0.fd) ?? 0 } ?? Int64(upload.count)
+        uploadSize = file.map { $0.finishedSize ?? fileSize(fd: $0.fd) ?? 0 } ?? Int64(upload.count)
     }
 
     deinit {

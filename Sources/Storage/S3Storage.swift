@@ -47,7 +47,7 @@ public struct S3Storage: Storage {
         if let key { canonicalURI += "/" + key.split(separator: "/", omittingEmptySubsequences: false).map { S3Signer.encode(String($0)) }.joined(separator: "/") }
         let canonicalQuery = query.map { (S3Signer.encode($0.0), S3Signer.encode($0.1, keepSlash: slashQuirk.value)) }
             .sorted { $0 < $1 }.map { "\($0.0)=\($0.1)" }.joined(separator: "&")
-        let payloadHash = S3Signer.hex(try file?.finish().sha256 ?? S3Signer.sha256(body ?? Data()))
+        let payloadHash = S3Signer.hex(try file?.sha256() ?? S3Signer.sha256(body ?? Data()))
         let now = Date()
         var headers: [(String, String)] = [("host", remote.hostPort.hasSuffix(":443") || remote.hostPort.hasSuffix(":80") ? remote.host : remote.hostPort),
                                            ("x-amz-content-sha256", payloadHash),

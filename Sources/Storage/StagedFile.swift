@@ -7,7 +7,7 @@ import Foundation
 /// place; every other backend gets an unlinked temporary file that it uploads from.
 ///
 /// Writers call `write(_:at:)` (from any thread, at disjoint offsets), then `finish()`, which
-/// records the size and the SHA-256 of the bytes; then `Storage.save(_:staged:)` stores it. A
+/// records the size; then `Storage.save(_:staged:)` stores it. A
 /// staged file that is dropped without being stored leaves nothing behind (its descriptor is
 /// closed, its temporary name removed).
 public final class StagedFile: Sendable {
@@ -18,7 +18,8 @@ public final class StagedFile: Sendable {
     private let state = Locked(State())
 
     struct State {
-        var finished: (size: Int64, sha256: [UInt8])?
+        var size: Int64?
+        var sha256: [UInt8]?
         var moved = false
     }
 
@@ -53,12 +54,21 @@ public final class StagedFile: Sendable {
         try data.withUnsafeBytes { try write($0, at: offset) }
     }
 
-    /// Ends writing: returns the file's size and the SHA-256 of its bytes (read back from the
-    /// page cache, 1 MiB at a time), which `save(_:staged:)` and S3's payload signature use.
+    /// Ends writing: returns the file's size, which `save(_:staged:)` uploads.
     @discardableResult
-    public func finish() throws -> (size: Int64, sha256: [UInt8]) {
-        if let done = state.value.finished { return done }
+    public func finish() throws -> Int64 {
+        if let size = state.value.size { return size }
         guard let size = fileSize(fd: fd) else { throw posixError("stat", path ?? "a temporary file") }
+        state.withLock { $0.size = size }
+        return size
+    }
+
+    /// The SHA-256 of the finished file's bytes (read back from the page cache, 1 MiB at a
+    /// time), computed once on first use: S3's payload signature and objects named by the hash
+    /// of all their bytes need it; a version 2 pack, named from its header, does not.
+    public func sha256() throws -> [UInt8] {
+        if let digest = state.value.sha256 { return digest }
+        let size = try finish()
         // Read back in 1 MiB pieces through one reused buffer: mapping the file instead would
         // count all of it in our resident memory while it is hashed.
         var digest = [UInt8](repeating: 0, count: 32)
@@ -68,17 +78,16 @@ public final class StagedFile: Sendable {
             _ = chb_sha256_update(context, piece.baseAddress, piece.count)
         }
         _ = chb_sha256_final(context, &digest)
-        let done = (size, digest)
-        state.withLock { $0.finished = done }
-        return done
+        state.withLock { $0.sha256 = digest }
+        return digest
     }
 
-    /// Size and SHA-256 once `finish()` has run.
-    public var finished: (size: Int64, sha256: [UInt8])? { state.value.finished }
+    /// The size once `finish()` has run.
+    public var finishedSize: Int64? { state.value.size }
 
     /// The whole file, for backends that store from memory.
     public func readAll() throws -> Data {
-        let size = try finish().size
+        let size = try finish()
         return try readExactly(fd, offset: 0, count: Int(size), path: path ?? "a temporary file")
     }
 

@@ -96,7 +96,8 @@ public enum StorageConformance {
             let half = size / 2
             try staged.write(data.subdata(in: half..<size), at: Int64(half))
             try staged.write(data.subdata(in: 0..<half), at: 0)
-            let (stagedSize, sha256) = try staged.finish()
+            let stagedSize = try staged.finish()
+            let sha256 = try staged.sha256()
             try expect(stagedSize == Int64(size), "a staged file of \(size) bytes reports \(stagedSize)")
             try expect(Data(sha256) == Crypto.sha256(data).data, "a staged file's SHA-256 is wrong for \(size) bytes")
             let handle = Handle(.data, name("st"))

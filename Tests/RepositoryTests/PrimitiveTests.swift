@@ -181,9 +181,10 @@ import TestSupport
         #expect(throws: RepositoryError.self) { try Envelope.open(sealed.prefix(10), kind: .snapshot, key: keys.encryption, what: "x") }
     }
 
-    @Test func packRoundTripAndHeaderRebuild() async throws {
+    @Test(arguments: [UInt8(1), 2])
+    func packRoundTripAndHeaderRebuild(version: UInt8) async throws {
         var gen = SeededBytes(seed: 6)
-        var builder = try PackBuilder(file: StagedFile.temporary())
+        var builder = try PackBuilder(file: StagedFile.temporary(), version: version)
         var blobs: [(BlobID, Data)] = []
         for i in 0..<10 {
             let plain = i % 2 == 0 ? gen.text(5000 + i) : gen.data(5000 + i)
@@ -192,14 +193,28 @@ import TestSupport
                             rawLength: plain.count)
             blobs.append((id, plain))
         }
-        let file = try await builder.finish(key: keys.encryption)
+        let (file, packID) = try await builder.finish(key: keys.encryption)
         let pack = try file.readAll()
-        #expect(Int64(pack.count) == file.finished?.size && pack.count == builder.count + Int(pack.suffix(8).prefix(4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }) + 8,
+        let headerLength = Int(pack.suffix(8).prefix(4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
+        #expect(Int64(pack.count) == file.finishedSize && pack.count == builder.count + headerLength + 8,
                 "the file holds the blobs, the header and the trailer")
-        let packID = ObjectID(hashing: pack)
-        #expect(file.finished.map { Data($0.sha256) } == packID.digest.data, "finish computes the pack's name")
-        let entries = try PackFormat.decodeHeader(tail: pack, packSize: Int64(pack.count), key: keys.encryption, pack: packID)
+        #expect(pack[4] == version)
+        if version == 1 {
+            #expect(packID == ObjectID(hashing: pack), "a version 1 pack is named by the SHA-256 of all its bytes")
+        } else {
+            #expect(packID == ObjectID(hashing: pack.prefix(5) + pack.suffix(headerLength + 8)),
+                    "a version 2 pack is named by the SHA-256 of its prefix, header and trailer")
+        }
+        let (headerVersion, entries, tags) = try PackFormat.decodeHeaderAndTags(tail: pack, packSize: Int64(pack.count), key: keys.encryption, pack: packID)
+        #expect(headerVersion == version)
         #expect(entries.map(\.id) == blobs.map(\.0))
+        #expect(try PackFormat.verifyWhole(pack, pack: packID, key: keys.encryption) == entries)
+        if version == 2 {
+            #expect(tags == entries.flatMap { pack[Int($0.offset + $0.length) - 16..<Int($0.offset + $0.length)] },
+                    "the header lists every blob's tag")
+        } else {
+            #expect(tags.isEmpty)
+        }
         for (entry, (_, plain)) in zip(entries, blobs) {
             let got = try pack.withUnsafeBytes {
                 try PackFormat.openBlob(UnsafeRawBufferPointer(rebasing: $0[Int(entry.offset)..<Int(entry.offset + entry.length)]),
@@ -235,9 +250,9 @@ import TestSupport
     }
 
     /// A pack of mixed blobs, its entries and the blobs' plaintext.
-    func makePack(seed: UInt64) async throws -> (Data, PackID, [PackedBlob], [Data]) {
+    func makePack(seed: UInt64, version: UInt8 = 2) async throws -> (Data, PackID, [PackedBlob], [Data]) {
         var gen = SeededBytes(seed: seed)
-        var builder = try PackBuilder(file: StagedFile.temporary())
+        var builder = try PackBuilder(file: StagedFile.temporary(), version: version)
         var plains: [Data] = []
         for i in 0..<12 {
             let plain = i % 3 == 0 ? gen.text(3000 + 97 * i) : gen.data(1 + 211 * i)
@@ -246,8 +261,8 @@ import TestSupport
                             rawLength: plain.count)
             plains.append(plain)
         }
-        let pack = try await builder.finish(key: keys.encryption).readAll()
-        let packID = ObjectID(hashing: pack)
+        let (file, packID) = try await builder.finish(key: keys.encryption)
+        let pack = try file.readAll()
         let entries = try PackFormat.decodeHeader(tail: pack, packSize: Int64(pack.count), key: keys.encryption, pack: packID)
         return (pack, packID, entries, plains)
     }
@@ -268,9 +283,9 @@ import TestSupport
         try stream.finish()
     }
 
-    @Test(arguments: [[1], [7, 1, 4096], [4096], [65536], [13, 999, 2, 31_000]])
-    func packStreamsInAnyPieceSizes(sizes: [Int]) async throws {
-        let (pack, packID, entries, plains) = try await makePack(seed: 11)
+    @Test(arguments: [UInt8(1), 2], [[1], [7, 1, 4096], [4096], [65536], [13, 999, 2, 31_000]])
+    func packStreamsInAnyPieceSizes(version: UInt8, sizes: [Int]) async throws {
+        let (pack, packID, entries, plains) = try await makePack(seed: 11, version: version)
         let locations = entries.map { BlobLocation(pack: packID, blob: $0) }
         // The whole pack, verified against its name.
         var got = [Data?](repeating: nil, count: entries.count)
@@ -294,11 +309,54 @@ import TestSupport
         // A stream that ends early is reported as truncated.
         let short = PackStream(pack: packID, blobs: wanted.map { (locations[$0], []) }, start: Int64(start), verify: false) { _, _, _ in }
         #expect(throws: RepositoryError.self) { try streamPieces(pack.subdata(in: start..<(end - 1)), sizes: sizes, stream: short) }
-        // A flipped byte outside every wanted blob still fails the whole-pack check.
-        var flipped = pack
-        flipped[Int(entries[5].offset) + 3] ^= 0x40
-        let damaged = PackStream(pack: packID, blobs: [(locations[0], [])], start: 0, verify: true) { _, _, _ in }
-        #expect(throws: RepositoryError.self) { try streamPieces(flipped, sizes: sizes, stream: damaged) }
+        // A flipped byte in the header, the trailer or the prefix fails the whole-pack check,
+        // and so does (version 1) one in a blob nobody wants; in version 2 such a blob vouches for
+        // itself by its tag when it is opened (`verifyWhole` compares every tag with the header).
+        let headerStart = Int(entries.last!.offset + entries.last!.length)
+        for at in [4, headerStart + 9, pack.count - 6, pack.count - 1] + (version == 1 ? [Int(entries[5].offset) + 3] : []) {
+            var flipped = pack
+            flipped[at] ^= 0x40
+            let damaged = PackStream(pack: packID, blobs: [(locations[0], [])], start: 0, verify: true) { _, _, _ in }
+            #expect(throws: RepositoryError.self, "byte \(at) flipped") { try streamPieces(flipped, sizes: sizes, stream: damaged) }
+        }
+        // A pack cut short fails the whole-pack check.
+        let cut = PackStream(pack: packID, blobs: [(locations[0], [])], start: 0, verify: true) { _, _, _ in }
+        #expect(throws: RepositoryError.self) { try streamPieces(pack.prefix(pack.count - 100), sizes: sizes, stream: cut) }
+    }
+
+    /// A whole version 2 pack is checked against its name and its header's tags: damage in any
+    /// blob's tag, in the header or the trailer is found without opening a blob; damage inside a
+    /// ciphertext is found when that blob is opened (as check --read-data opens every one).
+    @Test func aWholeVersion2PackIsCheckedAgainstItsHeader() async throws {
+        let (pack, packID, entries, _) = try await makePack(seed: 13)
+        #expect(try PackFormat.verifyWhole(pack, pack: packID, key: keys.encryption) == entries)
+        let e = entries[4]
+        let tagByte = Int(e.offset + e.length) - 3
+        let headerStart = Int(entries.last!.offset + entries.last!.length)
+        for at in [tagByte, headerStart + 20, pack.count - 2, 0] {
+            var flipped = pack
+            flipped[at] ^= 0x01
+            #expect(throws: RepositoryError.self, "byte \(at) flipped") { try PackFormat.verifyWhole(flipped, pack: packID, key: keys.encryption) }
+        }
+        var inCiphertext = pack
+        inCiphertext[Int(e.offset) + 20] ^= 0x01
+        #expect(try PackFormat.verifyWhole(inCiphertext, pack: packID, key: keys.encryption) == entries)
+        #expect(throws: RepositoryError.self) {
+            try inCiphertext.withUnsafeBytes {
+                try PackFormat.openBlob(UnsafeRawBufferPointer(rebasing: $0[Int(e.offset)..<Int(e.offset + e.length)]), entry: e, keys: keys, pack: packID)
+            }
+        }
+        // A version 1 pack's bytes presented under a name made the version 2 way are refused.
+        let (old, oldID, _, _) = try await makePack(seed: 13, version: 1)
+        #expect(try PackFormat.verifyWhole(old, pack: oldID, key: keys.encryption).count == entries.count)
+        let headerLength = Int(old.suffix(8).prefix(4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
+        let wrongName = ObjectID(hashing: old.prefix(5) + old.suffix(headerLength + 8))
+        #expect(throws: RepositoryError.self) { try PackFormat.verifyWhole(old, pack: wrongName, key: keys.encryption) }
+        // An unknown pack version is unsupported, not guessed.
+        var future = pack
+        future[4] = 3
+        let error = #expect(throws: RepositoryError.self) { try PackFormat.verifyWhole(future, pack: packID, key: keys.encryption) }
+        #expect(error?.code == .unsupported)
     }
 
     /// Trees have no size bound (a directory of some hundred thousand entries): blobs larger than
@@ -332,7 +390,7 @@ import TestSupport
 
         // In one stream: a small blob gathered in a pooled buffer, then the large one (the
         // gathering buffer is replaced by a larger one), then a small one again.
-        var builder = try PackBuilder(file: StagedFile.temporary())
+        var builder = try PackBuilder(file: StagedFile.temporary(), version: repo.packVersion)
         var plains: [Data] = []
         for plain in [gen.data(5000), random, gen.text(7000)] {
             let id = repo.blobID(plain)
@@ -340,8 +398,8 @@ import TestSupport
                             rawLength: plain.count)
             plains.append(plain)
         }
-        let pack = try await builder.finish(key: repo.keys.encryption).readAll()
-        let packID = ObjectID(hashing: pack)
+        let (file, packID) = try await builder.finish(key: repo.keys.encryption)
+        let pack = try file.readAll()
         let entries = try PackFormat.decodeHeader(tail: pack, packSize: Int64(pack.count), key: repo.keys.encryption, pack: packID)
         var got = [Data?](repeating: nil, count: entries.count)
         let mixed = PackStream(pack: packID, blobs: entries.enumerated().map { (BlobLocation(pack: packID, blob: $1), [Restorer.Target(file: $0, offset: 0)]) },

@@ -37,6 +37,44 @@ import TestSupport
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("dump.out"))) == stream)
     }
 
+    /// A repository of format version 2 writes version 2 packs (named from prefix, header and
+    /// trailer); one of version 1 keeps getting version 1 packs (named by the SHA-256 of all their
+    /// bytes), so older releases still read it; this program reads, checks and restores both.
+    @Test(arguments: [1, 2])
+    func packsFollowTheRepositorysVersionAndBothRestore(version: Int) async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try makeSourceTree(in: dir.file("src"))
+        let storage = MemoryStorage()
+        var options = testOptions()
+        options.version = version
+        let repo = try await Repository.initialize(storage: storage, password: "pw", options: options, logger: testLogger)
+        _ = try await repo.backup([.path(dir.file("src"), name: "files")])
+
+        let reopened = try await Repository.open(storage: storage, password: "pw", logger: testLogger)
+        #expect(reopened.config.version == version)
+        let packs = try await storage.list(.data)
+        #expect(packs.count >= 2, "a data pack and a tree pack at least")
+        for info in packs {
+            let bytes = try await storage.load(Handle(.data, info.name))
+            #expect(Int(bytes[4]) == version, "pack \(info.name) has version \(bytes[4])")
+            let headerLength = Int(bytes.suffix(8).prefix(4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
+            let named = version == 1 ? ObjectID(hashing: bytes) : ObjectID(hashing: bytes.prefix(5) + bytes.suffix(headerLength + 8))
+            #expect(named.hex == info.name)
+        }
+        let report = try await Checker(repository: reopened).check(readData: true)
+        #expect(report.errors.isEmpty, "\(report.errors)")
+        let (_, snapshot) = try await reopened.resolveSnapshot("latest")
+        _ = try await Restorer(repository: reopened).restoreTree(snapshot.parts[0], into: dir.file("out"))
+        let problems = try expectSameTree(dir.file("src"), dir.file("out"))
+        #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")
+        // A format this program does not know cannot be created.
+        options.version = formatVersion + 1
+        await #expect(throws: RepositoryError.self) {
+            try await Repository.initialize(storage: MemoryStorage(), password: "pw", options: options, logger: testLogger)
+        }
+    }
+
     /// A stream's chunk list is a blob of its own: the part (what an agent's result line and the
     /// snapshot carry) holds one id however long the stream, and a snapshot written by version 1,
     /// with the chunks inline, still restores.
