@@ -42,8 +42,21 @@ enum PackFormat {
     static let tagSize = Crypto.tagSize
     static func entrySize(_ version: UInt8) -> Int { version >= 2 ? 1 + 32 + 4 + 4 + 4 + tagSize : 1 + 32 + 4 + 4 + 4 }
     static func headerKind(_ version: UInt8) -> Envelope.Kind { version >= 2 ? .packHeaderV2 : .packHeader }
-    /// The pack version a repository of format `repositoryVersion` is written with.
-    static func version(forRepository repositoryVersion: Int) -> UInt8 { repositoryVersion >= 2 ? 2 : 1 }
+
+    /// The error for a pack whose bytes do not match its name.
+    static func mismatch(_ pack: PackID) -> RepositoryError {
+        RepositoryError(.corrupted, "pack \(pack) is corrupted: its content does not match its name")
+    }
+
+    /// Checks a pack's first 5 bytes (magic and a version this program reads); returns the version.
+    static func checkPrefix(_ prefix: some Collection<UInt8>, pack: PackID) throws -> UInt8 {
+        guard prefix.count == prefixSize, prefix.prefix(4).elementsEqual(magic) else { throw mismatch(pack) }
+        let version = prefix[prefix.index(prefix.startIndex, offsetBy: 4)]
+        guard versions.contains(version) else {
+            throw RepositoryError(.unsupported, "pack \(pack) has version \(version), which this program does not read")
+        }
+        return version
+    }
 
     static func blobAAD(_ id: BlobID, _ type: BlobType) -> Data {
         var aad = Data([type.rawValue])
@@ -231,24 +244,20 @@ enum PackFormat {
     /// trailer, and every blob's tag equal to the one its header lists (each blob's tag is
     /// checked against its ciphertext when the blob is opened).
     static func verifyWhole(_ data: Data, pack: PackID, key: SecretKey) throws -> [PackedBlob] {
-        let mismatch = RepositoryError(.corrupted, "pack \(pack) is corrupted: its content does not match its name")
-        guard data.count >= prefixSize + trailerSize, Array(data.prefix(4)) == magic else {
-            throw data.count < prefixSize + trailerSize ? RepositoryError(.corrupted, "pack \(pack) is truncated") : mismatch
-        }
-        let version = data[data.startIndex + 4]
-        guard versions.contains(version) else {
-            throw RepositoryError(.unsupported, "pack \(pack) has version \(version), which this program does not read")
-        }
+        guard data.count >= prefixSize + trailerSize else { throw RepositoryError(.corrupted, "pack \(pack) is truncated") }
+        let version = try checkPrefix(data.prefix(prefixSize), pack: pack)
         if version == 1 {
-            guard ObjectID(hashing: data) == pack else { throw mismatch }
-            return try decodeHeader(tail: data, packSize: Int64(data.count), key: key, pack: pack)
+            guard ObjectID(hashing: data) == pack else { throw mismatch(pack) }
+        } else {
+            guard let headerLength = headerLength(tail: data), headerLength + trailerSize + prefixSize <= data.count,
+                  name(prefix: data.prefix(prefixSize), tail: data.suffix(headerLength + trailerSize)) == pack else { throw mismatch(pack) }
         }
-        guard let headerLength = headerLength(tail: data), headerLength + trailerSize + prefixSize <= data.count,
-              name(prefix: data.prefix(prefixSize), tail: data.suffix(headerLength + trailerSize)) == pack else { throw mismatch }
         let (headerVersion, entries, tags) = try decodeHeaderAndTags(tail: data, packSize: Int64(data.count), key: key, pack: pack)
-        guard headerVersion == version else { throw mismatch }
+        guard headerVersion == version else {
+            throw RepositoryError(.corrupted, "pack \(pack) is corrupted: its header is not one of a version \(version) pack")
+        }
         try data.withUnsafeBytes { raw in
-            for (i, entry) in entries.enumerated() {
+            for (i, entry) in entries.enumerated() where version >= 2 {
                 let end = Int(entry.offset) + Int(entry.length)
                 guard raw[(end - tagSize)..<end].elementsEqual(tags[(i * tagSize)..<((i + 1) * tagSize)]) else {
                     throw RepositoryError(.corrupted, "pack \(pack) is corrupted: blob \(entry.id) does not match the pack's header")
@@ -281,14 +290,7 @@ final class PackNameCheck {
             prefix.append(contentsOf: rest[0..<take])
             rest = UnsafeRawBufferPointer(rebasing: rest[take...])
             guard prefix.count == PackFormat.prefixSize else { return }
-            let version = prefix[4]
-            guard Array(prefix[0..<4]) == PackFormat.magic else {
-                throw RepositoryError(.corrupted, "pack \(pack) is corrupted: its content does not match its name")
-            }
-            guard PackFormat.versions.contains(version) else {
-                throw RepositoryError(.unsupported, "pack \(pack) has version \(version), which this program does not read")
-            }
-            if version == 1 {
+            if try PackFormat.checkPrefix(prefix, pack: pack) == 1 {
                 hash = SHA256Stream()
                 prefix.withUnsafeBytes { hash!.update($0) }
             }

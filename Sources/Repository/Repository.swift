@@ -182,7 +182,7 @@ public final class Repository: Sendable {
     }
 
     /// The version of the packs this repository is written with (format §8).
-    var packVersion: UInt8 { PackFormat.version(forRepository: config.version) }
+    var packVersion: UInt8 { config.version >= 2 ? 2 : 1 }
 
     /// Loads `type/<id>` as stored, unchecked.
     func loadStoredObject(_ type: FileType, _ id: ObjectID) async throws -> Data {

@@ -432,8 +432,6 @@ final class PackStream: @unchecked Sendable {
         guard next == blobs.count else {
             throw RepositoryError(.corrupted, "pack \(pack) is truncated: \(blobs.count - next) of its blobs are missing")
         }
-        if let nameCheck, nameCheck.matches(pack) == false {
-            throw RepositoryError(.corrupted, "pack \(pack) is corrupted: its content does not match its name")
-        }
+        if let nameCheck, nameCheck.matches(pack) == false { throw PackFormat.mismatch(pack) }
     }
 }

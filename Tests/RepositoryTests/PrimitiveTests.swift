@@ -352,6 +352,13 @@ import TestSupport
         let headerLength = Int(old.suffix(8).prefix(4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
         let wrongName = ObjectID(hashing: old.prefix(5) + old.suffix(headerLength + 8))
         #expect(throws: RepositoryError.self) { try PackFormat.verifyWhole(old, pack: wrongName, key: keys.encryption) }
+        // Version 1 bytes relabelled as version 2 (and named the version 2 way) are refused: the
+        // header is a version 1 header, which lists no tags.
+        var relabelled = old
+        relabelled[4] = 2
+        let relabelledName = ObjectID(hashing: relabelled.prefix(5) + relabelled.suffix(headerLength + 8))
+        let relabelError = #expect(throws: RepositoryError.self) { try PackFormat.verifyWhole(relabelled, pack: relabelledName, key: keys.encryption) }
+        #expect(relabelError?.message.contains("not one of a version 2 pack") == true, "\(relabelError?.message ?? "")")
         // An unknown pack version is unsupported, not guessed.
         var future = pack
         future[4] = 3
