@@ -40,7 +40,7 @@ public final class KubeAPIServer: @unchecked Sendable {
     private let pool = BlockingPool(threads: 1, name: "kube-fixture")
 
     public init(token: String? = "fixture-token", tls: Bool = true, state: Bool = false, namespace: String = "eclipse-che",
-         arguments: [String] = []) throws {
+         arguments: [String] = []) async throws {
         guard Self.available else { throw Failure(description: "the API stand-in \(Self.script) or python3 is missing") }
         port = freeLoopbackPort()
         self.token = token
@@ -49,7 +49,7 @@ public final class KubeAPIServer: @unchecked Sendable {
         tlsDir = tls ? dir.file("tls") : nil
         statePath = state ? dir.file("state.json") : nil
         extraArguments = arguments
-        try start()
+        try await start()
     }
 
     deinit {
@@ -58,8 +58,9 @@ public final class KubeAPIServer: @unchecked Sendable {
         dir.remove()
     }
 
-    /// Starts the server (again) and waits until it says it listens.
-    public func start() throws {
+    /// Starts the server (again) and waits until it says it listens, suspended (never blocking
+    /// one of the few threads every test's tasks share).
+    public func start() async throws {
         precondition(child == nil, "already running")
         starts += 1
         let log = dir.file("apiserver-\(starts).log")
@@ -69,15 +70,10 @@ public final class KubeAPIServer: @unchecked Sendable {
         if let statePath { args += ["--state", statePath] }
         let process = try ChildProcess(Self.python!, args + extraArguments, log: log)
         child = process
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            if text.contains("apiserver: listening on") { return }
-            if !process.process.isRunning {
-                child = nil
-                throw Failure(description: "the API stand-in exited: \(text.suffix(2000))")
-            }
-            usleep(50_000)
+        if await process.waitForLine(containing: "apiserver: listening on") != nil { return }
+        guard process.process.isRunning else {
+            child = nil
+            throw Failure(description: "the API stand-in exited: \(process.log.suffix(2000))")
         }
         throw Failure(description: "the API stand-in did not start within 60 s (log \(log))")
     }
@@ -88,9 +84,9 @@ public final class KubeAPIServer: @unchecked Sendable {
         child = nil
     }
 
-    public func restart() throws {
+    public func restart() async throws {
         stop()
-        try start()
+        try await start()
     }
 
     /// The configuration a client of this server uses (its kubeconfig), optionally with another token.
@@ -134,23 +130,23 @@ public final class KubeAPIServer: @unchecked Sendable {
         (1...max(starts, 1)).compactMap { try? String(contentsOfFile: dir.file("apiserver-\($0).log"), encoding: .utf8) }.joined(separator: "\n")
     }
 
-    /// The real kubectl against it, with a discovery cache of its own.
-    public func kubectl(_ args: [String], stdin: Data? = nil) throws -> CommandResult {
-        try run(which("kubectl") ?? "/usr/bin/kubectl", ["--kubeconfig", kubeconfigPath] + args,
+    /// The real kubectl against it, with a discovery cache of its own, on a thread of its own.
+    public func kubectl(_ args: [String], stdin: Data? = nil) async throws -> CommandResult {
+        try await runAsync(which("kubectl") ?? "/usr/bin/kubectl", ["--kubeconfig", kubeconfigPath] + args,
                 environment: ["KUBECACHEDIR": dir.file("kube-cache")], stdin: stdin)
     }
 
     /// `kubectl apply --validate=false -f -` of YAML text.
     @discardableResult
-    public func apply(_ yaml: String) throws -> CommandResult {
-        let r = try kubectl(["apply", "--validate=false", "-f", "-"], stdin: Data(yaml.utf8))
+    public func apply(_ yaml: String) async throws -> CommandResult {
+        let r = try await kubectl(["apply", "--validate=false", "-f", "-"], stdin: Data(yaml.utf8))
         guard r.status == 0 else { throw Failure(description: "kubectl apply failed: \(r.stderr)\n\(yaml)") }
         return r
     }
 
     /// A JSON object from `kubectl get … -o json`, nil when not found.
-    public func get(_ args: [String]) throws -> [String: Any]? {
-        let r = try kubectl(["get"] + args + ["-o", "json"])
+    public func get(_ args: [String]) async throws -> [String: Any]? {
+        let r = try await kubectl(["get"] + args + ["-o", "json"])
         guard r.status == 0 else { return nil }
         return try JSONSerialization.jsonObject(with: r.stdoutData) as? [String: Any]
     }

@@ -80,7 +80,7 @@ public final class ClosedPort: @unchecked Sendable {
 
 /// Waits until something accepts connections on `port` (at most `seconds`).
 /// `waitForPort` without holding a thread of the test pool while it waits.
-public func waitForPortAsync(_ port: Int, host: String = "127.0.0.1", seconds: Double = 10) async -> Bool {
+public func waitForPortAsync(_ port: Int, host: String = "127.0.0.1", seconds: Double = 30) async -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if waitForPort(port, host: host, seconds: 0) { return true }
@@ -130,6 +130,7 @@ public func sendTruncatedUpload(port: Int, method: String = "POST", path: String
 /// A process started for a test and killed when done.
 public final class ChildProcess: @unchecked Sendable {
     public let process: Process
+    public let logPath: String
 
     public convenience init(_ executable: String, _ arguments: [String], log: String) throws {
         let process = Process()
@@ -141,11 +142,30 @@ public final class ChildProcess: @unchecked Sendable {
     /// Starts a configured `Process`, its output going to `log`.
     public init(launching process: Process, log: String) throws {
         self.process = process
+        logPath = log
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         let handle = FileHandle(forWritingAtPath: log)
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
+    }
+
+    public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// Waits, suspended (a test that blocks one of the few threads all tests share delays the
+    /// others past their time-outs), until the log has a whole line containing `marker`; returns
+    /// what follows the marker on that line. nil when the process exits first or after `seconds`.
+    public func waitForLine(containing marker: String, seconds: Double = 60) async -> Substring? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let text = log
+            if let range = text.range(of: marker), let end = text[range.upperBound...].firstIndex(of: "\n") {
+                return text[range.upperBound..<end]
+            }
+            if !process.isRunning { return nil }
+            do { try await Task.sleep(for: .milliseconds(50)) } catch { return nil }
+        }
+        return nil
     }
 
     public func kill(signal: Int32 = SIGKILL) {

@@ -19,11 +19,11 @@ import TestSupport
     }
 
     /// The MutatingWebhookConfiguration of manifests/webhook.yaml, applied with kubectl.
-    static func applyWebhookConfiguration(_ api: KubeAPIServer) throws {
+    static func applyWebhookConfiguration(_ api: KubeAPIServer) async throws {
         let text = try String(contentsOfFile: KubeAPIServer.repoRoot + "/manifests/webhook.yaml", encoding: .utf8)
         let documents = try ManifestInjector.documents(yaml: text)
         let configuration = try #require(documents.first { $0["kind"]?.string == "MutatingWebhookConfiguration" })
-        let applied = try api.apply(String(decoding: try configuration.data(), as: UTF8.self))
+        let applied = try await api.apply(String(decoding: try configuration.data(), as: UTF8.self))
         #expect(applied.status == 0, "\(applied.stderr)")
     }
 
@@ -34,8 +34,8 @@ import TestSupport
 
     @Test(.enabled(if: KubeAPIServer.available))
     func theCertificateIsIssuedKeptAndRenewed() async throws {
-        let api = try await onThread { try KubeAPIServer() }
-        try await onThread { try Self.applyWebhookConfiguration(api) }
+        let api = try await KubeAPIServer()
+        try await Self.applyWebhookConfiguration(api)
         let client = try Self.client(api)
         let certificates = WebhookCertificates(client: client, namespace: "eclipse-che", settings: WebhookCertificateSettings(), logger: Self.logger)
         let names = ["chebackup-webhook", "chebackup-webhook.eclipse-che", "chebackup-webhook.eclipse-che.svc", "chebackup-webhook.eclipse-che.svc.cluster.local"]
@@ -86,7 +86,7 @@ import TestSupport
 
     @Test(.enabled(if: KubeAPIServer.available))
     func withoutTheWebhookConfigurationTheSecretIsStillMade() async throws {
-        let api = try await onThread { try KubeAPIServer() }
+        let api = try await KubeAPIServer()
         let client = try Self.client(api)
         let outcome = try await WebhookCertificates(client: client, namespace: "eclipse-che", settings: WebhookCertificateSettings(),
                                                     logger: Self.logger).ensure()

@@ -29,26 +29,26 @@ final class ClusterFixture: @unchecked Sendable {
     var data: String { dir.file("che-data") }
 
     init(filesPreHook: String? = nil) async throws {
-        api = try KubeAPIServer(state: true)
+        api = try await KubeAPIServer(state: true)
         pg = try await PostgresCluster.make(seed: true)
-        postgresAgent = try AgentProcess(role: "postgres", arguments: ["--database", "dbche", "--database", "keycloak"], environment: pg.env)
+        postgresAgent = try await AgentProcess(role: "postgres", arguments: ["--database", "dbche", "--database", "keycloak"], environment: pg.env)
         var gen = SeededBytes(seed: 77)
         try FileManager.default.createDirectory(atPath: dir.file("che-data/sub"), withIntermediateDirectories: true)
         try gen.data(400_000).write(to: URL(fileURLWithPath: dir.file("che-data/sub/blob")))
         try gen.text(100_000).write(to: URL(fileURLWithPath: dir.file("che-data/settings.json")))
         var filesArgs = ["--dir", "che-data=\(dir.file("che-data"))"]
         if let filesPreHook { filesArgs += ["--pre-hook", filesPreHook] }
-        filesAgent = try AgentProcess(role: "files", arguments: filesArgs)
+        filesAgent = try await AgentProcess(role: "files", arguments: filesArgs)
         try FileManager.default.createDirectory(atPath: dir.file("backup-server"), withIntermediateDirectories: true)
         backupServer = try ChildProcess(builtProduct("chebackup"), ["rest-server", "--path", dir.file("backup-server"),
                                                                    "--listen", "127.0.0.1:\(backupServerPort)"], log: dir.file("rest-server.log"))
-        guard waitForPort(backupServerPort) else { throw ConformanceFailure("rest-server did not start") }
+        guard await waitForPortAsync(backupServerPort) else { throw ConformanceFailure("rest-server did not start") }
         var config = try api.config()
         config.namespace = namespace
         var logger = Logger(label: "cluster-fixture")
         logger.logLevel = .error
         client = KubeClient(config: config, logger: logger)
-        try seed()
+        try await seed()
         // The task holds what it uses, not the fixture: the fixture's deinit stops it.
         deploymentTask = Task { [client, playDeployments] in await Self.playDeploymentController(client, playDeployments) }
     }
@@ -59,19 +59,19 @@ final class ClusterFixture: @unchecked Sendable {
     }
 
     /// Che's objects, its Deployment, the agents' Pods, the token and a backup server configuration.
-    func seed() throws {
+    func seed() async throws {
         var text = try String(contentsOfFile: KubeAPIServer.repoRoot + "/tests/kube/che-installation.yaml", encoding: .utf8)
         let values = ["AGENT_TOKEN": tokenText, "REPO_PASSWORD": "cluster-repo-pw", "SERVER_PORT": "\(backupServerPort)",
                       "DOMAIN": "che.cluster.test", "PG_AGENT_PORT": "\(agentPort(postgresAgent))", "FILES_AGENT_PORT": "\(agentPort(filesAgent))"]
         for (name, value) in values { text = text.replacingOccurrences(of: "${\(name)}", with: value) }
-        try api.apply(text)
-        try setStatus("checlusters", "eclipse-che", ["cheVersion": "7.99.0", "cheURL": "https://che.cluster.test"])
-        for role in ["postgres", "files"] { try setAgentPodStatus("\(role)-agent", ready: true) }
+        try await api.apply(text)
+        try await setStatus("checlusters", "eclipse-che", ["cheVersion": "7.99.0", "cheURL": "https://che.cluster.test"])
+        for role in ["postgres", "files"] { try await setAgentPodStatus("\(role)-agent", ready: true) }
     }
 
-    func addAgentPod(_ role: String, port: Int, ready: Bool = true, name: String? = nil) throws {
+    func addAgentPod(_ role: String, port: Int, ready: Bool = true, name: String? = nil) async throws {
         let name = name ?? "\(role)-agent"
-        try api.apply("""
+        try await api.apply("""
             apiVersion: v1
             kind: Pod
             metadata: {name: \(name), labels: {chebackup.eclipse.org/agent: \(role)}}
@@ -80,18 +80,18 @@ final class ClusterFixture: @unchecked Sendable {
                 - {name: main, image: example/\(role)}
                 - {name: chebackup-agent, image: example/chebackup-agent, ports: [{name: chebackup-agent, containerPort: \(port)}]}
             """)
-        try setAgentPodStatus(name, ready: ready)
+        try await setAgentPodStatus(name, ready: ready)
     }
 
     /// Plays the kubelet: the pod runs on the loopback address, Ready or not.
-    func setAgentPodStatus(_ name: String, ready: Bool) throws {
-        try setStatus("pods", name, ["phase": "Running", "podIP": "127.0.0.1",
+    func setAgentPodStatus(_ name: String, ready: Bool) async throws {
+        try await setStatus("pods", name, ["phase": "Running", "podIP": "127.0.0.1",
                                      "conditions": [["type": "Ready", "status": ready ? "True" : "False"]]])
     }
 
-    func setStatus(_ plural: String, _ name: String, _ status: [String: Any]) throws {
+    func setStatus(_ plural: String, _ name: String, _ status: [String: Any]) async throws {
         let patch = try JSONSerialization.data(withJSONObject: ["status": status])
-        let r = try api.kubectl(["patch", plural, name, "--subresource=status", "--type=merge", "-p", String(decoding: patch, as: UTF8.self)])
+        let r = try await api.kubectl(["patch", plural, name, "--subresource=status", "--type=merge", "-p", String(decoding: patch, as: UTF8.self)])
         guard r.status == 0 else { throw ConformanceFailure("status patch of \(plural)/\(name) failed: \(r.stderr)") }
     }
 
@@ -130,7 +130,7 @@ final class ClusterFixture: @unchecked Sendable {
     func waitForState(_ kind: String, _ name: String, _ states: Set<String> = ["Succeeded", "Failed"], seconds: Double = 120) async throws -> [String: Any] {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
-            if let object = try api.get([kind, name]), let status = object["status"] as? [String: Any],
+            if let object = try await api.get([kind, name]), let status = object["status"] as? [String: Any],
                let state = status["state"] as? String, states.contains(state) {
                 return status
             }
@@ -160,8 +160,8 @@ final class ClusterFixture: @unchecked Sendable {
     }
 
     /// Events recorded on a resource, by reason.
-    func eventReasons(_ name: String) throws -> [String] {
-        let list = try api.get(["events"])?["items"] as? [[String: Any]] ?? []
+    func eventReasons(_ name: String) async throws -> [String] {
+        let list = try await api.get(["events"])?["items"] as? [[String: Any]] ?? []
         return list.filter { ($0["involvedObject"] as? [String: Any])?["name"] as? String == name }.compactMap { $0["reason"] as? String }.sorted()
     }
 

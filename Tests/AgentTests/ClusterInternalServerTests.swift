@@ -56,7 +56,7 @@ extension ClusterSuites {
             let controllerFlags = ["--internal-server-address", "127.0.0.1:\(server.port)", "--internal-server-image", "registry.example/chebackup:9",
                                    "--internal-server-storage", "3Gi", "--internal-server-ready-timeout", "90s"]
             try c.startController("a", extra: controllerFlags)
-            try c.api.apply(Self.internalBackup("first"))
+            try await c.api.apply(Self.internalBackup("first"))
             try await server.run()
             let first = try await c.waitForState("checlusterbackup", "first")
             #expect(first["state"] as? String == "Succeeded", "\(first)\n\(c.controllerLog("a"))")
@@ -90,13 +90,13 @@ extension ClusterSuites {
             let requestsBefore = try await c.api.requests().count
             // A second backup, and one after the controller restarts with its configuration gone:
             // the same server, the same Secrets (the password never replaced), snapshots chained.
-            try c.api.apply(Self.internalBackup("second"))
+            try await c.api.apply(Self.internalBackup("second"))
             let second = try await c.waitForState("checlusterbackup", "second")
             #expect(second["state"] as? String == "Succeeded", "\(second)\n\(c.controllerLog("a"))")
             c.controllers["a"]?.kill()
-            #expect(try c.api.kubectl(["delete", "chebackupserverconfiguration", "chebackup-internal"]).status == 0)
+            #expect(try await c.api.kubectl(["delete", "chebackupserverconfiguration", "chebackup-internal"]).status == 0)
             try c.startController("b", extra: controllerFlags)
-            try c.api.apply(Self.internalBackup("third"))
+            try await c.api.apply(Self.internalBackup("third"))
             let third = try await c.waitForState("checlusterbackup", "third")
             #expect(third["state"] as? String == "Succeeded", "\(third)\n\(c.controllerLog("b"))")
             let after = try await c.client.get(.secrets, "chebackup-internal")
@@ -119,8 +119,8 @@ extension ClusterSuites {
             #expect(third["snapshotId"] as? String != second["snapshotId"] as? String)
 
             // A restore from it leaves the internal server's objects alone.
-            for db in ["dbche", "keycloak"] { _ = try c.pg.psql("DROP DATABASE \(db) WITH (FORCE)") }
-            try c.api.apply(c.restoreYAML("back", config: "chebackup-internal"))
+            for db in ["dbche", "keycloak"] { _ = try await c.pg.psql("DROP DATABASE \(db) WITH (FORCE)") }
+            try await c.api.apply(c.restoreYAML("back", config: "chebackup-internal"))
             let restored = try await c.waitForState("checlusterrestore", "back")
             #expect(restored["state"] as? String == "Succeeded", "\(restored)\n\(c.controllerLog("b"))")
             for (resource, name) in [(KubeResource.secrets, "chebackup-internal"), (.secrets, "chebackup-internal-rest-credentials"),
@@ -132,7 +132,7 @@ extension ClusterSuites {
         @Test func aServerThatNeverBecomesAvailableFailsTheBackup() async throws {
             let c = try await ClusterFixture()
             try c.startController("a", extra: ["--internal-server-address", "127.0.0.1:9", "--internal-server-ready-timeout", "3s"])
-            try c.api.apply(Self.internalBackup("stuck"))
+            try await c.api.apply(Self.internalBackup("stuck"))
             let status = try await c.waitForState("checlusterbackup", "stuck")
             #expect(status["state"] as? String == "Failed")
             let message = status["message"] as? String ?? ""

@@ -10,10 +10,10 @@ extension ClusterSuites {
         @Test func aScheduleBacksUpAndAppliesItsRetentionThroughTheAPI() async throws {
             let c = try await ClusterFixture()
             try c.startController("a")
-            try c.api.apply(c.backupYAML("manual"))
+            try await c.api.apply(c.backupYAML("manual"))
             let manual = try await c.waitForState("checlusterbackup", "manual")
             #expect(manual["state"] as? String == "Succeeded", "\(manual)\n\(c.controllerLog("a"))")
-            try c.api.apply("""
+            try await c.api.apply("""
                 apiVersion: org.eclipse.che/v1
                 kind: CheClusterBackupSchedule
                 metadata: {name: every-minute}
@@ -26,7 +26,7 @@ extension ClusterSuites {
             let deadline = Date().addingTimeInterval(180)
             var status: [String: Any] = [:]
             while Date() < deadline {
-                status = try c.api.get(["checlusterbackupschedule", "every-minute"])?["status"] as? [String: Any] ?? [:]
+                status = try await c.api.get(["checlusterbackupschedule", "every-minute"])?["status"] as? [String: Any] ?? [:]
                 let conditions = status["conditions"] as? [[String: Any]] ?? []
                 if conditions.contains(where: { $0["type"] as? String == "Retention" }) { break }
                 try await Task.sleep(for: .seconds(1))
@@ -41,7 +41,7 @@ extension ClusterSuites {
             #expect(!writes.isEmpty && writes.allSatisfy { ($0["path"]?.string ?? "").hasSuffix("/status") }, "\(writes)")
             let made = try await c.client.list(.clusterBackups, labelSelector: "chebackup.eclipse.org/schedule=every-minute").items
             #expect(made.count == 1 && made.first?[path: "status", "state"]?.string == "Succeeded")
-            #expect(try c.eventReasons("every-minute").contains("BackupCreated"))
+            #expect(try await c.eventReasons("every-minute").contains("BackupCreated"))
         }
     }
 }

@@ -23,7 +23,7 @@ import TestSupport
         try makeTree(dir.file("che-data"), seed: 1)
         try makeTree(dir.file("workspaces"), seed: 2)
         let (url, repo) = try await makeLocalRepository(dir)
-        let agent = try AgentProcess(role: "files", arguments: [
+        let agent = try await AgentProcess(role: "files", arguments: [
             "--dir", "che-data=\(dir.file("che-data"))", "--dir", "projects=\(dir.file("workspaces"))",
             "--pre-hook", "touch \(dir.file("pre-ran"))", "--post-hook", "touch \(dir.file("post-ran"))",
         ])
@@ -61,14 +61,14 @@ import TestSupport
         defer { dir.remove() }
         try makeTree(dir.file("data"), seed: 3)
         let (url, repo) = try await makeLocalRepository(dir)
-        let failing = try AgentProcess(role: "files", arguments: ["--dir", "d=\(dir.file("data"))", "--pre-hook", "echo quiesce failed >&2; exit 3"])
+        let failing = try await AgentProcess(role: "files", arguments: ["--dir", "d=\(dir.file("data"))", "--pre-hook", "echo quiesce failed >&2; exit 3"])
         do {
             _ = try await AgentClient.withSession(failing.endpoint, token: token) { try await $0.backup(url: url, secrets: secrets) }
             Issue.record("a failing hook was ignored")
         } catch let error as AgentError {
             #expect(error.code == "source_failed" && error.message.contains("quiesce failed"), "\(error)")
         }
-        let hanging = try AgentProcess(role: "files", arguments: ["--dir", "d=\(dir.file("data"))", "--pre-hook", "sleep 60", "--hook-timeout", "1"])
+        let hanging = try await AgentProcess(role: "files", arguments: ["--dir", "d=\(dir.file("data"))", "--pre-hook", "sleep 60", "--hook-timeout", "1"])
         do {
             _ = try await AgentClient.withSession(hanging.endpoint, token: token) { try await $0.backup(url: url, secrets: secrets) }
             Issue.record("a hanging hook was ignored")
@@ -83,9 +83,9 @@ import TestSupport
 @Suite struct FullDiskTests {
     static var canMount: Bool { geteuid() == 0 && FileManager.default.isExecutableFile(atPath: "/bin/mount") }
 
-    func mount(_ path: String, size: String) throws -> Bool {
+    func mount(_ path: String, size: String) async throws -> Bool {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return try run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", path]).status == 0
+        return try await runAsync("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", path]).status == 0
     }
 
     @Test(.enabled(if: canMount))
@@ -93,17 +93,17 @@ import TestSupport
         let dir = TempDir()
         defer { dir.remove() }
         let target = dir.file("small-volume")
-        try #require(try mount(target, size: "8m"), "cannot mount a tmpfs as root here")
+        try #require(try await mount(target, size: "8m"), "cannot mount a tmpfs as root here")
         defer { _ = try? run("/bin/umount", ["-l", target]) }
         var gen = SeededBytes(seed: 61)
         try gen.data(3_000_000).write(to: URL(fileURLWithPath: target + "/big"))
         let (url, repo) = try await makeLocalRepository(dir)
-        let agent = try AgentProcess(role: "files", arguments: ["--dir", "vol=\(target)"])
+        let agent = try await AgentProcess(role: "files", arguments: ["--dir", "vol=\(target)"])
         let parts = try await AgentClient.withSession(agent.endpoint, token: token) { try await $0.backup(url: url, secrets: secrets) }
         let (id, _) = try await repo.commitSnapshot(parts: parts)
         // The same directory, now on a volume too small for the data.
-        _ = try run("/bin/umount", [target])
-        #expect(try mount(target, size: "1m"))
+        _ = try await runAsync("/bin/umount", [target])
+        #expect(try await mount(target, size: "1m"))
         do {
             _ = try await AgentClient.withSession(agent.endpoint, token: token) { try await $0.restore(url: url, secrets: secrets, snapshot: id) }
             Issue.record("a restore into a full disk succeeded")
@@ -120,7 +120,7 @@ import TestSupport
         let dir = TempDir()
         defer { dir.remove() }
         try FileManager.default.createDirectory(atPath: dir.file("d"), withIntermediateDirectories: true)
-        let agent = try AgentProcess(role: "files", arguments: ["--dir", "d=\(dir.file("d"))", "-v"])
+        let agent = try await AgentProcess(role: "files", arguments: ["--dir", "d=\(dir.file("d"))", "-v"])
         let wrong = try SharedToken(Data("some-other-token-Zq8vR2mK9pL4sT8wZ1nB6yC3dF5gH0jQ".utf8))
         do {
             try await AgentClient.withSession(agent.endpoint, token: wrong) { try await $0.ping() }

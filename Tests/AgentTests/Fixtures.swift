@@ -45,26 +45,28 @@ final class PostgresCluster: @unchecked Sendable {
     }
 
     /// Per-table row counts and checksums, owners, sequences, indexes and roles.
-    func checksum() throws -> String {
-        let r = try runDetached(repoRoot + "/scripts/pg-cluster.sh", ["checksum", dir])
+    func checksum() async throws -> String {
+        let r = try await runDetachedAsync(repoRoot + "/scripts/pg-cluster.sh", ["checksum", dir])
         guard r.status == 0 else { throw ConformanceFailure("checksum failed: \(r.stderr)") }
         return r.stdout
     }
 
-    func psql(_ sql: String, database: String = "postgres") throws -> CommandResult {
-        try run("/usr/bin/psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", sql], environment: env)
+    func psql(_ sql: String, database: String = "postgres") async throws -> CommandResult {
+        try await runAsync("/usr/bin/psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", sql], environment: env)
     }
 
     deinit { _ = try? runDetached(repoRoot + "/scripts/pg-cluster.sh", ["stop", dir]) }
 }
 
-/// A `chebackup-agent` process on a free port.
+/// A `chebackup-agent` process on a free port, waited for suspended (never blocking one of the
+/// few threads every test's tasks share: a blocked pool delays other tests' handshakes past the
+/// agents' handshake time-out).
 final class AgentProcess: @unchecked Sendable {
     let process: ChildProcess
     let endpoint: AgentEndpoint
     let dir: TempDir
 
-    init(role: String, arguments: [String] = [], environment: [String: String] = [:], tokenText: String = tokenText) throws {
+    init(role: String, arguments: [String] = [], environment: [String: String] = [:], tokenText: String = tokenText) async throws {
         dir = TempDir("chebackup-agent")
         try tokenText.write(toFile: dir.file("token"), atomically: true, encoding: .utf8)
         chmod(dir.file("token"), 0o600)
@@ -76,23 +78,15 @@ final class AgentProcess: @unchecked Sendable {
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { _, new in new }
         process.environment = env
-        self.process = try ChildProcess(launching: process, log: dir.file("agent.log"))
-        var port: Int?
-        for _ in 0..<1200 where port == nil {
-            let text = (try? String(contentsOfFile: dir.file("agent.log"), encoding: .utf8)) ?? ""
-            if let range = text.range(of: "agent listening on 127.0.0.1:"), text[range.upperBound...].contains("\n") {
-                port = Int(text[range.upperBound...].prefix { $0.isNumber })
-            } else if !process.isRunning {
-                break
-            } else {
-                Thread.sleep(forTimeInterval: 0.05)
-            }
+        let child = try ChildProcess(launching: process, log: dir.file("agent.log"))
+        self.process = child
+        guard let port = await child.waitForLine(containing: "agent listening on 127.0.0.1:").flatMap({ Int($0.prefix { $0.isNumber }) }) else {
+            throw ConformanceFailure("agent did not start: \(child.log)")
         }
-        guard let port else { throw ConformanceFailure("agent did not start: \((try? String(contentsOfFile: dir.file("agent.log"), encoding: .utf8)) ?? "")") }
         endpoint = .tcp(host: "127.0.0.1", port: port)
     }
 
-    var log: String { (try? String(contentsOfFile: dir.file("agent.log"), encoding: .utf8)) ?? "" }
+    var log: String { process.log }
 
     deinit {
         process.kill(signal: SIGTERM)

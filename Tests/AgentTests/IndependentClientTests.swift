@@ -20,7 +20,7 @@ import TestSupport
         let initialized = try await runAsync(builtProduct("chebackup"), ["repo", "init", "-r", "local:" + dir.file("repo")],
                                   environment: ["BACKUP_REPOSITORY_PASSWORD": password])
         #expect(initialized.status == 0, "\(initialized.stderr)")
-        let agent = try AgentProcess(role: "files", arguments: ["--dir", "big=\(dir.file("big"))", "--handshake-timeout", "3"])
+        let agent = try await AgentProcess(role: "files", arguments: ["--dir", "big=\(dir.file("big"))", "--handshake-timeout", "3"])
         guard case .tcp(let host, let port) = agent.endpoint else { return }
         let result = try await runAsync(which("python3")!, [repoRoot + "/tests/protocol/agent_client.py", "--address", "\(host):\(port)",
                                                  "--token-file", agent.dir.file("token"), "conformance",

@@ -10,11 +10,11 @@ extension ClusterSuites {
         @Test func backupDeleteRestoreThroughKubectl() async throws {
             let c = try await ClusterFixture()
             try c.startController("a")
-            let expectedDB = try c.pg.checksum()
+            let expectedDB = try await c.pg.checksum()
             let blob = try Data(contentsOf: URL(fileURLWithPath: c.data + "/sub/blob"))
-            let configMap = try #require(try c.api.get(["configmap", "che"])?["data"] as? [String: String])
+            let configMap = try #require(try await c.api.get(["configmap", "che"])?["data"] as? [String: String])
 
-            try c.api.apply(c.backupYAML("nightly"))
+            try await c.api.apply(c.backupYAML("nightly"))
             let done = try await c.waitForState("checlusterbackup", "nightly")
             #expect(done["state"] as? String == "Succeeded", "\(done)\n\(c.controllerLog("a"))")
             let snapshot = try #require(done["snapshotId"] as? String)
@@ -22,29 +22,29 @@ extension ClusterSuites {
             #expect((done["message"] as? String)?.contains("finished at") == true)
             #expect(done["observedGeneration"] as? Int == 1)
             // kubectl wait sees it too, and the status went through /status with a resourceVersion.
-            let wait = try c.api.kubectl(["wait", "--for=jsonpath={.status.state}=Succeeded", "checlusterbackup/nightly", "--timeout=10s"])
+            let wait = try await c.api.kubectl(["wait", "--for=jsonpath={.status.state}=Succeeded", "checlusterbackup/nightly", "--timeout=10s"])
             #expect(wait.status == 0, "\(wait.stderr)")
             let writes = try await c.api.requests().filter { ($0["path"]?.string ?? "").contains("checlusterbackups/nightly") && $0["method"]?.string != "GET" }
             #expect(!writes.isEmpty && writes.allSatisfy { ($0["path"]?.string ?? "").contains("/status") }, "\(writes)")
-            #expect(try c.eventReasons("nightly") == ["BackupStarted", "BackupSucceeded"])
+            #expect(try await c.eventReasons("nightly") == ["BackupStarted", "BackupSucceeded"])
 
             // Delete everything: the objects, the databases, the files.
             for object in ["configmap/che", "secret/che-db", "checluster/eclipse-che"] {
-                #expect(try c.api.kubectl(["delete", object]).status == 0)
+                #expect(try await c.api.kubectl(["delete", object]).status == 0)
             }
-            for db in ["dbche", "keycloak"] { _ = try c.pg.psql("DROP DATABASE \(db) WITH (FORCE)") }
+            for db in ["dbche", "keycloak"] { _ = try await c.pg.psql("DROP DATABASE \(db) WITH (FORCE)") }
             try FileManager.default.removeItem(atPath: c.data)
 
-            try c.api.apply(c.restoreYAML("back", config: "rest-server"))
+            try await c.api.apply(c.restoreYAML("back", config: "rest-server"))
             let restored = try await c.waitForState("checlusterrestore", "back")
             #expect(restored["state"] as? String == "Succeeded", "\(restored)\n\(c.controllerLog("a"))")
             #expect(restored["snapshotId"] as? String == snapshot)
-            #expect(try c.pg.checksum() == expectedDB)
+            #expect(try await c.pg.checksum() == expectedDB)
             #expect(try Data(contentsOf: URL(fileURLWithPath: c.data + "/sub/blob")) == blob)
-            #expect(try c.api.get(["configmap", "che"])?["data"] as? [String: String] == configMap)
-            let secret = try #require(try c.api.get(["secret", "che-db"]))
+            #expect(try await c.api.get(["configmap", "che"])?["data"] as? [String: String] == configMap)
+            let secret = try #require(try await c.api.get(["secret", "che-db"]))
             #expect((secret["data"] as? [String: String])?["password"] == "Y2hlLXBhc3N3b3Jk")
-            let che = try #require(try c.api.get(["checluster", "eclipse-che"]))
+            let che = try #require(try await c.api.get(["checluster", "eclipse-che"]))
             #expect(((che["spec"] as? [String: Any])?["networking"] as? [String: Any])?["domain"] as? String == "che.cluster.test")
             #expect(che["status"] == nil || (che["status"] as? [String: Any])?.isEmpty == true, "status reset: \(che)")
             // Che's server was stopped during the restore and is back.
@@ -52,9 +52,9 @@ extension ClusterSuites {
             let scales = try await c.api.requests().filter { ($0["path"]?.string ?? "").contains("deployments/che/scale") && $0["method"]?.string != "GET" }
                 .compactMap { $0[path: "body", "spec", "replicas"]?.int }
             #expect(scales == [0, 1], "\(scales)")
-            let deployment = try #require(try c.api.get(["deployment", "che"]))
+            let deployment = try #require(try await c.api.get(["deployment", "che"]))
             #expect((deployment["spec"] as? [String: Any])?["replicas"] as? Int == 1, "scaled back: \(deployment)")
-            #expect(try c.eventReasons("back") == ["RestoreStarted", "RestoreSucceeded"])
+            #expect(try await c.eventReasons("back") == ["RestoreStarted", "RestoreSucceeded"])
 
             // chectl's way from outside the cluster: the flags' server becomes chectl's configuration.
             let cli = try await runAsync(builtProduct("chebackup"), ["server:backup", "--kubeconfig", c.api.kubeconfigPath, "-n", c.namespace,
@@ -62,7 +62,7 @@ extension ClusterSuites {
             #expect(cli.status == 0, "\(cli.stdout)\(cli.stderr)")
             #expect(cli.stdout.contains("Backing up") && cli.stdout.contains("Backup snapshot ID: "), "\(cli.stdout)")
             #expect(!cli.stdout.contains("cluster-repo-pw") && !cli.stderr.contains("cluster-repo-pw"))
-            let chectlConfig = try #require(try c.api.get(["chebackupserverconfiguration", "eclipse-che-backup-server-config"]))
+            let chectlConfig = try #require(try await c.api.get(["chebackupserverconfiguration", "eclipse-che-backup-server-config"]))
             #expect(((chectlConfig["spec"] as? [String: Any])?["rest"] as? [String: Any])?["repositoryPasswordSecretRef"] as? String == "chectl-backup-repo-password")
             let again = try await runAsync(builtProduct("chebackup"), ["server:backup", "--kubeconfig", c.api.kubeconfigPath, "-n", c.namespace,
                                                             "--backup-server-config-name", "rest-server"])
@@ -71,13 +71,13 @@ extension ClusterSuites {
             let cliRestore = try await runAsync(builtProduct("chebackup"), ["server:restore", "--kubeconfig", c.api.kubeconfigPath, "-n", c.namespace,
                                                                  "--batch", "--backup-server-config-name", "rest-server"])
             #expect(cliRestore.status == 0 && cliRestore.stdout.contains("Restoring databases and data"), "\(cliRestore.stdout)\(cliRestore.stderr)")
-            #expect(try c.pg.checksum() == expectedDB)
+            #expect(try await c.pg.checksum() == expectedDB)
         }
 
         @Test func operationsSurviveBrokenWatchesConflictsAndARestartedAPIServer() async throws {
             let c = try await ClusterFixture(filesPreHook: "sleep 2")
             try c.startController("a")
-            try c.api.apply(c.backupYAML("first"))
+            try await c.api.apply(c.backupYAML("first"))
             _ = try await c.waitForState("checlusterbackup", "first", ["InProgress"])
             try await c.api.hook("/_fault/break-watches")
             try await c.api.hook("/_fault/conflict?plural=checlusterbackups&count=2")
@@ -87,19 +87,19 @@ extension ClusterSuites {
             // History gone (410) and the API server restarted while the controller watches.
             try await c.api.hook("/_fault/compact")
             try await c.api.hook("/_fault/break-watches")
-            try c.api.restart()
-            try c.api.apply(c.backupYAML("second"))
+            try await c.api.restart()
+            try await c.api.apply(c.backupYAML("second"))
             let second = try await c.waitForState("checlusterbackup", "second")
             #expect(second["state"] as? String == "Succeeded", "\(second)\n\(c.controllerLog("a"))")
             c.api.stop()
             try await Task.sleep(for: .seconds(1))
-            try c.api.start()
-            try c.api.apply(c.backupYAML("third"))
+            try await c.api.start()
+            try await c.api.apply(c.backupYAML("third"))
             let third = try await c.waitForState("checlusterbackup", "third")
             #expect(third["state"] as? String == "Succeeded", "\(third)\n\(c.controllerLog("a"))")
             // Each ran once: one start event each, one snapshot each.
             for name in ["first", "second", "third"] {
-                let reasons = try c.eventReasons(name)
+                let reasons = try await c.eventReasons(name)
                 #expect(reasons.filter { $0 == "BackupStarted" }.count == 1, "\(name): \(reasons)")
             }
             #expect(try await c.snapshotCount() == 3)
@@ -110,25 +110,25 @@ extension ClusterSuites {
             try c.startController("a")
             try await Task.sleep(for: .seconds(1))
             try c.startController("b")
-            try c.api.apply(c.backupYAML("one"))
+            try await c.api.apply(c.backupYAML("one"))
             let one = try await c.waitForState("checlusterbackup", "one")
             #expect(one["state"] as? String == "Succeeded")
-            #expect(try c.eventReasons("one").filter { $0 == "BackupStarted" }.count == 1)
+            #expect(try await c.eventReasons("one").filter { $0 == "BackupStarted" }.count == 1)
             #expect(try await c.snapshotCount() == 1)
-            let holder = try #require(((try c.api.get(["lease", "che-backup-controller"]))?["spec"] as? [String: Any])?["holderIdentity"] as? String)
+            let holder = try #require(((try await c.api.get(["lease", "che-backup-controller"]))?["spec"] as? [String: Any])?["holderIdentity"] as? String)
             #expect(holder == "a", "the first controller leads")
 
             // The leader dies mid-operation: the other takes over and marks it Failed.
-            try c.api.apply(c.backupYAML("two"))
+            try await c.api.apply(c.backupYAML("two"))
             _ = try await c.waitForState("checlusterbackup", "two", ["InProgress"])
             c.controllers["a"]?.kill()
             let two = try await c.waitForState("checlusterbackup", "two", seconds: 60)
             #expect(two["state"] as? String == "Failed", "\(two)")
             #expect((two["message"] as? String)?.contains("the controller stopped during") == true, "\(two)")
-            let newHolder = ((try c.api.get(["lease", "che-backup-controller"]))?["spec"] as? [String: Any])?["holderIdentity"] as? String
+            let newHolder = ((try await c.api.get(["lease", "che-backup-controller"]))?["spec"] as? [String: Any])?["holderIdentity"] as? String
             #expect(newHolder == "b")
             // The new leader runs new work.
-            try c.api.apply(c.backupYAML("three"))
+            try await c.api.apply(c.backupYAML("three"))
             #expect(try await c.waitForState("checlusterbackup", "three")["state"] as? String == "Succeeded")
             #expect(try await c.snapshotCount() == 2, "no snapshot from the interrupted backup")
         }
@@ -136,12 +136,12 @@ extension ClusterSuites {
         @Test func badInputFailsNamingTheProblem() async throws {
             let c = try await ClusterFixture()
             try c.startController("a")
-            try c.api.apply(c.backupYAML("good"))
+            try await c.api.apply(c.backupYAML("good"))
             let good = try await c.waitForState("checlusterbackup", "good")
             #expect(good["state"] as? String == "Succeeded")
 
             func failure(_ yaml: String, _ kind: String, _ name: String) async throws -> String {
-                try c.api.apply(yaml)
+                try await c.api.apply(yaml)
                 let status = try await c.waitForState(kind, name)
                 #expect(status["state"] as? String == "Failed", "\(name): \(status)")
                 return status["message"] as? String ?? ""
@@ -187,17 +187,17 @@ extension ClusterSuites {
             #expect(ambiguous.contains("name one with backupServerConfigRef"), "\(ambiguous)")
 
             // An agent pod that is not Ready, then none at all.
-            #expect(try c.api.kubectl(["delete", "pod", "files-agent"]).status == 0)
-            try c.addAgentPod("files", port: c.agentPort(c.filesAgent), ready: false)
+            #expect(try await c.api.kubectl(["delete", "pod", "files-agent"]).status == 0)
+            try await c.addAgentPod("files", port: c.agentPort(c.filesAgent), ready: false)
             let notReady = try await failure(c.backupYAML("not-ready"), "checlusterbackup", "not-ready")
             #expect(notReady.contains("files agent pod files-agent") && notReady.contains("not Ready"), "\(notReady)")
-            #expect(try c.api.kubectl(["delete", "pod", "files-agent"]).status == 0)
+            #expect(try await c.api.kubectl(["delete", "pod", "files-agent"]).status == 0)
             let noAgent = try await failure(c.backupYAML("no-agent"), "checlusterbackup", "no-agent")
             #expect(noAgent.contains("no files agent"), "\(noAgent)")
             #expect(try await c.snapshotCount() == 1, "nothing stored was lost, nothing partial was added")
 
             // Che that does not come back after a restore: Failed, saying so, once the time is up.
-            try c.addAgentPod("files", port: c.agentPort(c.filesAgent))
+            try await c.addAgentPod("files", port: c.agentPort(c.filesAgent))
             c.controllers["a"]?.kill()
             c.playDeployments.withLock { $0 = false }
             try c.startController("b", cheReadyTimeout: "3s")
@@ -213,8 +213,8 @@ extension ClusterSuites {
         }
 
         @Test func aKubeconfigWithAWrongCAIsRefused() async throws {
-            let api = try KubeAPIServer(tls: true)
-            let other = try KubeAPIServer(tls: true)
+            let api = try await KubeAPIServer(tls: true)
+            let other = try await KubeAPIServer(tls: true)
             let good = try await runAsync(builtProduct("chebackup"), ["snapshots", "--kubeconfig", api.kubeconfigPath, "--backup-server-config-name", "x"])
             #expect(good.stderr.contains("CheBackupServerConfiguration x not found"), "TLS verified against the right CA: \(good.stderr)")
             // The other server's CA does not vouch for this server's certificate.

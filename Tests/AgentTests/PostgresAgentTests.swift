@@ -14,9 +14,9 @@ let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/p
         let dir = TempDir()
         defer { dir.remove() }
         let source = try await PostgresCluster.make(seed: true)
-        let before = try source.checksum()
+        let before = try await source.checksum()
         let (url, repo) = try await makeLocalRepository(dir)
-        let agent = try AgentProcess(role: "postgres", environment: source.env)
+        let agent = try await AgentProcess(role: "postgres", environment: source.env)
 
         let events = Locked<[String]>([])
         let parts = try await AgentClient.withSession(agent.endpoint, token: token, expectedRole: "postgres") { session in
@@ -28,29 +28,29 @@ let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/p
         let (snapshotID, _) = try await repo.commitSnapshot(parts: parts)
 
         // Delete the databases, restore, compare.
-        _ = try source.psql("DROP DATABASE dbche")
-        _ = try source.psql("UPDATE pg_database SET datallowconn = true WHERE datname = 'keycloak'")
+        _ = try await source.psql("DROP DATABASE dbche")
+        _ = try await source.psql("UPDATE pg_database SET datallowconn = true WHERE datname = 'keycloak'")
         let restored = try await AgentClient.withSession(agent.endpoint, token: token) { session in
             try await session.restore(url: url, secrets: secrets, snapshot: snapshotID)
         }
         #expect(restored.sorted() == parts.map(\.name).sorted())
-        #expect(try source.checksum() == before)
+        #expect(try await source.checksum() == before)
 
         // A freshly initialised, empty server: roles come back first, then the databases.
         let fresh = try await PostgresCluster.make(seed: false)
-        #expect(try fresh.checksum() != before)
-        let freshAgent = try AgentProcess(role: "postgres", environment: fresh.env)
+        #expect(try await fresh.checksum() != before)
+        let freshAgent = try await AgentProcess(role: "postgres", environment: fresh.env)
         _ = try await AgentClient.withSession(freshAgent.endpoint, token: token) { session in
             try await session.restore(url: url, secrets: secrets, snapshot: snapshotID)
         }
-        #expect(try fresh.checksum() == before)
+        #expect(try await fresh.checksum() == before)
     }
 
     /// A seeded cluster, its agent, and a snapshot of it in a new local repository.
     func seededBackup(_ dir: TempDir) async throws -> (PostgresCluster, AgentProcess, String, SnapshotID) {
         let cluster = try await PostgresCluster.make(seed: true)
         let (url, repo) = try await makeLocalRepository(dir)
-        let agent = try AgentProcess(role: "postgres", environment: cluster.env)
+        let agent = try await AgentProcess(role: "postgres", environment: cluster.env)
         let parts = try await AgentClient.withSession(agent.endpoint, token: token) { try await $0.backup(url: url, secrets: secrets) }
         return (cluster, agent, url, try await repo.commitSnapshot(parts: parts).0)
     }
@@ -62,12 +62,12 @@ let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/p
         _ = try await AgentClient.withSession(agent.endpoint, token: token) { session in
             try await session.restore(url: url, secrets: secrets, snapshot: id, rewrite: [Rewrite(from: "che.example.com", to: "che.other.org")])
         }
-        func count(_ pattern: String) throws -> String {
-            try run("/usr/bin/psql", ["-X", "-At", "-d", "dbche", "-c", "SELECT count(*) FROM che_workspace WHERE devfile::text LIKE '%\(pattern)%'"],
+        func count(_ pattern: String) async throws -> String {
+            try await runAsync("/usr/bin/psql", ["-X", "-At", "-d", "dbche", "-c", "SELECT count(*) FROM che_workspace WHERE devfile::text LIKE '%\(pattern)%'"],
                     environment: cluster.env).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        #expect(try count("che.other.org") == "20000")
-        #expect(try count("che.example.com") == "0")
+        #expect(try await count("che.other.org") == "20000")
+        #expect(try await count("che.example.com") == "0")
     }
 
     /// A rewrite value that closes the old `$rewrite$` quoting (or any quoting) must never reach
@@ -76,8 +76,8 @@ let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/p
         let dir = TempDir()
         defer { dir.remove() }
         let (cluster, agent, url, id) = try await seededBackup(dir)
-        _ = try cluster.psql("CREATE TABLE canary (x int); INSERT INTO canary VALUES (1);", database: "dbche")
-        let before = try cluster.checksum()
+        _ = try await cluster.psql("CREATE TABLE canary (x int); INSERT INTO canary VALUES (1);", database: "dbche")
+        let before = try await cluster.checksum()
         for evil in ["x$rewrite$; DROP TABLE canary; --", "a'; DROP TABLE canary; --", "che.example.com\n\\! touch /tmp/pwned", "-leading.dash", ""] {
             do {
                 _ = try await AgentClient.withSession(agent.endpoint, token: token) { session in
@@ -89,8 +89,8 @@ let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/p
                 #expect(error.message.contains("is not a host name or namespace"), "\(error.message)")
             }
         }
-        #expect(try cluster.checksum() == before, "nothing was restored or rewritten")
-        let canary = try run("/usr/bin/psql", ["-X", "-At", "-d", "dbche", "-c", "SELECT count(*) FROM canary"], environment: cluster.env)
+        #expect(try await cluster.checksum() == before, "nothing was restored or rewritten")
+        let canary = try await runAsync("/usr/bin/psql", ["-X", "-At", "-d", "dbche", "-c", "SELECT count(*) FROM canary"], environment: cluster.env)
         #expect(canary.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1", "\(canary.stderr)")
     }
 
@@ -99,7 +99,7 @@ let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/p
         defer { dir.remove() }
         let cluster = try await PostgresCluster.make(seed: false)
         let (url, repo) = try await makeLocalRepository(dir)
-        let agent = try AgentProcess(role: "postgres", arguments: ["--database", "no_such_db"], environment: cluster.env)
+        let agent = try await AgentProcess(role: "postgres", arguments: ["--database", "no_such_db"], environment: cluster.env)
         do {
             _ = try await AgentClient.withSession(agent.endpoint, token: token) { session in
                 try await session.backup(url: url, secrets: secrets)
@@ -119,7 +119,7 @@ let postgresAvailable = FileManager.default.isExecutableFile(atPath: "/usr/lib/p
         defer { dir.remove() }
         let cluster = try await PostgresCluster.make(seed: false)
         let (url, _) = try await makeLocalRepository(dir)
-        let agent = try AgentProcess(role: "postgres", environment: cluster.env)
+        let agent = try await AgentProcess(role: "postgres", environment: cluster.env)
         do {
             _ = try await AgentClient.withSession(agent.endpoint, token: token) { session in
                 try await session.backup(url: url, secrets: RepositorySecrets(repositoryPassword: "wrong-one"))

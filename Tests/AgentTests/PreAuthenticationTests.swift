@@ -61,15 +61,15 @@ import TestSupport
         }
     }
 
-    func agent(_ dir: TempDir, _ extra: [String] = []) throws -> AgentProcess {
+    func agent(_ dir: TempDir, _ extra: [String] = []) async throws -> AgentProcess {
         try FileManager.default.createDirectory(atPath: dir.file("d"), withIntermediateDirectories: true)
-        return try AgentProcess(role: "files", arguments: ["--dir", "d=\(dir.file("d"))", "-v"] + extra)
+        return try await AgentProcess(role: "files", arguments: ["--dir", "d=\(dir.file("d"))", "-v"] + extra)
     }
 
     @Test func anUnterminatedLineIsCutAtTheLimitAndAnswered() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let agent = try agent(dir)
+        let agent = try await agent(dir)
         let endpoint = agent.endpoint
         let (hello, lines, closed) = try await onThread {
             guard let c = RawConnection(endpoint) else { throw ConformanceFailure("cannot connect") }
@@ -87,7 +87,7 @@ import TestSupport
     @Test func aSilentConnectionIsClosedAfterTheHandshakeTimeout() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let agent = try agent(dir, ["--handshake-timeout", "1"])
+        let agent = try await agent(dir, ["--handshake-timeout", "1"])
         let endpoint = agent.endpoint
         let (hello, lines, closed) = try await onThread {
             guard let c = RawConnection(endpoint) else { throw ConformanceFailure("cannot connect") }
@@ -103,7 +103,7 @@ import TestSupport
     @Test func connectionsWaitingToAuthenticateAreCapped() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let agent = try agent(dir, ["--max-pending-connections", "8"])
+        let agent = try await agent(dir, ["--max-pending-connections", "8"])
         let endpoint = agent.endpoint
         var (waiting, hellos, lines, closed) = try await onThread {
             var waiting: [RawConnection] = []
@@ -144,7 +144,7 @@ import TestSupport
     @Test func aFloodOfUnauthenticatedDataDoesNotStayInMemory() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let agent = try agent(dir, ["--max-pending-connections", "256"])
+        let agent = try await agent(dir, ["--max-pending-connections", "256"])
         let pid = agent.process.process.processIdentifier
         do { try await AgentClient.withSession(agent.endpoint, token: token) { try await $0.ping() } } catch {
             Issue.record("first ping: \(error); the agent's log: \(agent.log)")

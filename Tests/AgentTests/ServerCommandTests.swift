@@ -15,7 +15,7 @@ import TestSupport
         var objects: String { dir.file("objects") }
     }
 
-    func setUp() throws -> Setup {
+    func setUp() async throws -> Setup {
         let dir = TempDir()
         var gen = SeededBytes(seed: 51)
         try FileManager.default.createDirectory(atPath: dir.file("che-data/sub"), withIntermediateDirectories: true)
@@ -23,7 +23,7 @@ import TestSupport
         try gen.text(300_000).write(to: URL(fileURLWithPath: dir.file("che-data/settings.json")))
         try FileManager.default.createDirectory(atPath: dir.file("objects"), withIntermediateDirectories: true)
         try "kind: CheCluster\n".write(toFile: dir.file("objects/checluster.yaml"), atomically: true, encoding: .utf8)
-        let agent = try AgentProcess(role: "files", arguments: ["--dir", "che-data=\(dir.file("che-data"))"])
+        let agent = try await AgentProcess(role: "files", arguments: ["--dir", "che-data=\(dir.file("che-data"))"])
         guard case .tcp(_, let port) = agent.endpoint else { throw ConformanceFailure("tcp expected") }
         let config = """
             id: test
@@ -46,7 +46,7 @@ import TestSupport
     }
 
     @Test func backupDeleteRestoreOnTheInternalServer() async throws {
-        let s = try setUp()
+        let s = try await setUp()
         defer { s.dir.remove() }
         let original = try Data(contentsOf: URL(fileURLWithPath: s.data + "/sub/blob"))
         let backup = try await chebackup(s, ["server:backup"])
@@ -80,7 +80,7 @@ import TestSupport
     /// names a configuration whose Secrets hold the credentials: none in `default-server.json`.
     @Test(.enabled(if: TestServices.available(TestServices.s3URL)))
     func aServerBecomesTheDefaultOnlyOnceOpenedAndKeepsNoSecretOutsideSecrets() async throws {
-        let s = try setUp()
+        let s = try await setUp()
         defer { s.dir.remove() }
         let url = "\(TestServices.s3URL ?? "s3:http://127.0.0.1:1")/\(TestServices.unique("default"))"
         let keyID = TestServices.env["CHEBACKUP_TEST_S3_KEY_ID"] ?? ""
@@ -119,7 +119,7 @@ import TestSupport
 
     /// A default written by an older version (passwords inline) is moved into Secrets on first use.
     @Test func anOldDefaultWithInlinePasswordsIsMovedIntoSecrets() async throws {
-        let s = try setUp()
+        let s = try await setUp()
         defer { s.dir.remove() }
         let repo = s.dir.file("old-default-repo")
         let first = try await chebackup(s, ["server:backup", "-r", "local:" + repo, "-p", "local-repo-password"])
@@ -137,7 +137,7 @@ import TestSupport
 
     /// The internal server checks credentials: without them nothing can be read or deleted.
     @Test func theInternalServerNeedsItsCredentials() async throws {
-        let s = try setUp()
+        let s = try await setUp()
         defer { s.dir.remove() }
         #expect(try await chebackup(s, ["server:backup"]).status == 0)
         let config = try String(contentsOfFile: s.dir.file("state/resources/CheBackupServerConfiguration/chebackup-internal.yaml"), encoding: .utf8)
@@ -149,7 +149,7 @@ import TestSupport
         let server = try ChildProcess(bin, ["rest-server", "--path", s.dir.file("state/backup-server"), "--listen", "127.0.0.1:\(port)",
                                             "--htpasswd", s.dir.file("state/backup-server.htpasswd")], log: s.dir.file("rs.log"))
         defer { server.kill() }
-        #expect(waitForPort(port))
+        #expect(await waitForPortAsync(port))
         let anonymous = try await runAsync("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/che/config"])
         #expect(anonymous.stdout == "401", "\(anonymous.stdout)")
         let delete = try await runAsync("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "http://127.0.0.1:\(port)/che/config"])
@@ -159,7 +159,7 @@ import TestSupport
     }
 
     @Test func restoringIntoAnotherNamespaceNeedsRelocate() async throws {
-        let s = try setUp()
+        let s = try await setUp()
         defer { s.dir.remove() }
         try "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: che, namespace: eclipse-che}\ndata: {CHE_HOST: che.test, API: http://che-host.eclipse-che.svc:8080}\n"
             .write(toFile: s.objects + "/configmap.yaml", atomically: true, encoding: .utf8)
@@ -178,7 +178,7 @@ import TestSupport
     }
 
     @Test func badInputGivesOneClearLine() async throws {
-        let s = try setUp()
+        let s = try await setUp()
         defer { s.dir.remove() }
         let both = try await chebackup(s, ["server:backup", "-r", "rest:http://127.0.0.1:1/x", "--backup-server-config-name", "cfg"])
         #expect(both.status != 0 && both.stderr.contains("cannot be used together"), "\(both.stderr)")
@@ -215,7 +215,7 @@ import TestSupport
     /// `controller --metrics-listen`: operations by kind and outcome, their duration, bytes read
     /// and stored, the repository's size and snapshot count, scraped and parsed.
     @Test func theControllerServesMetrics() async throws {
-        let s = try setUp()
+        let s = try await setUp()
         defer { s.dir.remove() }
         let metricsPort = freeLoopbackPort()
         var environment = ProcessInfo.processInfo.environment
@@ -269,7 +269,7 @@ import TestSupport
     /// Che's version goes up: the controller first backs up (backup-before-update-to-<version>,
     /// tagged), once; `server:restore --rollback` restores that snapshot, not the latest.
     @Test func aBackupBeforeAnUpdateAndARollback() async throws {
-        let s = try setUp()
+        let s = try await setUp()
         defer { s.dir.remove() }
         func snapshots() async throws -> [[String: Any]] {
             let r = try await chebackup(s, ["snapshots", "--json"])
@@ -317,7 +317,7 @@ import TestSupport
     /// A schedule due every minute with keepLast 1: at the next minute the controller makes the
     /// backup, then forgets and prunes the older snapshots, and records it all in the status.
     @Test func aScheduledBackupThenItsRetention() async throws {
-        let s = try setUp()
+        let s = try await setUp()
         defer { s.dir.remove() }
         for _ in 0..<2 {
             let r = try await chebackup(s, ["server:backup"])
@@ -365,7 +365,7 @@ import TestSupport
     }
 
     @Test func customResourcesThroughTheController() async throws {
-        let s = try setUp()
+        let s = try await setUp()
         defer { s.dir.remove() }
         func apply(_ yaml: String) async throws -> CommandResult {
             let file = s.dir.file("r-\(UUID().uuidString).yaml")

@@ -70,7 +70,7 @@ import TestSupport
         let dir = TempDir()
         try FileManager.default.createDirectory(atPath: dir.file("che-data"), withIntermediateDirectories: true)
         let (url, repo) = try await makeLocalRepository(dir)
-        let agent = try AgentProcess(role: "files", arguments: ["--dir", "che-data=\(dir.file("che-data"))"])
+        let agent = try await AgentProcess(role: "files", arguments: ["--dir", "che-data=\(dir.file("che-data"))"])
         var ids: [SnapshotID] = []
         for state in ["old", "latest"] {
             try Data("state \(state)".utf8).write(to: URL(fileURLWithPath: dir.file("che-data/state.txt")))

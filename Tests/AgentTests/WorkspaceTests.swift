@@ -111,8 +111,8 @@ extension ClusterSuites {
             return result
         }
 
-        func seedClaims(_ c: ClusterFixture, _ jobs: PlayedJobs) throws {
-            try c.api.apply("""
+        func seedClaims(_ c: ClusterFixture, _ jobs: PlayedJobs) async throws {
+            try await c.api.apply("""
                 apiVersion: v1
                 kind: Namespace
                 metadata:
@@ -157,14 +157,14 @@ extension ClusterSuites {
         @Test func workspaceClaimsAreBackedUpAndRestoredThroughShortLivedAgents() async throws {
             let c = try await ClusterFixture()
             let jobs = PlayedJobs(c)
-            try seedClaims(c, jobs)
+            try await seedClaims(c, jobs)
             try c.startController("a", extra: ["--workspace-agent-port", "\(jobs.port)", "--workspace-agent-timeout", "60s", "--workspace-parallelism", "2",
                                                "--workspace-agent-image", "registry.example/chebackup:7"])
             let alice = jobs.localDir("alice-che", "claim-devworkspace"), bob = jobs.localDir("bob-che", "storage-ws1")
             let (aliceTree, bobTree) = (try Self.tree(alice), try Self.tree(bob))
             #expect(aliceTree.count == 7 && bobTree.count == 7)
 
-            try c.api.apply("apiVersion: org.eclipse.che/v1\nkind: CheClusterBackup\nmetadata: {name: with-workspaces}\nspec: {backupServerConfigRef: rest-server, includeWorkspaces: true}\n")
+            try await c.api.apply("apiVersion: org.eclipse.che/v1\nkind: CheClusterBackup\nmetadata: {name: with-workspaces}\nspec: {backupServerConfigRef: rest-server, includeWorkspaces: true}\n")
             let backup = try await c.waitForState("checlusterbackup", "with-workspaces", seconds: 180)
             #expect(backup["state"] as? String == "Succeeded", "\(backup)\n\(c.controllerLog("a"))")
             // One read-only agent per claim (not the unrelated one), each with a one-time token;
@@ -184,13 +184,13 @@ extension ClusterSuites {
 
             // bob's namespace and claim are deleted and his files lost; alice's workspace is running
             // and her files changed since.
-            #expect(try c.api.kubectl(["delete", "pvc", "storage-ws1", "-n", "bob-che"]).status == 0)
-            #expect(try c.api.kubectl(["delete", "namespace", "bob-che"]).status == 0)
+            #expect(try await c.api.kubectl(["delete", "pvc", "storage-ws1", "-n", "bob-che"]).status == 0)
+            #expect(try await c.api.kubectl(["delete", "namespace", "bob-che"]).status == 0)
             try FileManager.default.removeItem(atPath: bob)
             try FileManager.default.createDirectory(atPath: bob, withIntermediateDirectories: true)
             try "new work".write(toFile: alice + "/projects/app/README.md", atomically: true, encoding: .utf8)
             let aliceNow = try Self.tree(alice)
-            try c.api.apply("""
+            try await c.api.apply("""
                 apiVersion: v1
                 kind: Pod
                 metadata: {name: workspace-alice-1, namespace: alice-che}
@@ -201,7 +201,7 @@ extension ClusterSuites {
             _ = try await c.client.updateStatus(.pods, "workspace-alice-1", namespace: "alice-che") { $0["status"] = ["phase": "Running"] }
 
             jobs.seen.withLock { $0 = [:] }
-            try c.api.apply(c.restoreYAML("back", config: "rest-server"))
+            try await c.api.apply(c.restoreYAML("back", config: "rest-server"))
             let restore = try await c.waitForState("checlusterrestore", "back", seconds: 180)
             #expect(restore["state"] as? String == "Succeeded", "\(restore)\n\(c.controllerLog("a"))")
             let warnings = restore["warnings"] as? [String] ?? []
@@ -224,7 +224,7 @@ extension ClusterSuites {
 
         @Test func anAgentThatNeverBecomesReadyFailsTheBackupNamingTheClaim() async throws {
             let c = try await ClusterFixture()
-            try c.api.apply("""
+            try await c.api.apply("""
                 apiVersion: v1
                 kind: Namespace
                 metadata: {name: carol-che}
@@ -235,7 +235,7 @@ extension ClusterSuites {
                 spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
                 """)
             try c.startController("a", extra: ["--workspace-agent-timeout", "3s"])
-            try c.api.apply("apiVersion: org.eclipse.che/v1\nkind: CheClusterBackup\nmetadata: {name: stuck}\nspec: {backupServerConfigRef: rest-server, includeWorkspaces: true}\n")
+            try await c.api.apply("apiVersion: org.eclipse.che/v1\nkind: CheClusterBackup\nmetadata: {name: stuck}\nspec: {backupServerConfigRef: rest-server, includeWorkspaces: true}\n")
             let status = try await c.waitForState("checlusterbackup", "stuck")
             #expect(status["state"] as? String == "Failed")
             let message = status["message"] as? String ?? ""

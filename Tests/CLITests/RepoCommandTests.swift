@@ -1,7 +1,6 @@
 import Foundation
 import Testing
 import TestSupport
-import Synchronization
 
 /// End-to-end tests of the `chebackup repo` commands, run as a user runs them.
 @Suite struct RepoCommandTests {
@@ -284,12 +283,16 @@ import Synchronization
             defer { dir.remove() }
             let repo = backend == "local" ? "local:" + dir.file("repo") : (TestServices.rcloneURL ?? "rest:http://127.0.0.1:1/") + TestServices.unique("init")
             let passwords = (0..<3).map { "password number \($0)" }
-            let results = Mutex([Int: CommandResult]())
-            DispatchQueue.concurrentPerform(iterations: passwords.count) { i in
-                let r = try? run(self.bin, ["repo", "init", "-r", repo], environment: ["BACKUP_REPOSITORY_PASSWORD": passwords[i]])
-                results.withLock { $0[i] = r }
+            let all = await withTaskGroup(of: (Int, CommandResult?).self) { group in
+                for (i, password) in passwords.enumerated() {
+                    group.addTask { [bin] in
+                        (i, try? await runAsync(bin, ["repo", "init", "-r", repo], environment: ["BACKUP_REPOSITORY_PASSWORD": password]))
+                    }
+                }
+                var all: [Int: CommandResult] = [:]
+                for await (i, r) in group { all[i] = r }
+                return all
             }
-            let all = results.withLock { $0 }
             let winners = all.filter { $0.value.status == 0 }.map(\.key)
             #expect(all.count == passwords.count && winners.count == 1, "\(winners.count) inits succeeded: \(all.mapValues(\.stderr))")
             guard let winner = winners.first else { continue }

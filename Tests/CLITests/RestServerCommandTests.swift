@@ -8,12 +8,12 @@ import TestSupport
 @Suite struct RestServerCommandTests {
     let bin = builtProduct("chebackup")
 
-    func startServer(_ dir: TempDir, extra: [String] = []) throws -> (ChildProcess, Int) {
+    func startServer(_ dir: TempDir, extra: [String] = []) async throws -> (ChildProcess, Int) {
         try "che:\(Bcrypt.hash("rest-pw-123", cost: 4))\n".write(toFile: dir.file("htpasswd"), atomically: true, encoding: .utf8)
         let port = freeLoopbackPort()
         let server = try ChildProcess(bin, ["rest-server", "--path", dir.file("served"), "--listen", "127.0.0.1:\(port)",
                                             "--htpasswd", dir.file("htpasswd")] + extra, log: dir.file("server.log"))
-        #expect(waitForPort(port), "rest-server did not start")
+        #expect(await waitForPortAsync(port), "rest-server did not start")
         return (server, port)
     }
 
@@ -21,7 +21,7 @@ import TestSupport
     func unmodifiedResticWorksAgainstOurServer() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let (server, port) = try startServer(dir)
+        let (server, port) = try await startServer(dir)
         defer { server.kill() }
         var gen = SeededBytes(seed: 41)
         try FileManager.default.createDirectory(atPath: dir.file("src/sub"), withIntermediateDirectories: true)
@@ -61,7 +61,7 @@ import TestSupport
     @Test func ourClientWithCredentialsFromTheEnvironment() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let (server, port) = try startServer(dir, extra: ["--append-only"])
+        let (server, port) = try await startServer(dir, extra: ["--append-only"])
         defer { server.kill() }
         var gen = SeededBytes(seed: 42)
         try FileManager.default.createDirectory(atPath: dir.file("src"), withIntermediateDirectories: true)

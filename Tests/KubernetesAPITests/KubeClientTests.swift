@@ -31,7 +31,7 @@ func logged(_ server: KubeAPIServer, _ prefix: String) async throws -> [JSON] {
 @Suite(.serialized, .enabled(if: standInAvailable, "needs tests/kube/apiserver.py and python3 with kmock"))
 struct KubeClientTests {
     @Test func createGetListReplacePatchDelete() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         #expect(kube.namespace == "eclipse-che")
         let created = try await kube.create(.configMaps, ["metadata": ["name": "cm1", "labels": ["app": "x"]], "data": ["k": "v"]])
@@ -84,7 +84,7 @@ struct KubeClientTests {
     }
 
     @Test func listsFollowPages() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let kube = KubeClient(config: try server.config(), logger: quietLogger, listPageSize: 2)
         for i in 0..<5 { _ = try await kube.create(.configMaps, ["metadata": ["name": .string("cm\(i)")]]) }
         let list = try await kube.list(.configMaps)
@@ -96,7 +96,7 @@ struct KubeClientTests {
     }
 
     @Test func namespacesAndBadRequests() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         let ns = try await kube.create(.namespaces, ["metadata": ["name": "second"]])
         #expect(ns.namespace == nil)
@@ -120,7 +120,7 @@ struct KubeClientTests {
     }
 
     @Test func updateStatusRetriesConflictsAndWritesOnlyThroughStatus() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         let spec: JSON = ["backupServerConfigRef": "internal"]
         _ = try await kube.create(.clusterBackups, ["metadata": ["name": "nightly"], "spec": spec])
@@ -160,7 +160,7 @@ struct KubeClientTests {
     }
 
     @Test func scaleGoesThroughTheScaleSubresource() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         _ = try await kube.create(.deployments, ["metadata": ["name": "che"], "spec": ["replicas": 1, "selector": ["matchLabels": ["a": "b"]]]])
         try await kube.scale(.deployments, "che", replicas: 0)
@@ -174,7 +174,7 @@ struct KubeClientTests {
     }
 
     @Test func readsAreRetriedThroughTransientFailuresWritesAreNot() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         _ = try await kube.create(.configMaps, ["metadata": ["name": "cm"]])
         try await server.hook("/_fault/fail?count=2&code=503")
@@ -191,7 +191,7 @@ struct KubeClientTests {
     }
 
     @Test func aWrongTokenIsUnauthorizedAndNeverShown() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let kube = KubeClient(config: try server.config(token: "wrong-token-value"), logger: quietLogger)
         let error = await #expect(throws: KubeError.self) { try await kube.get(.configMaps, "x") }
         #expect(error?.code == .unauthorized)
@@ -202,7 +202,7 @@ struct KubeClientTests {
     }
 
     @Test func aRotatedTokenFileIsUsedOnTheNextRequest() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let dir = TempDir()
         defer { dir.remove() }
         try "stale-token".write(toFile: dir.file("token"), atomically: true, encoding: .utf8)
@@ -216,8 +216,8 @@ struct KubeClientTests {
     }
 
     @Test func anUntrustedServerCertificateIsATLSError() async throws {
-        let server = try KubeAPIServer()
-        let other = try KubeAPIServer(token: nil)  // its own CA
+        let server = try await KubeAPIServer()
+        let other = try await KubeAPIServer(token: nil)  // its own CA
         var config = try server.config()
         config.caPEM = other.caPEM
         #expect(config.caPEM != nil && config.caPEM != server.caPEM)

@@ -32,7 +32,7 @@ struct LeaderElectionTests {
     }
 
     @Test func oneLeadsTheOtherTakesOverAfterRelease() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         let a = elector(kube, "replica-a"), b = elector(kube, "replica-b")
         let bodyA = Body(), bodyB = Body()
@@ -61,7 +61,7 @@ struct LeaderElectionTests {
     }
 
     @Test func anUnrenewedLeaseIsTakenAfterItExpires() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         _ = try await kube.create(.leases, [
             "metadata": ["name": "che-backup-controller"],
@@ -82,7 +82,7 @@ struct LeaderElectionTests {
     }
 
     @Test func aStolenLeaseCancelsTheBody() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         let a = elector(kube, "replica-a")
         let body = Body()
@@ -100,7 +100,7 @@ struct LeaderElectionTests {
     }
 
     @Test func failingRenewalsEndLeadershipAtTheDeadline() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         let a = elector(kube, "replica-a")
         let body = Body()
@@ -114,7 +114,7 @@ struct LeaderElectionTests {
     }
 
     @Test func cancellingTheRunReleasesTheLease() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         let a = elector(kube, "replica-a")
         let body = Body()
@@ -137,7 +137,7 @@ struct LeaderElectionTests {
     }
 
     @Test func aBodyThatFailsReleasesAndRethrows() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         struct Broke: Error {}
         await #expect(throws: Broke.self) { try await self.elector(kube, "replica-a").run { () async throws -> Int in throw Broke() } }

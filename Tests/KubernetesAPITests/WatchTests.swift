@@ -33,7 +33,7 @@ final class WatchRecorder: Sendable {
 @Suite(.serialized, .enabled(if: standInAvailable, "needs tests/kube/apiserver.py and python3 with kmock"))
 struct WatchTests {
     @Test func listsFirstThenStreamsChanges() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         _ = try await kube.create(.configMaps, ["metadata": ["name": "a"]])
         _ = try await kube.create(.configMaps, ["metadata": ["name": "b"]])
@@ -51,7 +51,7 @@ struct WatchTests {
     }
 
     @Test func labelSelectorsAndOtherNamespacesAreRespected() async throws {
-        let server = try KubeAPIServer()
+        let server = try await KubeAPIServer()
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         _ = try await kube.create(.namespaces, ["metadata": ["name": "other"]])
         let recorder = WatchRecorder(kube.watch(.secrets, labelSelector: "pick=yes"))
@@ -69,7 +69,7 @@ struct WatchTests {
     /// Broken streams, an expired history (410 after a compaction) and a server restart: every
     /// object created meanwhile is emitted exactly once, every deletion once.
     @Test func survivesBrokenStreamsCompactionAndRestarts() async throws {
-        let server = try KubeAPIServer(state: true, arguments: ["--bookmark-interval", "3600"])
+        let server = try await KubeAPIServer(state: true, arguments: ["--bookmark-interval", "3600"])
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         _ = try await kube.create(.namespaces, ["metadata": ["name": "other"]])
         _ = try await kube.create(.configMaps, ["metadata": ["name": "x0"]])
@@ -99,7 +99,7 @@ struct WatchTests {
         // 3. The server crashes and comes back (same port, same state, no watch history).
         for i in 3..<5 { _ = try await kube.create(.configMaps, ["metadata": ["name": .string("o\(i)")]], namespace: "other") }
         server.stop()
-        try server.start()
+        try await server.start()
         _ = try await kube.create(.configMaps, ["metadata": ["name": "x3"]])
         #expect(try await kube.delete(.configMaps, "x1"))
         #expect(try await recorder.waitFor(.added, "x3"))
@@ -117,7 +117,7 @@ struct WatchTests {
     /// Bookmarks carry the server's resourceVersion past changes the watch does not see: after a
     /// compaction at that version, the reconnect resumes without a 410 and without listing again.
     @Test func bookmarksAdvanceTheResourceVersionSilently() async throws {
-        let server = try KubeAPIServer(arguments: ["--bookmark-interval", "0.2"])
+        let server = try await KubeAPIServer(arguments: ["--bookmark-interval", "0.2"])
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         _ = try await kube.create(.namespaces, ["metadata": ["name": "other"]])
         let recorder = WatchRecorder(kube.watch(.configMaps))
@@ -138,7 +138,7 @@ struct WatchTests {
 
     @Test func cancellingTheConsumerEndsTheWatchAndItsTransfer() async throws {
         // No bookmarks: nothing arrives on the idle stream, so only the client's own abort can end it.
-        let server = try KubeAPIServer(arguments: ["--bookmark-interval", "3600"])
+        let server = try await KubeAPIServer(arguments: ["--bookmark-interval", "3600"])
         let kube = KubeClient(config: try server.config(), logger: quietLogger)
         _ = try await kube.create(.configMaps, ["metadata": ["name": "a"]])
         let recorder = WatchRecorder(kube.watch(.configMaps))

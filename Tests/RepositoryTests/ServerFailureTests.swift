@@ -17,13 +17,13 @@ import TestSupport
         for i in 0..<24 { try gen.data(1 << 20).write(to: URL(fileURLWithPath: dir.file("src/f\(i)"))) }
 
         let port = freeLoopbackPort()
-        func startServer() throws -> ChildProcess {
+        func startServer() async throws -> ChildProcess {
             let server = try ChildProcess(which("rclone")!, ["serve", "restic", "--addr", "127.0.0.1:\(port)", dir.file("served")],
                                           log: dir.file("rclone.log"))
-            #expect(waitForPort(port), "rclone did not start")
+            #expect(await waitForPortAsync(port), "rclone did not start")
             return server
         }
-        let firstServer = try startServer()
+        let firstServer = try await startServer()
         let pool = BlockingPool(threads: 8)
         defer { pool.shutdown() }
         let url = try RepositoryURL.parse("rest:http://127.0.0.1:\(port)/repo")
@@ -53,7 +53,7 @@ import TestSupport
         #expect(stored >= 4)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file("served/repo/snapshots")).isEmpty)
 
-        let server = try startServer()
+        let server = try await startServer()
         defer { server.kill() }
         let again = try await Repository.open(storage: storage, password: "pw", logger: testLogger)
         let result = try await again.backup([.path(dir.file("src"), name: "files")])

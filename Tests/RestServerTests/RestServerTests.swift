@@ -178,7 +178,7 @@ let hexName = String(repeating: "ab", count: 32)
     func servesTLS() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let made = try run(which("openssl")!, ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        let made = try await runAsync(which("openssl")!, ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                                                 "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
                                                 "-addext", "subjectAltName=IP:127.0.0.1",
                                                 "-keyout", dir.file("key.pem"), "-out", dir.file("cert.pem")])

@@ -130,7 +130,7 @@ func makeRemote(_ kind: RemoteBackend, retries: Int = 1) throws -> (any Storage,
     func anSFTPKeyTheServerDoesNotKnowIsRefused() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let made = try run(which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", dir.file("stranger")])
+        let made = try await runAsync(which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", dir.file("stranger")])
         #expect(made.status == 0, "\(made.stderr)")
         var credentials = TestServices.sshCredentials
         credentials.sshKeyFile = dir.file("stranger")
@@ -175,11 +175,12 @@ func makeRemote(_ kind: RemoteBackend, retries: Int = 1) throws -> (any Storage,
         let content = gen.data(12 << 20)
         let name = String(repeating: "ab", count: 32)
         try content.write(to: URL(fileURLWithPath: dir.file("srv/repo/data/\(name)")))
-        let port = freeLoopbackPort()
-        let server = try ChildProcess(which("python3")!, ["-m", "http.server", "--bind", "127.0.0.1", "--directory", dir.file("srv"), String(port)],
+        // Port 0: the server binds a free port itself and says which (unbuffered, -u).
+        let server = try ChildProcess(which("python3")!, ["-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir.file("srv"), "0"],
                                       log: dir.file("http.log"))
         defer { server.kill() }
-        #expect(waitForPort(port), "http.server did not start")
+        let port = try #require(await server.waitForLine(containing: "Serving HTTP on 127.0.0.1 port ").flatMap { Int($0.prefix { $0.isNumber }) },
+                                "http.server did not start: \(server.log)")
         let url = try RepositoryURL.parse("rest:http://127.0.0.1:\(port)/repo")
         let storage = RESTStorage(try #require({ if case .rest(let l) = url { return l }; return nil }()),
                                   transport: CurlTransport(pool: remotePool, redactedLocation: url.description))
