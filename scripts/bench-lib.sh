@@ -1,6 +1,7 @@
 # Helpers shared by the benchmark and demo scripts (sourced, not run).
 say() { printf '\n==> %s\n' "$*"; }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+FREE_PORT_PY="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/free-port.py"
+free_port() { python3 "$FREE_PORT_PY"; }
 # Free MiB on the file system holding $1.
 free_mib() { df -Pm "$1" | awk 'NR == 2 { print $4 }'; }
 # Peak resident set (KiB) of process $1 so far.

@@ -10,6 +10,7 @@ set -euo pipefail
 cmd=${1:?usage: pg-cluster.sh start|seed|checksum|stop DIR}
 dir=${2:?usage: pg-cluster.sh start|seed|checksum|stop DIR}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+here=$(cd "$(dirname "$0")" && pwd)
 as_pg() { if [ "$(id -un)" = postgres ]; then "$@"; else runuser -u postgres -- "$@"; fi; }
 
 case "$cmd" in
@@ -17,13 +18,25 @@ start)
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   chmod 755 "$dir"
-  port=${3:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')}
   mkdir -p "$dir/data" "$dir/socket"
   chown postgres: "$dir/data" "$dir/socket"
   as_pg "$PGBIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; exit 1; }
-  as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w -t 60 \
-    -o "-p $port -h 127.0.0.1 -k $dir/socket -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null
+  # A port found free here can be taken by another process before the server binds it (every
+  # outgoing connection takes an ephemeral port from the same range): then try another one.
+  for attempt in 1 2 3 4 5; do
+    port=${3:-$(python3 "$here/free-port.py")}
+    : > "$dir/data/server.log"; chown postgres: "$dir/data/server.log" 2>/dev/null || true
+    if as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w -t 60 \
+        -o "-p $port -h 127.0.0.1 -k $dir/socket -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null; then
+      break
+    fi
+    if [ -n "${3:-}" ] || [ "$attempt" = 5 ] || ! grep -q "could not bind\|could not create any TCP/IP sockets" "$dir/data/server.log"; then
+      echo "pg-cluster: PostgreSQL did not start on port $port:" >&2
+      tail -n 20 "$dir/data/server.log" >&2
+      exit 1
+    fi
+  done
   printf 'export PGHOST=127.0.0.1\nexport PGPORT=%s\nexport PGUSER=postgres\nexport PGDATABASE=postgres\n' "$port" > "$dir/env"
   echo "pg-cluster: PostgreSQL on 127.0.0.1:$port (data in $dir/data)"
   ;;

@@ -13,7 +13,8 @@ set -euo pipefail
 cmd=${1:?usage: test-services.sh start|stop DIR}
 dir=${2:?usage: test-services.sh start|stop DIR}
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+FREE_PORT_PY="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/free-port.py"
+free_port() { python3 "$FREE_PORT_PY"; }
 
 wait_port() {  # wait_port PORT NAME LOG
   for _ in $(seq 1 100); do

@@ -36,15 +36,18 @@ public enum TestServices {
     }
 }
 
-/// A socket bound to a port the kernel picked on the loopback interface.
-private func boundLoopbackSocket() -> (fd: Int32, port: Int) {
+/// A socket bound to 127.0.0.1:`port` (0: any free port), and its port; nil when the port is in use.
+private func boundLoopbackSocket(port: Int = 0) -> (fd: Int32, port: Int)? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
+    addr.sin_port = UInt16(port).bigEndian
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+    guard withUnsafePointer(to: &addr, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }) == 0 else {
+        close(fd)
+        return nil
+    }
     _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
     return (fd, Int(UInt16(bigEndian: addr.sin_port)))
 }
@@ -53,12 +56,16 @@ private func boundLoopbackSocket() -> (fd: Int32, port: Int) {
 /// tests running at once never get the same port.
 private let handedOut = Locked<Set<Int>>([])
 
-/// A free TCP port on the loopback interface, never one this process handed
-/// out before.
+/// A free TCP port on the loopback interface for a server a test starts next, never one this
+/// process handed out before. Drawn at random from 20000-32767, below Linux's ephemeral range
+/// (32768-60999), as scripts/free-port.py does: a port from that range (what binding port 0
+/// gives) can be taken by any outgoing connection, or by a process binding port 0, before the
+/// server binds it.
 public func freeLoopbackPort() -> Int {
     while true {
-        let (fd, port) = boundLoopbackSocket()
-        close(fd)
+        let port = Int.random(in: 20000...32767)
+        guard handedOut.withLock({ !$0.contains(port) }), let socket = boundLoopbackSocket(port: port) else { continue }
+        close(socket.fd)
         if handedOut.withLock({ $0.insert(port).inserted }) { return port }
     }
 }
@@ -71,7 +78,7 @@ public final class ClosedPort: @unchecked Sendable {
     private let fd: Int32
 
     public init() {
-        (fd, port) = boundLoopbackSocket()
+        (fd, port) = boundLoopbackSocket()!
         handedOut.withLock { _ = $0.insert(port) }
     }
 

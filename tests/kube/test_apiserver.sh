@@ -19,7 +19,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$("$py" "$root/scripts/free-port.py")
 token=test-token-$RANDOM$RANDOM
 kc=$tmp/kubeconfig
 export KUBECACHEDIR=$tmp/kube-cache          # discovery cache per run: ports get reused
