@@ -85,32 +85,28 @@ public final class ClosedPort: @unchecked Sendable {
     deinit { close(fd) }
 }
 
-/// Waits until something accepts connections on `port` (at most `seconds`).
-/// `waitForPort` without holding a thread of the test pool while it waits.
+/// Waits until something accepts connections on `port` (at most `seconds`), suspended: there is
+/// no blocking variant, since a test that blocks one of the few threads all tests share delays
+/// the others past their time-outs.
 public func waitForPortAsync(_ port: Int, host: String = "127.0.0.1", seconds: Double = 30) async -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
-        if waitForPort(port, host: host, seconds: 0) { return true }
+        if portAccepts(port, host: host) { return true }
         do { try await Task.sleep(for: .milliseconds(50)) } catch { return false }
     }
     return false
 }
 
-public func waitForPort(_ port: Int, host: String = "127.0.0.1", seconds: Double = 10) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while true {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr(host)
-        addr.sin_port = UInt16(port).bigEndian
-        let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
-        close(fd)
-        if ok { return true }
-        guard Date() < deadline else { return false }
-        usleep(50_000)
-    }
+/// One connection attempt (a refused loopback connect returns at once).
+private func portAccepts(_ port: Int, host: String) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr(host)
+    addr.sin_port = UInt16(port).bigEndian
+    return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
 }
 
 /// Sends an HTTP request whose body stops after `sent` of its declared `declared` bytes, then
