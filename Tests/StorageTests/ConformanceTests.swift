@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import Storage
+@testable import Storage
 import Synchronization
 import Testing
 import TestSupport
@@ -57,6 +57,39 @@ func makeBackend(_ kind: Backend) async throws -> (any Storage, StorageConforman
         #expect(FileManager.default.fileExists(atPath: dir.path + "/data/ab/abcdef"))
         #expect(FileManager.default.fileExists(atPath: dir.path + "/snapshots/0123"))
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/tmp").isEmpty)
+    }
+}
+
+/// Reading back a create-only write (rclone, S3 without If-None-Match, SFTP): CI once failed when
+/// a racing create on rclone, which writes files in place, cut the read-back short (curl error
+/// 18). A transient read-back failure is read again; a persistent one still fails, and other
+/// bytes are still a lost race.
+@Suite struct ConfirmCreatedTests {
+    @Test func aTransientReadBackIsReadAgain() async throws {
+        let storage = FlakyStorage(failures: 2, code: .transient)
+        let data = Data("ours".utf8)
+        try await storage.base.save(.config, data: data)
+        try await storage.confirmCreated(.config, data, settle: .zero)
+        #expect(storage.calls.withLock { $0 } == 3, "two failed read-backs, then one that confirms")
+    }
+
+    @Test func aReadBackThatKeepsFailingFails() async throws {
+        let storage = FlakyStorage(failures: 100, code: .transient)
+        try await storage.base.save(.config, data: Data("ours".utf8))
+        await #expect(throws: StorageError.self) { try await storage.confirmCreated(.config, Data("ours".utf8), settle: .zero, readBacks: 3) }
+        #expect(storage.calls.withLock { $0 } == 3)
+    }
+
+    @Test func otherBytesAreALostRaceAtOnce() async throws {
+        let storage = FlakyStorage(failures: 0, code: .transient)
+        try await storage.base.save(.config, data: Data("theirs".utf8))
+        do {
+            try await storage.confirmCreated(.config, Data("ours".utf8), settle: .zero)
+            Issue.record("another writer's bytes were confirmed as ours")
+        } catch let error as StorageError {
+            #expect(error.code == .alreadyExists, "\(error)")
+        }
+        #expect(storage.calls.withLock { $0 } == 1)
     }
 }
 
