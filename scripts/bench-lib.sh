@@ -1,4 +1,4 @@
-# Helpers shared by the benchmark and demo scripts (sourced, not run).
+# Helpers shared by the benchmark, demo and test-service scripts (sourced, not run).
 say() { printf '\n==> %s\n' "$*"; }
 FREE_PORT_PY="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/free-port.py"
 free_port() { python3 "$FREE_PORT_PY"; }

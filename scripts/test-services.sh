@@ -13,8 +13,8 @@ set -euo pipefail
 cmd=${1:?usage: test-services.sh start|stop DIR}
 dir=${2:?usage: test-services.sh start|stop DIR}
 
-FREE_PORT_PY="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/free-port.py"
-free_port() { python3 "$FREE_PORT_PY"; }
+# shellcheck source=scripts/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"   # free_port
 
 wait_port() {  # wait_port PORT NAME LOG
   for _ in $(seq 1 100); do

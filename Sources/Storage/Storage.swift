@@ -141,18 +141,9 @@ extension Storage {
     /// back. Other bytes mean another writer's create won: `.alreadyExists`. On a server that
     /// enforces create-only this only confirms; on one that does not, a writer whose upload
     /// lands more than `settle` after ours can still replace it (nothing can prevent that there).
-    /// A server that writes in place (rclone) can be read mid-write by a racing create, which
-    /// looks like a dropped transfer (`transfer closed with N bytes remaining`): a transient
-    /// failure of the read-back is read again, up to `readBacks` times.
-    func confirmCreated(_ handle: Handle, _ data: Data, settle: Duration = createSettle, readBacks: Int = 5) async throws {
-        for attempt in 1...max(1, readBacks) {
-            try await Task.sleep(for: settle)
-            do {
-                return try await existing(handle, matches: data)
-            } catch let error as StorageError where error.code == .transient && attempt < readBacks {
-                continue
-            }
-        }
+    func confirmCreated(_ handle: Handle, _ data: Data, settle: Duration = createSettle) async throws {
+        try await Task.sleep(for: settle)
+        try await existing(handle, matches: data)
     }
 
     /// How long `confirmCreated` waits before reading back.

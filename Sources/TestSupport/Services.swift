@@ -64,7 +64,7 @@ private let handedOut = Locked<Set<Int>>([])
 public func freeLoopbackPort() -> Int {
     while true {
         let port = Int.random(in: 20000...32767)
-        guard handedOut.withLock({ !$0.contains(port) }), let socket = boundLoopbackSocket(port: port) else { continue }
+        guard let socket = boundLoopbackSocket(port: port) else { continue }
         close(socket.fd)
         if handedOut.withLock({ $0.insert(port).inserted }) { return port }
     }
@@ -169,6 +169,11 @@ public final class ChildProcess: @unchecked Sendable {
             do { try await Task.sleep(for: .milliseconds(50)) } catch { return nil }
         }
         return nil
+    }
+
+    /// The port a server that binds port 0 announces after `marker` ("listening on 127.0.0.1:").
+    public func waitForPort(announcedAfter marker: String, seconds: Double = 60) async -> Int? {
+        await waitForLine(containing: marker, seconds: seconds).flatMap { Int($0.prefix { $0.isNumber }) }
     }
 
     public func kill(signal: Int32 = SIGKILL) {

@@ -80,7 +80,7 @@ final class AgentProcess: @unchecked Sendable {
         process.environment = env
         let child = try ChildProcess(launching: process, log: dir.file("agent.log"))
         self.process = child
-        guard let port = await child.waitForLine(containing: "agent listening on 127.0.0.1:").flatMap({ Int($0.prefix { $0.isNumber }) }) else {
+        guard let port = await child.waitForPort(announcedAfter: "agent listening on 127.0.0.1:") else {
             throw ConformanceFailure("agent did not start: \(child.log)")
         }
         endpoint = .tcp(host: "127.0.0.1", port: port)

@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-@testable import Storage
+import Storage
 import Synchronization
 import Testing
 import TestSupport
@@ -60,36 +60,61 @@ func makeBackend(_ kind: Backend) async throws -> (any Storage, StorageConforman
     }
 }
 
-/// Reading back a create-only write (rclone, S3 without If-None-Match, SFTP): CI once failed when
-/// a racing create on rclone, which writes files in place, cut the read-back short (curl error
-/// 18). A transient read-back failure is read again; a persistent one still fails, and other
-/// bytes are still a lost race.
-@Suite struct ConfirmCreatedTests {
-    @Test func aTransientReadBackIsReadAgain() async throws {
-        let storage = FlakyStorage(failures: 2, code: .transient)
-        let data = Data("ours".utf8)
-        try await storage.base.save(.config, data: data)
-        try await storage.confirmCreated(.config, data, settle: .zero)
-        #expect(storage.calls.withLock { $0 } == 3, "two failed read-backs, then one that confirms")
+/// A create-only write whose read-back a racing writer cut short (rclone writes files in place;
+/// CI once failed "create config … transfer closed with 76 bytes remaining" there): the attempt
+/// fails transiently, and the retry every client makes (`RetryingStorage`, in `StorageStack`)
+/// finds the name taken and compares bytes. A failure that persists still fails, and other
+/// bytes are a lost race at once.
+@Suite struct RetriedCreateTests {
+    /// Stores like `MemoryStorage`, then fails the first `cuts` creates after storing.
+    final class CutReadBack: Storage {
+        let base = MemoryStorage()
+        let cuts: Int
+        let creates = Mutex(0)
+        init(cuts: Int) { self.cuts = cuts }
+        var location: String { "cut:" }
+        var defaultConnections: Int { 1 }
+        func create() async throws {}
+        func saveNew(_ handle: Handle, data: Data) async throws {
+            try await base.saveNew(handle, data: data)
+            let n = creates.withLock { c -> Int in c += 1; return c }
+            if n <= cuts { throw StorageError(.transient, "transfer closed with 76 bytes remaining") }
+        }
+        func save(_ handle: Handle, data: Data) async throws { try await base.save(handle, data: data) }
+        func load(_ handle: Handle, range: Range<Int64>?) async throws -> Data { try await base.load(handle, range: range) }
+        func stat(_ handle: Handle) async throws -> FileInfo { try await base.stat(handle) }
+        func list(_ type: FileType) async throws -> [FileInfo] { try await base.list(type) }
+        func remove(_ handle: Handle) async throws { try await base.remove(handle) }
     }
 
-    @Test func aReadBackThatKeepsFailingFails() async throws {
-        let storage = FlakyStorage(failures: 100, code: .transient)
-        try await storage.base.save(.config, data: Data("ours".utf8))
-        await #expect(throws: StorageError.self) { try await storage.confirmCreated(.config, Data("ours".utf8), settle: .zero, readBacks: 3) }
-        #expect(storage.calls.withLock { $0 } == 3)
+    func retrying(_ storage: CutReadBack, attempts: Int = 6) -> RetryingStorage {
+        RetryingStorage(storage, attempts: attempts, initialDelay: .milliseconds(1), logger: Logger(label: "test"))
+    }
+
+    @Test func aCutReadBackIsRetriedAndFindsItsOwnBytes() async throws {
+        let storage = CutReadBack(cuts: 2)
+        let data = Data("ours".utf8)
+        try await retrying(storage).saveNew(.config, data: data)
+        #expect(storage.creates.withLock { $0 } == 3, "two cut attempts, then one that confirms")
+        #expect(try await storage.base.load(.config) == data)
+    }
+
+    @Test func aFailureThatPersistsFails() async throws {
+        let storage = CutReadBack(cuts: 100)
+        await #expect(throws: StorageError.self) { try await retrying(storage, attempts: 3).saveNew(.config, data: Data("ours".utf8)) }
+        #expect(storage.creates.withLock { $0 } == 3)
     }
 
     @Test func otherBytesAreALostRaceAtOnce() async throws {
-        let storage = FlakyStorage(failures: 0, code: .transient)
+        let storage = CutReadBack(cuts: 0)
         try await storage.base.save(.config, data: Data("theirs".utf8))
         do {
-            try await storage.confirmCreated(.config, Data("ours".utf8), settle: .zero)
+            try await retrying(storage).saveNew(.config, data: Data("ours".utf8))
             Issue.record("another writer's bytes were confirmed as ours")
         } catch let error as StorageError {
             #expect(error.code == .alreadyExists, "\(error)")
         }
-        #expect(storage.calls.withLock { $0 } == 1)
+        #expect(try await storage.base.load(.config) == Data("theirs".utf8))
     }
 }
 

@@ -179,8 +179,7 @@ func makeRemote(_ kind: RemoteBackend, retries: Int = 1) throws -> (any Storage,
         let server = try ChildProcess(which("python3")!, ["-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir.file("srv"), "0"],
                                       log: dir.file("http.log"))
         defer { server.kill() }
-        let port = try #require(await server.waitForLine(containing: "Serving HTTP on 127.0.0.1 port ").flatMap { Int($0.prefix { $0.isNumber }) },
-                                "http.server did not start: \(server.log)")
+        let port = try #require(await server.waitForPort(announcedAfter: "Serving HTTP on 127.0.0.1 port "), "http.server did not start: \(server.log)")
         let url = try RepositoryURL.parse("rest:http://127.0.0.1:\(port)/repo")
         let storage = RESTStorage(try #require({ if case .rest(let l) = url { return l }; return nil }()),
                                   transport: CurlTransport(pool: remotePool, redactedLocation: url.description))
