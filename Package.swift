@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "Subprocess", dependencies: ["CSpawn"], swiftSettings: strict),
         .target(name: "LineProtocol", dependencies: ["Repository"], swiftSettings: strict),
         .target(name: "RestServer",
-                dependencies: ["COpenSSL",.product(name: "Hummingbird", package: "hummingbird"),
+                dependencies: ["COpenSSL", "Storage", .product(name: "Hummingbird", package: "hummingbird"),
                                .product(name: "HummingbirdCore", package: "hummingbird"),
                                .product(name: "HummingbirdTLS", package: "hummingbird"),
                                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),

@@ -19,7 +19,10 @@ public final class BlobWriter: Sendable {
     public init(repository: Repository, connections: Int) {
         repo = repository
         slots = AsyncSemaphore(permits: max(1, connections))
+        StagingFiles.shared.open()
     }
+
+    deinit { StagingFiles.shared.close() }
 
     public var packsStored: Int { stored.value.packs }
     public var bytesStored: Int64 { stored.value.bytes }

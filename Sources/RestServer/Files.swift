@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import NIOCore
+import Storage
 
 extension RestResponder {
     /// Streams a file (or the requested range of it) without reading it whole.
@@ -127,7 +128,8 @@ extension RestResponder {
         if let declared = request.headers[.contentLength].flatMap({ Int64($0) }), declared != received {
             throw HTTPFailure(.badRequest, "body shorter than its Content-Length")
         }
-        guard fsync(fd) == 0 else { throw HTTPFailure(.internalServerError, "cannot sync: \(errorText())") }
+        // Packs leave the page cache once on disk (syncFile): the next upload reuses their pages.
+        guard syncFile(fd, releasingCache: type == "data") else { throw HTTPFailure(.internalServerError, "cannot sync: \(errorText())") }
         await configuration.hooks.beforePlacement?(location.name)
         if createOnly {
             // The temporary name is removed by the defer once the file has its own.

@@ -21,33 +21,44 @@ public final class StagedFile: Sendable {
         var size: Int64?
         var sha256: [UInt8]?
         var moved = false
+        /// The end of the furthest write: a reused temporary file may be longer from before.
+        var end: Int64 = 0
     }
 
-    init(fd: Int32, path: String?) {
+    /// For a reusable unlinked temporary file: the pool it goes back to and its directory.
+    private let reuse: (pool: StagingFiles, directory: String)?
+
+    init(fd: Int32, path: String?, reuse: (pool: StagingFiles, directory: String)? = nil) {
         self.fd = fd
         self.path = path
+        self.reuse = reuse
     }
 
     deinit {
+        if let reuse, reuse.pool.give(fd, directory: reuse.directory, length: state.value.end) { return }
         close(fd)
         if let path, !state.value.moved { unlink(path) }
     }
 
-    /// An unlinked file in the system's temporary directory (`TMPDIR`, else /tmp).
-    public static func temporary() throws -> StagedFile {
-        var dir = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+    /// An unlinked file in `directory` (default: the system's temporary directory, `TMPDIR`,
+    /// else /tmp): one that a pack of the same backup left for reuse (`StagingFiles`), else a new one.
+    public static func temporary(in directory: String? = nil, reusing pool: StagingFiles = .shared) throws -> StagedFile {
+        var dir = directory ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         if dir.isEmpty { dir = "/tmp" }
+        if let fd = pool.take(directory: dir) { return StagedFile(fd: fd, path: nil, reuse: (pool, dir)) }
         var template = Array((dir + "/chebackup-XXXXXX").utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard fd >= 0 else { throw posixError("create a temporary file in", dir) }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         unlink(String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self))
-        return StagedFile(fd: fd, path: nil)
+        return StagedFile(fd: fd, path: nil, reuse: (pool, dir))
     }
 
     /// Writes all of `bytes` at `offset`.
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
         guard writeFully(fd, bytes, at: offset) else { throw posixError("write", path ?? "a temporary file") }
+        let end = offset + Int64(bytes.count)
+        state.withLock { $0.end = max($0.end, end) }
     }
 
     public func write(_ data: Data, at offset: Int64) throws {
@@ -58,6 +69,8 @@ public final class StagedFile: Sendable {
     @discardableResult
     public func finish() throws -> Int64 {
         if let size = state.value.size { return size }
+        // A reused file keeps what an earlier, longer object left past this one's end.
+        if reuse != nil, ftruncate(fd, off_t(state.value.end)) != 0 { throw posixError("truncate", "a temporary file") }
         guard let size = fileSize(fd: fd) else { throw posixError("stat", path ?? "a temporary file") }
         state.withLock { $0.size = size }
         return size
@@ -96,6 +109,62 @@ public final class StagedFile: Sendable {
         guard let path else { throw StorageError(.permanent, "an unnamed staging file cannot be renamed") }
         guard rename(path, target) == 0 else { throw posixError("rename to", target) }
         state.withLock { $0.moved = true }
+    }
+}
+
+/// Unlinked temporary files kept for reuse while a backup runs: a pack staged in a file another
+/// pack has left keeps that file's pages in the page cache and overwrites them, where a new file
+/// takes fresh pages for every pack and frees them once uploaded (allocating and freeing 630 MiB
+/// of page cache for 1 GiB backed up; docs/benchmarks.md, session 12). Files are kept only while
+/// a user holds the pool open (`open()`/`close()`, a `BlobWriter` does), at most `keep` of them
+/// and none longer than `maximumLength`; the last `close()` closes every kept file, so an idle
+/// agent holds none. Their content is never read again: a file handed out anew is overwritten
+/// from the start, and `finish()` cuts it at the end of its own writes.
+public final class StagingFiles: Sendable {
+    public static let shared = StagingFiles(keep: 8, maximumLength: 64 << 20)
+    let keep: Int
+    let maximumLength: Int64
+    private struct State {
+        var users = 0
+        var free: [String: [Int32]] = [:]
+    }
+    private let state = Locked(State())
+
+    public init(keep: Int, maximumLength: Int64) {
+        self.keep = keep
+        self.maximumLength = maximumLength
+    }
+
+    /// Starts a use: files given back from now until the matching `close()` are kept.
+    public func open() { state.withLock { $0.users += 1 } }
+
+    /// Ends a use; the last one closes every kept file.
+    public func close() {
+        let drop = state.withLock { s -> [Int32] in
+            s.users = max(0, s.users - 1)
+            guard s.users == 0 else { return [] }
+            defer { s.free = [:] }
+            return s.free.values.flatMap { $0 }
+        }
+        for fd in drop { Glibc.close(fd) }
+    }
+
+    /// How many files are kept now (tests).
+    public var kept: Int { state.value.free.values.reduce(0) { $0 + $1.count } }
+
+    func take(directory: String) -> Int32? {
+        state.withLock { $0.free[directory]?.popLast() }
+    }
+
+    /// Keeps `fd` (a file of `length` bytes in `directory`) if a use is open and there is room;
+    /// false: the caller closes it.
+    func give(_ fd: Int32, directory: String, length: Int64) -> Bool {
+        guard length <= maximumLength else { return false }
+        return state.withLock { s in
+            guard s.users > 0, s.free.values.reduce(0, { $0 + $1.count }) < keep else { return false }
+            s.free[directory, default: []].append(fd)
+            return true
+        }
     }
 }
 

@@ -1,0 +1,89 @@
+import Foundation
+import Storage
+import Testing
+import TestSupport
+
+/// Reused staging files (StagingFiles) and packs released from the page cache once on disk.
+@Suite struct StagingTests {
+    /// A file handed out again holds only the new object's bytes, whatever a longer one left.
+    @Test func aReusedFileHoldsOnlyTheNewObject() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let pool = StagingFiles(keep: 2, maximumLength: 64 << 20)
+        pool.open()
+        defer { pool.close() }
+        var gen = SeededBytes(seed: 3)
+        var first: StagedFile? = try StagedFile.temporary(in: dir.path, reusing: pool)
+        let fd = first!.fd
+        try first!.write(gen.data(3 << 20), at: 0)
+        #expect(try first!.finish() == 3 << 20)
+        first = nil
+        #expect(pool.kept == 1)
+        let second = try StagedFile.temporary(in: dir.path, reusing: pool)
+        #expect(second.fd == fd, "the kept file is reused")
+        #expect(pool.kept == 0)
+        let small = gen.data(1000)
+        try second.write(small.suffix(400), at: 600)
+        try second.write(small.prefix(600), at: 0)
+        #expect(try second.finish() == 1000)
+        #expect(try second.readAll() == small)
+        let fresh = try StagedFile.temporary(in: dir.path, reusing: StagingFiles(keep: 0, maximumLength: 0))
+        try fresh.write(small, at: 0)
+        #expect(try second.sha256() == fresh.sha256())
+    }
+
+    /// The descriptors still open on unlinked files in `dir`.
+    func openFiles(in dir: TempDir) -> Int {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        let name = "/" + (dir.path as NSString).lastPathComponent + "/"
+        return fds.filter { fd in
+            ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + fd)) ?? "").contains(name)
+        }.count
+    }
+
+    /// Nothing is kept outside a use, none past `keep` or `maximumLength`, and the last close
+    /// closes what was kept.
+    @Test func filesAreKeptOnlyWhileInUse() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let pool = StagingFiles(keep: 2, maximumLength: 1 << 20)
+        var unused: StagedFile? = try StagedFile.temporary(in: dir.path, reusing: pool)
+        #expect(openFiles(in: dir) == 1)
+        unused = nil
+        #expect(pool.kept == 0)
+        #expect(openFiles(in: dir) == 0, "dropped outside a use: closed")
+        pool.open()
+        pool.open()
+        var files: [StagedFile] = try (0..<4).map { _ in try StagedFile.temporary(in: dir.path, reusing: pool) }
+        try files[0].write(Data(count: 2 << 20), at: 0)  // longer than maximumLength: not kept
+        files.removeAll()
+        #expect(pool.kept == 2)
+        #expect(openFiles(in: dir) == 2)
+        pool.close()
+        #expect(pool.kept == 2, "another use is still open")
+        pool.close()
+        #expect(pool.kept == 0)
+        #expect(openFiles(in: dir) == 0, "kept files stayed open after the last close")
+        _ = unused
+    }
+
+    /// A local repository's packs leave the page cache once synced; other objects stay cached.
+    @Test func localPacksAreReleasedFromThePageCache() async throws {
+        let dir = TempDir()
+        let pool = BlockingPool(threads: 2)
+        defer { pool.shutdown(); dir.remove() }
+        let storage = LocalStorage(path: dir.path + "/repo", pool: pool)
+        try await storage.create()
+        var gen = SeededBytes(seed: 4)
+        let pack = String(repeating: "ab", count: 32), index = String(repeating: "cd", count: 32)
+        let staged = try storage.makeStagingFile(for: .data)
+        try staged.write(gen.data(4 << 20), at: 0)
+        try staged.finish()
+        try await storage.save(Handle(.data, pack), staged: staged)
+        try await storage.save(Handle(.index, index), data: gen.data(4 << 20))
+        guard let packed = pageCacheResidency(dir.path + "/repo/data/ab/" + pack),
+              let indexed = pageCacheResidency(dir.path + "/repo/index/" + index) else { return }  // tmpfs
+        #expect(packed.resident == 0, "\(packed.resident) of \(packed.pages) pages of the pack still cached")
+        #expect(indexed.resident == indexed.pages)
+    }
+}
