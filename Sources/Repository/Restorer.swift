@@ -110,6 +110,9 @@ public final class Restorer: Sendable {
         // The pack transfers of all batches share these slots: the next batch's packs start as
         // the last ones of the batch before are still streaming in.
         let slots = AsyncSemaphore(permits: max(1, options.connections))
+        // Completed files of 1 MiB or more leave the page cache behind the restore (CacheRelease).
+        let release = CacheRelease()
+        defer { release.finish() }
         try await withThrowingTaskGroup(of: Int.self) { group in
             var plan = Plan()
             var writing = 0
@@ -126,7 +129,7 @@ public final class Restorer: Sendable {
                 }
                 let (batch, made) = (plan, dirs)
                 plan = Plan()
-                group.addTask { try await self.write(batch, dirs: made, slots: slots) }
+                group.addTask { try await self.write(batch, dirs: made, slots: slots, release: release) }
                 writing += 1
             }
             var stack: [Frame] = []
@@ -223,14 +226,14 @@ public final class Restorer: Sendable {
     /// when its first blob is written and gets its metadata when its last one is, so creating
     /// files and setting their times overlap with decrypting, instead of running before and after
     /// it. Returns the number of packs read.
-    private func write(_ plan: Plan, dirs: [Dir], slots: AsyncSemaphore) async throws -> Int {
+    private func write(_ plan: Plan, dirs: [Dir], slots: AsyncSemaphore, release: CacheRelease) async throws -> Int {
         let state = FileWrites(pending: plan.writes.map(Int.init))
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (pack, uses) in plan.packs {
                 group.addTask {
                     try await slots.withPermit {
                         try Task.checkCancellation()
-                        try await self.restorePack(pack, uses, plan: plan, dirs: dirs, state: state)
+                        try await self.restorePack(pack, uses, plan: plan, dirs: dirs, state: state, release: release)
                     }
                 }
             }
@@ -241,7 +244,7 @@ public final class Restorer: Sendable {
 
     /// Streams the part of `pack` that holds `uses` and writes each blob to its files as soon as
     /// its bytes are in: no pack is held in memory, and writing overlaps with the transfer.
-    private func restorePack(_ pack: PackID, _ uses: [Use], plan: Plan, dirs: [Dir], state: FileWrites) async throws {
+    private func restorePack(_ pack: PackID, _ uses: [Use], plan: Plan, dirs: [Dir], state: FileWrites, release: CacheRelease) async throws {
         // One entry per blob, with every place it goes (a chunk many files share is read once).
         var blobs: [(BlobLocation, [Target])] = []
         for use in uses.sorted(by: { $0.blob.offset < $1.blob.offset }) {
@@ -260,12 +263,16 @@ public final class Restorer: Sendable {
                     let job = plan.files[target.file]
                     let path = dirs[Int(job.dir)].path + "/" + job.name
                     let fd = try state.open(path, file: target.file)
-                    defer { close(fd) }
+                    var owned = true
+                    defer { if owned { close(fd) } }
                     guard writeFully(fd, plain, at: target.offset) else {
                         throw RepositoryError(.io, "cannot write \(path): \(FS.errorText())")
                     }
                     progress.add(bytes: Int64(plain.count))
-                    if state.written(file: target.file) { try FS.applyMetadata(job.metadata, at: path) }
+                    if state.written(file: target.file) {
+                        try FS.applyMetadata(job.metadata, at: path)
+                        owned = !release.take(fd)
+                    }
                 }
             }
         }

@@ -320,16 +320,3 @@ public func readExactly(_ fd: Int32, offset: Int64, count: Int, path: String, po
     try data.withUnsafeMutableBytes { try fill($0) }
     return data
 }
-
-/// fsyncs `fd` and, when `release` is set, then drops the file's pages from the page cache
-/// (posix_fadvise DONTNEED; only clean pages can go, hence after the fsync). For packs, which are
-/// written once and seldom read soon: the pages freed by one pack are reused by the next, where
-/// keeping them would take fresh memory for every pack (on a VM whose host reclaims free guest
-/// memory, first touching such memory costs more than the write itself: writing 704 MiB in 16 MiB
-/// files cost 1.5-1.75 s of system time kept cached, 0.23 s released; docs/benchmarks.md).
-/// Returns false when the fsync failed (errno set); the advice is only advice.
-public func syncFile(_ fd: Int32, releasingCache release: Bool) -> Bool {
-    guard fsync(fd) == 0 else { return false }
-    if release { _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED)) }
-    return true
-}

@@ -86,4 +86,38 @@ import TestSupport
         #expect(packed.resident == 0, "\(packed.resident) of \(packed.pages) pages of the pack still cached")
         #expect(indexed.resident == indexed.pages)
     }
+
+    /// CacheRelease takes only regular files of at least `minimum` bytes, holds them until
+    /// `window` bytes of later files complete, then drops their pages and closes them.
+    @Test func completedFilesAreReleasedBehindAWindow() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        var gen = SeededBytes(seed: 5)
+        func written(_ name: String, _ size: Int) -> Int32 {
+            let fd = open(dir.path + "/" + name, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            let data = gen.data(size)
+            _ = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            fsync(fd)  // clean pages: the first advice already drops them
+            return fd
+        }
+        let release = CacheRelease(minimum: 1 << 20, window: 3 << 20)
+        let small = written("small", 4096)
+        #expect(!release.take(small), "a file under the minimum stays the caller's")
+        close(small)
+        let pipe = [Int32](unsafeUninitializedCapacity: 2) { buffer, count in
+            count = Glibc.pipe(buffer.baseAddress!) == 0 ? 2 : 0
+        }
+        #expect(!release.take(pipe[0]), "only regular files are taken")
+        pipe.forEach { close($0) }
+        for k in 0..<3 { #expect(release.take(written("f\(k)", 2 << 20))) }
+        #expect(release.held == 2, "the oldest went once 3 MiB of later files were done")
+        #expect(openFiles(in: dir) == 2)
+        release.finish()
+        #expect(release.held == 0)
+        #expect(openFiles(in: dir) == 0, "finish closes what was held")
+        for k in 0..<3 {
+            guard let cached = pageCacheResidency(dir.path + "/f\(k)") else { return }  // tmpfs
+            #expect(cached.resident == 0, "f\(k): \(cached.resident) of \(cached.pages) pages still cached")
+        }
+    }
 }
