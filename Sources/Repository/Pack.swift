@@ -280,15 +280,25 @@ final class PackNameCheck {
     private var tail = Data()
     private var trimmed = false
     private let keep: Int
+    /// The pack's size when known: then only its last `keep` bytes are copied at all, where
+    /// otherwise every byte is appended and the excess trimmed (two copies of the pack).
+    private let size: Int64?
+    private var position: Int64 = 0
 
-    init(keep: Int = 1 << 20) { self.keep = keep }
+    init(keep: Int = 1 << 20, size: Int64? = nil) {
+        self.keep = keep
+        self.size = size
+    }
 
     func update(_ bytes: UnsafeRawBufferPointer, pack: PackID) throws {
         var rest = bytes
+        var at = position
+        position += Int64(bytes.count)
         if prefix.count < PackFormat.prefixSize {
             let take = min(PackFormat.prefixSize - prefix.count, rest.count)
             prefix.append(contentsOf: rest[0..<take])
             rest = UnsafeRawBufferPointer(rebasing: rest[take...])
+            at += Int64(take)
             guard prefix.count == PackFormat.prefixSize else { return }
             if try PackFormat.checkPrefix(prefix, pack: pack) == 1 {
                 hash = SHA256Stream()
@@ -296,6 +306,12 @@ final class PackNameCheck {
             }
         }
         if let hash { return hash.update(rest) }
+        if let size {
+            let from = size - Int64(keep)
+            if from > Int64(PackFormat.prefixSize) { trimmed = true }
+            let skip = Int(max(0, min(Int64(rest.count), from - at)))
+            rest = UnsafeRawBufferPointer(rebasing: rest[skip...])
+        }
         tail.append(contentsOf: rest)
         if tail.count > 2 * keep {
             tail = Data(tail.suffix(keep))
@@ -307,6 +323,7 @@ final class PackNameCheck {
     /// kept (over 17,000 blobs at the default 1 MiB), so only its blobs' tags vouch for it.
     func matches(_ pack: PackID) -> Bool? {
         guard prefix.count == PackFormat.prefixSize else { return false }
+        if let size, position != size { return false }
         if let hash { return PackID(hash.finish()) == pack }
         guard let headerLength = PackFormat.headerLength(tail: tail) else { return false }
         guard headerLength + PackFormat.trailerSize <= tail.count else { return trimmed ? nil : false }

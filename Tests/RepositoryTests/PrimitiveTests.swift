@@ -289,12 +289,15 @@ import TestSupport
         let locations = entries.map { BlobLocation(pack: packID, blob: $0) }
         // The whole pack, verified against its name.
         var got = [Data?](repeating: nil, count: entries.count)
-        let whole = PackStream(pack: packID, blobs: locations.enumerated().map { ($1, [Restorer.Target(file: $0, offset: 0)]) },
-                               start: 0, verify: true) { sealed, location, targets in
-            got[targets[0].file] = try PackFormat.openBlob(sealed, entry: location.blob, keys: keys, pack: packID)
+        for size in [nil, Int64(pack.count)] {  // the pack's size known (only its end kept) or not
+            got = [Data?](repeating: nil, count: entries.count)
+            let whole = PackStream(pack: packID, blobs: locations.enumerated().map { ($1, [Restorer.Target(file: $0, offset: 0)]) },
+                                   start: 0, verify: true, size: size) { sealed, location, targets in
+                got[targets[0].file] = try PackFormat.openBlob(sealed, entry: location.blob, keys: keys, pack: packID)
+            }
+            try streamPieces(pack, sizes: sizes, stream: whole)
+            #expect(got.map { $0 ?? Data() } == plains)
         }
-        try streamPieces(pack, sizes: sizes, stream: whole)
-        #expect(got.map { $0 ?? Data() } == plains)
         // A span of some blobs (with a blob skipped in the middle), unverified as restore reads spans.
         let wanted = [3, 4, 6, 7]
         let start = Int(entries[3].offset)
@@ -316,12 +319,51 @@ import TestSupport
         for at in [4, headerStart + 9, pack.count - 6, pack.count - 1] + (version == 1 ? [Int(entries[5].offset) + 3] : []) {
             var flipped = pack
             flipped[at] ^= 0x40
-            let damaged = PackStream(pack: packID, blobs: [(locations[0], [])], start: 0, verify: true) { _, _, _ in }
-            #expect(throws: RepositoryError.self, "byte \(at) flipped") { try streamPieces(flipped, sizes: sizes, stream: damaged) }
+            for size in [nil, Int64(pack.count)] {
+                let damaged = PackStream(pack: packID, blobs: [(locations[0], [])], start: 0, verify: true, size: size) { _, _, _ in }
+                #expect(throws: RepositoryError.self, "byte \(at) flipped") { try streamPieces(flipped, sizes: sizes, stream: damaged) }
+            }
         }
-        // A pack cut short fails the whole-pack check.
-        let cut = PackStream(pack: packID, blobs: [(locations[0], [])], start: 0, verify: true) { _, _, _ in }
-        #expect(throws: RepositoryError.self) { try streamPieces(pack.prefix(pack.count - 100), sizes: sizes, stream: cut) }
+        // A pack cut short fails the whole-pack check, and so does a longer one where its size is known.
+        for size in [nil, Int64(pack.count)] {
+            let cut = PackStream(pack: packID, blobs: [(locations[0], [])], start: 0, verify: true, size: size) { _, _, _ in }
+            #expect(throws: RepositoryError.self) { try streamPieces(pack.prefix(pack.count - 100), sizes: sizes, stream: cut) }
+        }
+        let longer = PackStream(pack: packID, blobs: [(locations[0], [])], start: 0, verify: true, size: Int64(pack.count)) { _, _, _ in }
+        #expect(throws: RepositoryError.self) { try streamPieces(pack + Data(count: 7), sizes: sizes, stream: longer) }
+    }
+
+    /// With the pack's size known, the name check copies only the pack's last `keep` bytes and
+    /// still tells a good pack from a damaged one; a header longer than those bytes is left to
+    /// the blobs' tags (nil), as without the size.
+    @Test(arguments: [[1], [13, 999, 2], [65536]])
+    func theNameCheckKeepsOnlyThePacksEnd(sizes: [Int]) async throws {
+        let (pack, packID, entries, _) = try await makePack(seed: 12, version: 2)
+        let headerStart = Int(entries.last!.offset + entries.last!.length)
+        let end = pack.count - headerStart  // header and trailer
+        func check(_ bytes: Data, keep: Int) throws -> Bool? {
+            let check = PackNameCheck(keep: keep, size: Int64(pack.count))
+            var at = 0, turn = 0
+            try bytes.withUnsafeBytes { raw in
+                while at < raw.count {
+                    let n = min(sizes[turn % sizes.count], raw.count - at)
+                    try check.update(UnsafeRawBufferPointer(rebasing: raw[at..<(at + n)]), pack: packID)
+                    at += n
+                    turn += 1
+                }
+            }
+            return check.matches(packID)
+        }
+        #expect(try check(pack, keep: end + 5) == true)
+        #expect(try check(pack, keep: end) == true)
+        var flipped = pack
+        flipped[headerStart + 3] ^= 1
+        #expect(try check(flipped, keep: end + 5) == false)
+        flipped = pack
+        flipped[pack.count - 2] ^= 1
+        #expect(try check(flipped, keep: end + 5) == false)
+        #expect(try check(pack, keep: end - 1) == nil, "a header longer than the bytes kept")
+        #expect(try check(pack.prefix(pack.count - 1), keep: end + 5) == false)
     }
 
     /// A whole version 2 pack is checked against its name and its header's tags: damage in any
