@@ -277,17 +277,20 @@ enum PackFormat {
 final class PackNameCheck {
     private var prefix: [UInt8] = []
     private var hash: SHA256Stream?
+    /// Version 2: the pack's bytes from `size - keep` (or the prefix's end) to `size`, the only
+    /// ones copied; nothing past `size` is kept.
     private var tail = Data()
-    private var trimmed = false
+    /// Whether a version 2 pack is longer than the prefix and the bytes kept.
+    private let trimmed: Bool
     private let keep: Int
-    /// The pack's size when known: then only its last `keep` bytes are copied at all, where
-    /// otherwise every byte is appended and the excess trimmed (two copies of the pack).
-    private let size: Int64?
+    private let size: Int64
     private var position: Int64 = 0
 
-    init(keep: Int = 1 << 20, size: Int64? = nil) {
+    /// `size`: the pack's size (from the index); a stream of any other length does not match.
+    init(keep: Int = 1 << 20, size: Int64) {
         self.keep = keep
         self.size = size
+        trimmed = size - Int64(keep) > Int64(PackFormat.prefixSize)
     }
 
     func update(_ bytes: UnsafeRawBufferPointer, pack: PackID) throws {
@@ -306,24 +309,16 @@ final class PackNameCheck {
             }
         }
         if let hash { return hash.update(rest) }
-        if let size {
-            let from = size - Int64(keep)
-            if from > Int64(PackFormat.prefixSize) { trimmed = true }
-            let skip = Int(max(0, min(Int64(rest.count), from - at)))
-            rest = UnsafeRawBufferPointer(rebasing: rest[skip...])
-        }
-        tail.append(contentsOf: rest)
-        if tail.count > 2 * keep {
-            tail = Data(tail.suffix(keep))
-            trimmed = true
-        }
+        func index(_ offset: Int64) -> Int { Int(min(Int64(rest.count), max(0, offset - at))) }
+        let (lower, upper) = (index(size - Int64(keep)), index(size))
+        if lower < upper { tail.append(contentsOf: rest[lower..<upper]) }
     }
 
     /// Whether the pack matched its name; nil when a version 2 header was longer than the bytes
     /// kept (over 17,000 blobs at the default 1 MiB), so only its blobs' tags vouch for it.
     func matches(_ pack: PackID) -> Bool? {
         guard prefix.count == PackFormat.prefixSize else { return false }
-        if let size, position != size { return false }
+        guard position == size else { return false }
         if let hash { return PackID(hash.finish()) == pack }
         guard let headerLength = PackFormat.headerLength(tail: tail) else { return false }
         guard headerLength + PackFormat.trailerSize <= tail.count else { return trimmed ? nil : false }

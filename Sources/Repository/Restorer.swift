@@ -257,7 +257,7 @@ public final class Restorer: Sendable {
         }
         let (range, whole) = span(pack, blobs.map(\.0))
         let checkID = checksIDs(whole: whole)
-        let stream = PackStream(pack: pack, blobs: blobs, start: range.lowerBound, verify: whole, size: range.upperBound) { [repo, progress] sealed, location, targets in
+        let stream = PackStream(pack: pack, blobs: blobs, start: range.lowerBound, verifying: whole ? range.upperBound : nil) { [repo, progress] sealed, location, targets in
             try PackFormat.withOpenedBlob(sealed, entry: location.blob, keys: repo.keys, pack: location.pack, checkID: checkID) { plain in
                 for target in targets {
                     let job = plan.files[target.file]
@@ -381,14 +381,15 @@ final class PackStream: @unchecked Sendable {
     private let nameCheck: PackNameCheck?
 
     /// `blobs` sorted by offset; `start`: the pack offset of the first byte that will stream in;
-    /// `size`: the whole pack's size, when known (the check then copies only the pack's end).
-    init(pack: PackID, blobs: [(BlobLocation, [Restorer.Target])], start: Int64, verify: Bool, size: Int64? = nil,
+    /// `size`: the pack's size when the whole pack streams by and must match its name, nil for
+    /// a span (unchecked).
+    init(pack: PackID, blobs: [(BlobLocation, [Restorer.Target])], start: Int64, verifying size: Int64?,
          handler: @escaping Handler) {
         self.pack = pack
         self.blobs = blobs
         self.handler = handler
         position = start
-        nameCheck = verify ? PackNameCheck(size: size) : nil
+        nameCheck = size.map { PackNameCheck(size: $0) }
     }
 
     deinit {

@@ -126,7 +126,7 @@ public final class StagingFiles: Sendable {
     let maximumLength: Int64
     private struct State {
         var users = 0
-        var free: [String: [Int32]] = [:]
+        var free: [(directory: String, fd: Int32)] = []
     }
     private let state = Locked(State())
 
@@ -143,17 +143,17 @@ public final class StagingFiles: Sendable {
         let drop = state.withLock { s -> [Int32] in
             s.users = max(0, s.users - 1)
             guard s.users == 0 else { return [] }
-            defer { s.free = [:] }
-            return s.free.values.flatMap { $0 }
+            defer { s.free = [] }
+            return s.free.map(\.fd)
         }
         for fd in drop { Glibc.close(fd) }
     }
 
     /// How many files are kept now (tests).
-    public var kept: Int { state.value.free.values.reduce(0) { $0 + $1.count } }
+    public var kept: Int { state.value.free.count }
 
     func take(directory: String) -> Int32? {
-        state.withLock { $0.free[directory]?.popLast() }
+        state.withLock { s in s.free.lastIndex { $0.directory == directory }.map { s.free.remove(at: $0).fd } }
     }
 
     /// Keeps `fd` (a file of `length` bytes in `directory`) if a use is open and there is room;
@@ -161,8 +161,8 @@ public final class StagingFiles: Sendable {
     func give(_ fd: Int32, directory: String, length: Int64) -> Bool {
         guard length <= maximumLength else { return false }
         return state.withLock { s in
-            guard s.users > 0, s.free.values.reduce(0, { $0 + $1.count }) < keep else { return false }
-            s.free[directory, default: []].append(fd)
+            guard s.users > 0, s.free.count < keep else { return false }
+            s.free.append((directory, fd))
             return true
         }
     }

@@ -289,28 +289,25 @@ import TestSupport
         let locations = entries.map { BlobLocation(pack: packID, blob: $0) }
         // The whole pack, verified against its name.
         var got = [Data?](repeating: nil, count: entries.count)
-        for size in [nil, Int64(pack.count)] {  // the pack's size known (only its end kept) or not
-            got = [Data?](repeating: nil, count: entries.count)
-            let whole = PackStream(pack: packID, blobs: locations.enumerated().map { ($1, [Restorer.Target(file: $0, offset: 0)]) },
-                                   start: 0, verify: true, size: size) { sealed, location, targets in
-                got[targets[0].file] = try PackFormat.openBlob(sealed, entry: location.blob, keys: keys, pack: packID)
-            }
-            try streamPieces(pack, sizes: sizes, stream: whole)
-            #expect(got.map { $0 ?? Data() } == plains)
+        let whole = PackStream(pack: packID, blobs: locations.enumerated().map { ($1, [Restorer.Target(file: $0, offset: 0)]) },
+                               start: 0, verifying: Int64(pack.count)) { sealed, location, targets in
+            got[targets[0].file] = try PackFormat.openBlob(sealed, entry: location.blob, keys: keys, pack: packID)
         }
+        try streamPieces(pack, sizes: sizes, stream: whole)
+        #expect(got.map { $0 ?? Data() } == plains)
         // A span of some blobs (with a blob skipped in the middle), unverified as restore reads spans.
         let wanted = [3, 4, 6, 7]
         let start = Int(entries[3].offset)
         let end = Int(entries[7].offset + entries[7].length)
         var spanGot: [Int: Data] = [:]
         let span = PackStream(pack: packID, blobs: wanted.map { (locations[$0], [Restorer.Target(file: $0, offset: 0)]) },
-                              start: Int64(start), verify: false) { sealed, location, targets in
+                              start: Int64(start), verifying: nil) { sealed, location, targets in
             spanGot[targets[0].file] = try PackFormat.openBlob(sealed, entry: location.blob, keys: keys, pack: packID)
         }
         try streamPieces(pack.subdata(in: start..<end), sizes: sizes, stream: span)
         #expect(spanGot == Dictionary(uniqueKeysWithValues: wanted.map { ($0, plains[$0]) }))
         // A stream that ends early is reported as truncated.
-        let short = PackStream(pack: packID, blobs: wanted.map { (locations[$0], []) }, start: Int64(start), verify: false) { _, _, _ in }
+        let short = PackStream(pack: packID, blobs: wanted.map { (locations[$0], []) }, start: Int64(start), verifying: nil) { _, _, _ in }
         #expect(throws: RepositoryError.self) { try streamPieces(pack.subdata(in: start..<(end - 1)), sizes: sizes, stream: short) }
         // A flipped byte in the header, the trailer or the prefix fails the whole-pack check,
         // and so does (version 1) one in a blob nobody wants; in version 2 such a blob vouches for
@@ -319,17 +316,13 @@ import TestSupport
         for at in [4, headerStart + 9, pack.count - 6, pack.count - 1] + (version == 1 ? [Int(entries[5].offset) + 3] : []) {
             var flipped = pack
             flipped[at] ^= 0x40
-            for size in [nil, Int64(pack.count)] {
-                let damaged = PackStream(pack: packID, blobs: [(locations[0], [])], start: 0, verify: true, size: size) { _, _, _ in }
-                #expect(throws: RepositoryError.self, "byte \(at) flipped") { try streamPieces(flipped, sizes: sizes, stream: damaged) }
-            }
+            let damaged = PackStream(pack: packID, blobs: [(locations[0], [])], start: 0, verifying: Int64(pack.count)) { _, _, _ in }
+            #expect(throws: RepositoryError.self, "byte \(at) flipped") { try streamPieces(flipped, sizes: sizes, stream: damaged) }
         }
-        // A pack cut short fails the whole-pack check, and so does a longer one where its size is known.
-        for size in [nil, Int64(pack.count)] {
-            let cut = PackStream(pack: packID, blobs: [(locations[0], [])], start: 0, verify: true, size: size) { _, _, _ in }
-            #expect(throws: RepositoryError.self) { try streamPieces(pack.prefix(pack.count - 100), sizes: sizes, stream: cut) }
-        }
-        let longer = PackStream(pack: packID, blobs: [(locations[0], [])], start: 0, verify: true, size: Int64(pack.count)) { _, _, _ in }
+        // A pack cut short fails the whole-pack check, and so does a longer one.
+        let cut = PackStream(pack: packID, blobs: [(locations[0], [])], start: 0, verifying: Int64(pack.count)) { _, _, _ in }
+        #expect(throws: RepositoryError.self) { try streamPieces(pack.prefix(pack.count - 100), sizes: sizes, stream: cut) }
+        let longer = PackStream(pack: packID, blobs: [(locations[0], [])], start: 0, verifying: Int64(pack.count)) { _, _, _ in }
         #expect(throws: RepositoryError.self) { try streamPieces(pack + Data(count: 7), sizes: sizes, stream: longer) }
     }
 
@@ -429,7 +422,7 @@ import TestSupport
         // And through the streaming path restore uses.
         let location = try #require(repo.index.lookup(ids[0]))
         var streamed: Data?
-        let stream = PackStream(pack: location.pack, blobs: [(location, [])], start: Int64(location.blob.offset), verify: false) { sealed, location, _ in
+        let stream = PackStream(pack: location.pack, blobs: [(location, [])], start: Int64(location.blob.offset), verifying: nil) { sealed, location, _ in
             streamed = try PackFormat.openBlob(sealed, entry: location.blob, keys: repo.keys, pack: location.pack)
         }
         let start = Int64(location.blob.offset)
@@ -452,7 +445,7 @@ import TestSupport
         let entries = try PackFormat.decodeHeader(tail: pack, packSize: Int64(pack.count), key: repo.keys.encryption, pack: packID)
         var got = [Data?](repeating: nil, count: entries.count)
         let mixed = PackStream(pack: packID, blobs: entries.enumerated().map { (BlobLocation(pack: packID, blob: $1), [Restorer.Target(file: $0, offset: 0)]) },
-                               start: 0, verify: true) { sealed, location, targets in
+                               start: 0, verifying: Int64(pack.count)) { sealed, location, targets in
             got[targets[0].file] = try PackFormat.openBlob(sealed, entry: location.blob, keys: repo.keys, pack: packID)
         }
         try streamPieces(pack, sizes: [3000, 1 << 20], stream: mixed)
