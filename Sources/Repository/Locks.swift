@@ -56,15 +56,22 @@ public final class RepositoryLock: Sendable {
     private let current: Locked<ObjectID?>
     private let refresher: Locked<Task<Void, Never>?> = Locked(nil)
 
-    /// The locks this process holds, so that SIGINT and SIGTERM can remove them before it ends.
-    private static let held = Locked<[ObjectIdentifier: RepositoryLock]>([:])
+    /// Every lock object this process has written and not yet removed, with its repository, so
+    /// that SIGINT and SIGTERM can remove them before it ends. Registered as soon as the object is
+    /// stored (`writeLock`), not when a `RepositoryLock` owns it: a signal while `lock()` still
+    /// checks for conflicting locks, or while a refresh replaces the object, removes it too.
+    static let written = Locked<[ObjectID: Repository]>([:])
     /// Dispatch sources are thread-safe once resumed; they are only kept alive here.
     private struct SignalSources: @unchecked Sendable { var sources: [any DispatchSourceSignal] = [] }
     private static let signalSources = Locked(SignalSources())
 
-    /// Removes every lock this process holds.
-    public static func releaseAll() async {
-        for lock in held.value.values { await lock.release() }
+    /// Removes every lock object this process has written (only those in `repository`, if given).
+    public static func releaseAll(in repository: Repository? = nil) async {
+        for (id, repo) in written.value where repository.map({ $0 === repo }) ?? true {
+            do { try await repo.removeLockObject(id) } catch {
+                repo.logger.warning("cannot remove the repository lock \(id): \(error); `chebackup repo unlock` removes it once it is stale")
+            }
+        }
     }
 
     /// On SIGINT or SIGTERM: the locks this process holds are removed, then it exits with
@@ -99,7 +106,6 @@ public final class RepositoryLock: Sendable {
             }
         }
         refresher.withLock { $0 = task }
-        Self.held.withLock { $0[ObjectIdentifier(self)] = self }
     }
 
     /// The lock object's name now (it changes at each refresh).
@@ -128,7 +134,6 @@ public final class RepositoryLock: Sendable {
     /// Removes the lock. Safe to call more than once.
     public func release() async {
         refresher.withLock { $0?.cancel(); $0 = nil }
-        Self.held.withLock { $0[ObjectIdentifier(self)] = nil }
         guard let id = current.withLock({ id -> ObjectID? in defer { id = nil }; return id }) else { return }
         do { try await repository.removeLockObject(id) } catch {
             repository.logger.warning("cannot remove the repository lock \(id): \(error); `chebackup repo unlock` removes it once it is stale")
@@ -140,11 +145,14 @@ public final class RepositoryLock: Sendable {
 
 extension Repository {
     func writeLock(_ info: LockInfo) async throws -> ObjectID {
-        try await saveEncrypted(.locks, kind: .lock, info)
+        let id = try await saveEncrypted(.locks, kind: .lock, info)
+        RepositoryLock.written.withLock { $0[id] = self }
+        return id
     }
 
     func removeLockObject(_ id: ObjectID) async throws {
         do { try await storage.remove(Handle(.locks, id.hex)) } catch let error as StorageError where error.code == .notFound {}
+        RepositoryLock.written.withLock { $0[id] = nil }
     }
 
     /// Every lock object: its info, or nil when it cannot be read (damaged, or another format).

@@ -42,6 +42,27 @@ import TestSupport
         await exclusive.release()  // twice is harmless
     }
 
+    /// What SIGINT and SIGTERM remove (`releaseAll`): every lock object this process wrote,
+    /// also one written by `lock()` that no RepositoryLock owns yet because the conflict check is
+    /// still running (CI once saw a SIGINT there leave the backup's lock behind), and a held lock
+    /// after it was refreshed; nothing in another repository.
+    @Test func releaseAllRemovesEveryLockObjectThisProcessWrote() async throws {
+        let repo = try await makeRepository()
+        let other = try await makeRepository()
+        _ = try await repo.writeLock(LockInfo(exclusive: false, operation: "backup"))  // mid-lock()
+        let held = try await repo.lock(exclusive: false, operation: "restore")
+        await held.refresh()
+        let elsewhere = try await other.lock(exclusive: false, operation: "backup")
+        #expect(try await repo.listLocks().count == 2)
+        await RepositoryLock.releaseAll(in: repo)
+        let left = try await repo.listLocks().map(\.id)
+        #expect(left.isEmpty, "locks left: \(left)")
+        #expect(try await other.listLocks().map(\.id) == [elsewhere.id!])
+        await elsewhere.release()
+        await held.release()  // its object is gone already: harmless
+        #expect(try await other.listLocks().isEmpty)
+    }
+
     @Test func theConflictNamesItsHolderAndAge() async throws {
         let repo = try await makeRepository()
         // Half a second more: the lock's time is stored to the millisecond, so an age of exactly
