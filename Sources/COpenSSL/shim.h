@@ -77,6 +77,13 @@ done:
     return ok;
 }
 
+/* PBKDF2-HMAC-SHA256 (scrypt's first and last step, Crypto.scrypt). 1 on success. */
+static inline int chb_pbkdf2_sha256(const void *pass, size_t passlen, const void *salt, size_t saltlen,
+                                    int iterations, void *out, size_t outlen) {
+    return PKCS5_PBKDF2_HMAC((const char *)pass, (int)passlen, (const unsigned char *)salt, (int)saltlen,
+                             iterations, EVP_sha256(), (int)outlen, (unsigned char *)out);
+}
+
 static inline int chb_scrypt(const void *pass, size_t passlen, const void *salt, size_t saltlen,
                              uint64_t n, uint64_t r, uint64_t p, void *out, size_t outlen) {
     uint64_t maxmem = 128 * r * n + 128 * r * p + (1u << 20) + 1024;

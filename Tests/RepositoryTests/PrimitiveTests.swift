@@ -38,10 +38,50 @@ import TestSupport
         #expect(Crypto.sha256(Data("abc".utf8)).hex == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
     }
 
-    @Test func scryptKnownAnswer() {
-        // RFC 7914 test vector 2.
-        let out = Crypto.scrypt(password: "password", salt: Data("NaCl".utf8), n: 1024, r: 8, p: 16, length: 64)
-        #expect(out?.prefix(8).map { String(format: "%02x", $0) }.joined() == "fdbabe1c9d347200")
+    /// RFC 7914 §12, vectors 1 to 3 (the fourth needs 1 GiB), whole outputs, with the lanes on
+    /// one thread and on several.
+    @Test(arguments: [1, 3, 16])
+    func scryptKnownAnswers(threads: Int) {
+        let vectors: [(String, String, UInt64, UInt64, UInt64, String)] = [
+            ("", "", 16, 1, 1,
+             "77d6576238657b203b19ca42c18a0497f16b4844e3074ae8dfdffa3fede21442fcd0069ded0948f8326a753a0fc81f17e8d3e0fb2e0d3628cf35e20c38d18906"),
+            ("password", "NaCl", 1024, 8, 16,
+             "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b3731622eaf30d92e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640"),
+            ("pleaseletmein", "SodiumChloride", 16384, 8, 1,
+             "7023bdcb3afd7348461c06cd81fd38ebfda8fbba904f8e3ea9b543f6545da1f2d5432955613f0fcf62d49705242a9af9e61e85dc0d651e40dfcf017b45575887"),
+        ]
+        for (password, salt, n, r, p, expected) in vectors {
+            let out = Crypto.scrypt(password: password, salt: Data(salt.utf8), n: n, r: r, p: p, length: 64, threads: threads)
+            #expect(out?.map { String(format: "%02x", $0) }.joined() == expected, "N=\(n) r=\(r) p=\(p)")
+        }
+    }
+
+    /// The lanes computed on several threads give OpenSSL's EVP_PBE_scrypt bytes, for parameters,
+    /// passwords, salts, lengths and thread counts drawn at random (including more threads than
+    /// lanes, and the default p = 4).
+    @Test func scryptMatchesOpenSSL() {
+        var gen = SeededBytes(seed: 7914)
+        for round in 0..<40 {
+            let choice = gen.data(6)
+            let n = UInt64(1) << (1 + Int(choice[0]) % 11)
+            let r = UInt64(1 + Int(choice[1]) % 8)
+            let p = round == 0 ? 4 : UInt64(1 + Int(choice[2]) % 6)
+            let threads = 1 + Int(choice[3]) % 5
+            let length = 1 + Int(choice[4]) % 96
+            let password = String(decoding: gen.data(Int(choice[5]) % 24).map { 0x20 + $0 % 0x5f }, as: UTF8.self)
+            let salt = gen.data(Int(choice[5]) % 40)
+            let ours = Crypto.scrypt(password: password, salt: salt, n: n, r: r, p: p, length: length, threads: threads)
+            let openssl = Crypto.referenceScrypt(password: password, salt: salt, n: n, r: r, p: p, length: length)
+            #expect(ours != nil && ours == openssl, "N=\(n) r=\(r) p=\(p) threads=\(threads) length=\(length)")
+        }
+    }
+
+    /// Parameters scrypt does not define give no key rather than a wrong one.
+    @Test func scryptRefusesUndefinedParameters() {
+        #expect(Crypto.scrypt(password: "x", salt: Data(), n: 3, r: 8, p: 1, length: 32) == nil)
+        #expect(Crypto.scrypt(password: "x", salt: Data(), n: 1, r: 8, p: 1, length: 32) == nil)
+        #expect(Crypto.scrypt(password: "x", salt: Data(), n: 16, r: 0, p: 1, length: 32) == nil)
+        #expect(Crypto.scrypt(password: "x", salt: Data(), n: 16, r: 8, p: 0, length: 32) == nil)
     }
 }
 
