@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import NIOCore
 import Storage
+import Synchronization
 
 extension RestResponder {
     /// Streams a file (or the requested range of it) without reading it whole.
@@ -43,13 +44,14 @@ extension RestResponder {
             defer { close(fd) }
             var offset = first
             while offset < end {
-                let count = Int(min(1 << 20, end - offset))
-                var buffer = ByteBufferAllocator().buffer(capacity: count)
+                let count = Int(min(Int64(SendBuffers.size), end - offset))
+                var buffer = sendBuffers.take()
                 let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
                     max(0, pread(fd, raw.baseAddress, count, off_t(offset)))
                 }
                 if n <= 0 { throw HTTPFailure(.internalServerError, "short read") }
                 offset += Int64(n)
+                sendBuffers.give(buffer)
                 try await writer.write(buffer)
             }
             try await writer.finish(nil)
@@ -179,4 +181,38 @@ extension RestResponder {
             return (entry.name, Int64(st.st_size))
         }
     }
+}
+
+/// The buffers files are sent through, shared by every response. A new buffer for every MiB
+/// sent cost the server a page fault for every other page it read (a fifth of its CPU time while
+/// serving a restore), as freed buffers went back to the kernel; kept ones stay mapped. A buffer
+/// is kept from the moment it is handed to the channel, and taken again only once the channel
+/// has let go of it (`modifyIfUniquelyOwned`), so no byte is overwritten before it is sent.
+final class SendBuffers: Sendable {
+    static let size = 1 << 20
+    let limit: Int
+    private let buffers = Mutex<[ByteBuffer]>([])
+
+    init(limit: Int) { self.limit = limit }
+
+    /// An empty buffer of at least `size` bytes: a kept one that nobody else holds any more, or a
+    /// new one.
+    func take() -> ByteBuffer {
+        let kept: ByteBuffer? = buffers.withLock { kept in
+            for i in kept.indices where kept[i].modifyIfUniquelyOwned({ $0.clear() }) != nil {
+                return kept.remove(at: i)
+            }
+            return nil
+        }
+        return kept ?? ByteBufferAllocator().buffer(capacity: Self.size)
+    }
+
+    /// Keeps `buffer` (which the channel may still be sending) for a later `take`, unless `limit`
+    /// buffers are kept already.
+    func give(_ buffer: ByteBuffer) {
+        buffers.withLock { if $0.count < limit { $0.append(buffer) } }
+    }
+
+    /// How many buffers are kept, in use by a channel or not.
+    var count: Int { buffers.withLock { $0.count } }
 }

@@ -26,6 +26,8 @@ struct RestResponder: HTTPResponder {
     let root: String
     let rootDirectory: RootDirectory
     let uploads = Uploads()
+    /// Up to 16 MiB of buffers that file downloads reuse (about two per connection sending).
+    let sendBuffers = SendBuffers(limit: 16)
     let configuration: RestServerConfiguration
     let auth: Htpasswd?
     let bcrypt: BcryptPool?

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import Testing
 import TestSupport
 @testable import RestServer
@@ -10,6 +11,47 @@ import TestSupport
         #expect(SHA256.hex([]) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
         let long = Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)
         #expect(SHA256.hex(long) == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+    }
+}
+
+/// Downloads reuse their send buffers once the channel has let them go, and never while it still
+/// holds them; the pool keeps no more than its limit.
+@Suite struct SendBufferTests {
+    static func base(_ buffer: ByteBuffer) -> UInt {
+        buffer.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
+    }
+
+    @Test func buffersAreReusedOnlyOnceReleased() {
+        let pool = SendBuffers(limit: 4)
+        // Handed to the channel (`inFlight`) and kept: a take while the channel holds it gets
+        // other storage, and the bytes being sent stay as they were.
+        var first = pool.take()
+        #expect(first.readableBytes == 0 && first.capacity >= SendBuffers.size)
+        first.writeBytes([1, 2, 3])
+        let firstBase = Self.base(first)
+        pool.give(first)
+        var inFlight: ByteBuffer? = first
+        first = ByteBuffer()
+        var second = pool.take()
+        second.writeBytes([9, 9])
+        #expect(Self.base(second) != firstBase)
+        #expect(inFlight.map { Array($0.readableBytesView) } == [1, 2, 3])
+        pool.give(second)
+        #expect(pool.count == 2)
+        // The channel has sent it: the next take reuses its storage, emptied.
+        inFlight = nil
+        var again = pool.take()
+        #expect(again.readableBytes == 0)
+        again.writeBytes([4])
+        #expect(Self.base(again) == firstBase)
+        #expect(pool.count == 1)
+    }
+
+    @Test func thePoolKeepsNoMoreThanItsLimit() {
+        let pool = SendBuffers(limit: 2)
+        let taken = (0..<3).map { _ in pool.take() }
+        for buffer in taken { pool.give(buffer) }
+        #expect(pool.count == 2)
     }
 }
 
