@@ -113,7 +113,8 @@ public enum Crypto {
     /// scrypt (RFC 7914): PBKDF2-HMAC-SHA256 through OpenSSL, then the p lanes of scryptROMix on
     /// up to `threads` threads at once (`chb_scrypt_romix_lanes`), then PBKDF2 again. OpenSSL's
     /// EVP_PBE_scrypt computes the same bytes but runs the lanes one after the other: with the
-    /// default p = 4 on two cores this takes half the time, and every command opens a key first.
+    /// default p = 4 on two cores this takes half the time in the same memory (128·r·N bytes),
+    /// and every command opens a key first.
     static func scrypt(password: String, salt: Data, n: UInt64, r: UInt64, p: UInt64, length: Int,
                        threads: Int = ProcessInfo.processInfo.activeProcessorCount) -> Data? {
         guard n >= 2, n.nonzeroBitCount == 1, (1...1024).contains(r), (1...64).contains(p), length > 0 else { return nil }

@@ -37,9 +37,10 @@ struct MasterKeys: Codable, Sendable {
 
 /// scrypt parameters; stored in each key file so they can be raised later. The default, N = 2^14,
 /// r = 8, p = 4, costs an attacker as much as N = 2^15, p = 1 (scrypt's cost grows with N²·r·p)
-/// and needs 16 MiB per lane computed at once; the four lanes are independent, so on two cores
-/// `Crypto.scrypt` runs two at a time (32 MiB) and opens a key in about 0.08 s instead of the
-/// 0.15-0.2 s OpenSSL's one-lane-at-a-time scrypt takes.
+/// and needs 16 MiB while it runs; the four lanes are independent, so on two cores
+/// `Crypto.scrypt` runs two at a time in the same 16 MiB (each keeps half its table and
+/// recomputes the rest) and opens a key in about 0.08 s instead of the 0.15-0.2 s OpenSSL's
+/// one-lane-at-a-time scrypt takes.
 public struct KDFParameters: Codable, Sendable, Hashable {
     public var n: UInt64
     public var r: UInt64

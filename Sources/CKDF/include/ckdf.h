@@ -8,8 +8,10 @@
 #include <stdint.h>
 
 /* `blocks` holds p lanes of 128·r bytes each (the output of the first PBKDF2 step); each lane is
-   replaced by scryptROMix(lane, N). n must be a power of two of at least 2. Returns 0, or -1 if
-   memory (128·r·n bytes per thread) could not be had, in which case `blocks` is unspecified.
+   replaced by scryptROMix(lane, N). n must be a power of two of at least 2. The threads together
+   use 128·r·n bytes, one lane's worth, like OpenSSL (each keeps every `threads`-th entry of its
+   lane's table and recomputes the others). Returns 0, or -1 if the memory could not be had, in
+   which case `blocks` is unspecified.
    Every buffer that held derived material is cleared before it is freed. */
 int chb_scrypt_romix_lanes(uint8_t *blocks, uint32_t r, uint64_t n, uint32_t p, uint32_t threads);
 #endif
