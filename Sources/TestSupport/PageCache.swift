@@ -19,6 +19,10 @@ public func pageCacheResidency(_ path: String) -> (resident: Int, pages: Int)? {
     return (vector.filter { $0 & 1 != 0 }.count, vector.count)
 }
 
+/// Whether the tests' temporary directory can show pages leaving the page cache: not on tmpfs.
+/// Tests that check it are skipped, and say so, where it cannot.
+public let pageCacheIsObservable = fileSystemType(of: NSTemporaryDirectory()) != "tmpfs"
+
 /// The type of the file system holding `path` (the longest mount point above it in /proc/mounts).
 public func fileSystemType(of path: String) -> String? {
     let resolved = (path as NSString).resolvingSymlinksInPath
