@@ -84,6 +84,7 @@ static inline int chb_pbkdf2_sha256(const void *pass, size_t passlen, const void
                              iterations, EVP_sha256(), (int)outlen, (unsigned char *)out);
 }
 
+/* OpenSSL's scrypt, lanes one after the other: the reference the tests hold Crypto.scrypt to. */
 static inline int chb_scrypt(const void *pass, size_t passlen, const void *salt, size_t saltlen,
                              uint64_t n, uint64_t r, uint64_t p, void *out, size_t outlen) {
     uint64_t maxmem = 128 * r * n + 128 * r * p + (1u << 20) + 1024;

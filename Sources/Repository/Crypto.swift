@@ -117,42 +117,22 @@ public enum Crypto {
     /// and every command opens a key first.
     static func scrypt(password: String, salt: Data, n: UInt64, r: UInt64, p: UInt64, length: Int,
                        threads: Int = ProcessInfo.processInfo.activeProcessorCount) -> Data? {
-        guard n >= 2, n.nonzeroBitCount == 1, (1...1024).contains(r), (1...64).contains(p), length > 0 else { return nil }
+        // r and p size the lanes below; N, and the thread count, are checked by chb_scrypt_romix_lanes.
+        guard (1...1024).contains(r), (1...64).contains(p), length > 0 else { return nil }
         let pw = Array(password.utf8)
         var blocks = [UInt8](repeating: 0, count: Int(p * 128 * r))
-        defer { blocks.withUnsafeMutableBytes { explicitClear($0) } }
+        defer { blocks.withUnsafeMutableBytes { OPENSSL_cleanse($0.baseAddress, $0.count) } }
         let expanded = blocks.withUnsafeMutableBytes { b in
             salt.withUnsafeBytes { s in chb_pbkdf2_sha256(pw, pw.count, s.baseAddress, s.count, 1, b.baseAddress, b.count) }
         }
-        guard expanded == 1 else { return nil }
-        let mixed = blocks.withUnsafeMutableBytes { b in
-            chb_scrypt_romix_lanes(b.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(r), n, UInt32(p),
-                                   UInt32(max(1, min(threads, Int(p)))))
-        }
-        guard mixed == 0 else { return nil }
+        guard expanded == 1, blocks.withUnsafeMutableBufferPointer({
+            chb_scrypt_romix_lanes($0.baseAddress, UInt32(r), n, UInt32(p), UInt32(clamping: threads))
+        }) == 0 else { return nil }
         var out = Data(count: length)
         let ok = out.withUnsafeMutableBytes { o in
             blocks.withUnsafeBytes { b in chb_pbkdf2_sha256(pw, pw.count, b.baseAddress, b.count, 1, o.baseAddress, length) }
         }
         return ok == 1 ? out : nil
-    }
-
-    /// OpenSSL's EVP_PBE_scrypt, lanes one after the other: the reference the tests hold
-    /// `scrypt` to.
-    static func referenceScrypt(password: String, salt: Data, n: UInt64, r: UInt64, p: UInt64, length: Int) -> Data? {
-        var out = Data(count: length)
-        let pw = Array(password.utf8)
-        let ok = out.withUnsafeMutableBytes { o in
-            salt.withUnsafeBytes { s in
-                chb_scrypt(pw, pw.count, s.baseAddress, s.count, n, r, p, o.baseAddress, length)
-            }
-        }
-        return ok == 1 ? out : nil
-    }
-
-    /// Overwrites `bytes` with zeros in a way the optimiser keeps (OPENSSL_cleanse).
-    static func explicitClear(_ bytes: UnsafeMutableRawBufferPointer) {
-        if let base = bytes.baseAddress, bytes.count > 0 { OPENSSL_cleanse(base, bytes.count) }
     }
 }
 

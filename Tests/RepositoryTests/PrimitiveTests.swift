@@ -1,3 +1,4 @@
+import COpenSSL
 import Foundation
 @testable import Repository
 import Storage
@@ -71,9 +72,32 @@ import TestSupport
             let password = String(decoding: gen.data(Int(choice[5]) % 24).map { 0x20 + $0 % 0x5f }, as: UTF8.self)
             let salt = gen.data(Int(choice[5]) % 40)
             let ours = Crypto.scrypt(password: password, salt: salt, n: n, r: r, p: p, length: length, threads: threads)
-            let openssl = Crypto.referenceScrypt(password: password, salt: salt, n: n, r: r, p: p, length: length)
+            let openssl = Self.opensslScrypt(password: password, salt: salt, n: n, r: r, p: p, length: length)
             #expect(ours != nil && ours == openssl, "N=\(n) r=\(r) p=\(p) threads=\(threads) length=\(length)")
         }
+    }
+
+    /// A table the machine cannot give (512 GiB: N = 2^22, r = 1024) is no key, not a crash, on
+    /// one thread and when a second thread's allocation fails. Only where the kernel refuses
+    /// such an allocation outright (overcommit mode 0 or 2), not where it would hand it out.
+    @Test(.enabled(if: (try? String(contentsOfFile: "/proc/sys/vm/overcommit_memory", encoding: .utf8))?
+                    .trimmingCharacters(in: .whitespacesAndNewlines) != "1",
+                   "the kernel overcommits every allocation"))
+    func scryptReportsMemoryItCannotHave() {
+        for (p, threads) in [(UInt64(1), 1), (2, 2)] {
+            #expect(Crypto.scrypt(password: "x", salt: Data("s".utf8), n: 1 << 22, r: 1024, p: p, length: 32,
+                                  threads: threads) == nil)
+        }
+    }
+
+    /// OpenSSL's EVP_PBE_scrypt, lanes one after the other: the reference `Crypto.scrypt` is held to.
+    static func opensslScrypt(password: String, salt: Data, n: UInt64, r: UInt64, p: UInt64, length: Int) -> Data? {
+        var out = Data(count: length)
+        let pw = Array(password.utf8)
+        let ok = out.withUnsafeMutableBytes { o in
+            salt.withUnsafeBytes { s in chb_scrypt(pw, pw.count, s.baseAddress, s.count, n, r, p, o.baseAddress, length) }
+        }
+        return ok == 1 ? out : nil
     }
 
     /// Parameters scrypt does not define give no key rather than a wrong one.
