@@ -31,7 +31,9 @@ let package = Package(
         .target(name: "Storage",
                 dependencies: ["CCurl", "COpenSSL", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
-        .target(name: "CKDF"),
+        // scrypt is the cost of opening every key: optimized in debug builds too (at -O0 it took
+        // five times as long, and tests that open repositories on the shared threads starved others).
+        .target(name: "CKDF", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         .target(name: "Repository",
                 dependencies: ["Storage", "COpenSSL", "CLZ4", "CKDF",
                                .product(name: "Logging", package: "swift-log")],
