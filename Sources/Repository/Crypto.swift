@@ -134,6 +134,19 @@ public enum Crypto {
         }
         return ok == 1 ? out : nil
     }
+
+    /// `scrypt` on a thread of its own, for async callers: it holds its thread for 70-90 ms at
+    /// the default parameters (seconds at high ones), too long for one of the few threads (one
+    /// a core) that run every task of the process, whose other work (a controller's watches, an
+    /// agent's handshakes) would wait behind it.
+    static func scrypt(password: String, salt: Data, n: UInt64, r: UInt64, p: UInt64, length: Int) async -> Data? {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(returning: scrypt(password: password, salt: salt, n: n, r: r, p: p, length: length,
+                                                      threads: ProcessInfo.processInfo.activeProcessorCount))
+            }
+        }
+    }
 }
 
 /// SHA-256 over bytes that arrive in pieces (a pack as it streams in).

@@ -73,13 +73,13 @@ struct KeyFile: Codable {
     /// The master keys, sealed in an envelope under the scrypt-derived key.
     var data: Data
 
-    static func make(password: String, keys: MasterKeys, parameters: KDFParameters) throws -> KeyFile {
+    static func make(password: String, keys: MasterKeys, parameters: KDFParameters) async throws -> KeyFile {
         guard parameters.isPlausible else {
             throw RepositoryError(.invalidArgument, "scrypt parameters N=\(parameters.n) r=\(parameters.r) p=\(parameters.p) are out of range (N a power of two up to 2^22, r 1-64, p 1-16)")
         }
         let salt = Crypto.random(32)
-        guard let derived = Crypto.scrypt(password: password, salt: salt, n: parameters.n, r: parameters.r,
-                                          p: parameters.p, length: 32).flatMap(SecretKey.init) else {
+        guard let derived = await Crypto.scrypt(password: password, salt: salt, n: parameters.n, r: parameters.r,
+                                                p: parameters.p, length: 32).flatMap(SecretKey.init) else {
             throw RepositoryError(.invalidArgument, "scrypt failed with N=\(parameters.n) r=\(parameters.r) p=\(parameters.p)")
         }
         let sealed = Envelope.seal(JSON.encode(keys), kind: .masterKey, key: derived, compress: false)
@@ -89,7 +89,7 @@ struct KeyFile: Codable {
     }
 
     /// The master keys, or nil when the password does not open this key file.
-    func unlock(password: String, what: String) throws -> MasterKeys? {
+    func unlock(password: String, what: String) async throws -> MasterKeys? {
         guard format == "chebackup-key" else { throw RepositoryError(.corrupted, "\(what) is not a che-backup key file") }
         guard version == 1, kdf == "scrypt" else {
             throw RepositoryError(.unsupported, "\(what) uses key format \(version) / \(kdf), which this program cannot read")
@@ -98,7 +98,7 @@ struct KeyFile: Codable {
         guard p.isPlausible else {
             throw RepositoryError(.corrupted, "\(what) has implausible scrypt parameters")
         }
-        guard let derived = Crypto.scrypt(password: password, salt: salt, n: p.n, r: p.r, p: p.p, length: 32)
+        guard let derived = await Crypto.scrypt(password: password, salt: salt, n: p.n, r: p.r, p: p.p, length: 32)
             .flatMap(SecretKey.init) else {
             throw RepositoryError(.corrupted, "\(what): scrypt failed")
         }

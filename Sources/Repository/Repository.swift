@@ -131,7 +131,7 @@ public final class Repository: Sendable {
                     throw RepositoryError(.corrupted, "key file \(name) is corrupted: its content does not match its name")
                 }
                 let file = try JSON.decode(KeyFile.self, data, what: "key file \(name)")
-                guard let keys = try file.unlock(password: password, what: "key file \(name)") else { continue }
+                guard let keys = try await file.unlock(password: password, what: "key file \(name)") else { continue }
                 let plain = try Envelope.open(sealedConfig, kind: .config, key: keys.encryption, what: "repository config")
                 opened = (keys, try JSON.decode(RepositoryConfig.self, plain, what: "repository config"))
                 openedName = name
@@ -160,7 +160,7 @@ public final class Repository: Sendable {
     /// Adds a key file so that `password` also opens this repository.
     @discardableResult
     public func addKey(password: String, kdf: KDFParameters = .default) async throws -> ObjectID {
-        let file = try KeyFile.make(password: password, keys: keys, parameters: kdf)
+        let file = try await KeyFile.make(password: password, keys: keys, parameters: kdf)
         return try await saveObject(.keys, JSON.encode(file))
     }
 

@@ -116,7 +116,7 @@ import TestSupport
         let memory = MemoryStorage()
         let repo = try await makeRepository(memory, password: "pw")
         // A key file for the same password but other master keys (left by an interrupted init).
-        let stale = try KeyFile.make(password: "pw", keys: .generate(), parameters: KDFParameters(n: 1 << 10))
+        let stale = try await KeyFile.make(password: "pw", keys: .generate(), parameters: KDFParameters(n: 1 << 10))
         let staleData = JSON.encode(stale)
         try await memory.save(Handle(.keys, ObjectID(hashing: staleData).hex), data: staleData)
         try await memory.save(Handle(.keys, String(repeating: "b", count: 64)), data: Data("garbage".utf8))
