@@ -55,7 +55,12 @@ final class PostgresCluster: @unchecked Sendable {
         try await runAsync("/usr/bin/psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", sql], environment: env)
     }
 
-    deinit { _ = try? runDetached(repoRoot + "/scripts/pg-cluster.sh", ["stop", dir]) }
+    /// Stopped on a thread of its own: the last reference usually goes on one of the threads every
+    /// test's tasks share, and pg_ctl waits for the shutdown.
+    deinit {
+        let dir = dir
+        Thread.detachNewThread { _ = try? runDetached(repoRoot + "/scripts/pg-cluster.sh", ["stop", dir]) }
+    }
 }
 
 /// A `chebackup-agent` process on a free port, waited for suspended (never blocking one of the
