@@ -5,8 +5,10 @@ import Storage
 import Synchronization
 
 extension RestResponder {
-    /// Streams a file (or the requested range of it) without reading it whole.
-    func serveFile(_ location: Location, request: Request) throws -> Response {
+    /// Streams a file (or the requested range of it) without reading it whole. With
+    /// `releasingCache` (packs) its pages leave the page cache behind the reads, as they do once
+    /// received (see `receive`): a pack is fetched to be restored or checked, once.
+    func serveFile(_ location: Location, request: Request, releasingCache: Bool = false) throws -> Response {
         let (fd, code) = try rootDirectory.withDirectory(location.directory) { dir in
             (openat(dir, location.name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), errno)
         }
@@ -41,8 +43,12 @@ extension RestResponder {
         }
         let (first, end) = (start, start + length)
         let body = ResponseBody(contentLength: Int(length)) { writer in
-            defer { close(fd) }
             var offset = first
+            var behind = releasingCache ? ReadBehind(fd, from: first) : nil
+            defer {
+                behind?.finish(at: offset)
+                close(fd)
+            }
             while offset < end {
                 let count = Int(min(Int64(SendBuffers.size), end - offset))
                 var buffer = sendBuffers.take()
@@ -51,6 +57,9 @@ extension RestResponder {
                 }
                 if n <= 0 { throw HTTPFailure(.internalServerError, "short read") }
                 offset += Int64(n)
+                // The last piece's pages go before it is sent: once the client has every byte,
+                // none of the pack is cached here.
+                if offset == end { behind?.finish(at: offset) } else { behind?.consumed(upTo: offset) }
                 sendBuffers.give(buffer)
                 try await writer.write(buffer)
             }

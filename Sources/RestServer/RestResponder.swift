@@ -115,7 +115,7 @@ struct RestResponder: HTTPResponder {
         case (.get, .listing(let repo, let type)):
             return try list(repo: repo, type: type, v2: (request.headers[.accept] ?? "").contains(Self.v2))
         case (.head, .file(let repo, let type, let name)), (.get, .file(let repo, let type, let name)):
-            return try serveFile(fileLocation(repo, type, name), request: request)
+            return try serveFile(fileLocation(repo, type, name), request: request, releasingCache: type == "data")
         case (.post, .file(let repo, let type, let name)):
             return try await receive(request, into: fileLocation(repo, type, name), type: type)
         case (.delete, .file(let repo, let type, let name)):

@@ -155,10 +155,11 @@ public struct LocalStorage: Storage {
         }
     }
 
-    /// Reads the range in 1 MiB pieces into one reused buffer.
+    /// Reads the range in 1 MiB pieces into one reused buffer. A pack's pages leave the page
+    /// cache behind the reader (ReadBehind): packs are streamed to be restored or checked, once.
     public func stream(_ handle: Handle, range: Range<Int64>, to consume: @escaping ByteConsumer) async throws {
         try await reading(handle, range) { fd, wanted in
-            try readInPieces(fd, wanted, what: handle.description, to: consume)
+            try readInPieces(fd, wanted, what: handle.description, releasingCache: handle.type == .data, to: consume)
         }
     }
 
@@ -283,9 +284,12 @@ public func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: 
 
 /// Reads `range` of `fd` in 1 MiB pieces through one pooled buffer, handing each to `body`; a
 /// file that ends before the range does is an `.invalidRange` error.
-func readInPieces(_ fd: Int32, _ range: Range<Int64>, what: String, to body: (UnsafeRawBufferPointer) throws -> Void) throws {
+func readInPieces(_ fd: Int32, _ range: Range<Int64>, what: String, releasingCache release: Bool = false,
+                  to body: (UnsafeRawBufferPointer) throws -> Void) throws {
     try BufferPool.pieces.withBuffer { buffer in
         var at = range.lowerBound
+        var behind = release ? ReadBehind(fd, from: at) : nil
+        defer { behind?.finish(at: at) }
         while at < range.upperBound {
             let n = pread(fd, buffer.baseAddress!, Int(min(Int64(buffer.count), range.upperBound - at)), off_t(at))
             if n < 0 {
@@ -295,6 +299,7 @@ func readInPieces(_ fd: Int32, _ range: Range<Int64>, what: String, to body: (Un
             if n == 0 { throw StorageError(.invalidRange, "\(what) ended at \(at) bytes, before \(range.upperBound)") }
             try body(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
             at += Int64(n)
+            behind?.consumed(upTo: at)
         }
     }
 }

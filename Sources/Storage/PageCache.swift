@@ -1,10 +1,13 @@
 import Foundation
 
-// Keeping written files out of the page cache. On a VM whose host reclaims free guest memory,
-// first touching such memory costs more than the write itself (writing 704 MiB in 16 MiB files
-// cost 1.5-1.75 s of system time kept cached, 0.23 s released; a 1 GiB restore on cold memory
-// 2.35-3.57 s kept, 1.44-2.18 s released; docs/benchmarks.md, session 12): files written once
-// and not read soon give their pages back, and the next file reuses them.
+// Keeping packs and restored files from crowding the page cache. On a VM whose host reclaims
+// free guest memory, first touching such memory costs more than the write itself (writing 704
+// MiB in 16 MiB files cost 1.5-1.75 s of system time kept cached, 0.23 s released; a 1 GiB
+// restore on cold memory 2.35-3.57 s kept, 1.44-2.18 s released; docs/benchmarks.md, session
+// 12): pages of data read or written once give way, and the next reads and writes reuse them.
+// Packs read once are clean, so dropping them costs nothing; restored files are dirty, and
+// dropping them means writing them back during the restore, which the kernel would otherwise
+// do later (session 14), so they are left to the kernel up to what it leaves dirty itself.
 
 /// fsyncs `fd` and, when `release` is set, then drops the file's pages from the page cache
 /// (posix_fadvise DONTNEED; only clean pages can go, hence after the fsync). For packs, which are
@@ -16,7 +19,38 @@ public func syncFile(_ fd: Int32, releasingCache release: Bool) -> Bool {
     return true
 }
 
-/// Restored files leaving the page cache behind the restore, without waiting for the disk: a
+/// Drops the pages of a file read once (a pack) behind its reader, every `step` bytes and at
+/// the end: clean pages, so nothing waits for the disk, and the reads and writes that follow
+/// reuse them instead of memory not touched yet.
+public struct ReadBehind {
+    let fd: Int32
+    let step: Int64
+    private var dropped: Int64
+
+    public init(_ fd: Int32, from offset: Int64, step: Int64 = 4 << 20) {
+        self.fd = fd
+        self.step = step
+        dropped = offset
+    }
+
+    /// The reader has consumed everything before `offset`.
+    public mutating func consumed(upTo offset: Int64) {
+        if offset - dropped >= step { drop(upTo: offset) }
+    }
+
+    /// The reader is done, having consumed everything before `offset`.
+    public mutating func finish(at offset: Int64) {
+        if offset > dropped { drop(upTo: offset) }
+    }
+
+    private mutating func drop(upTo offset: Int64) {
+        _ = posix_fadvise(fd, off_t(dropped), off_t(offset - dropped), Int32(POSIX_FADV_DONTNEED))
+        dropped = offset
+    }
+}
+
+/// Restored files leaving the page cache behind the restore, once it has written more than
+/// `allowance` bytes (below that they stay the kernel's, which writes them back later): a
 /// completed file's writeback is started (DONTNEED on dirty pages starts it and drops nothing),
 /// and once `window` bytes of later files have completed, by when its writeback is mostly done,
 /// its clean pages are dropped (DONTNEED again) and it is closed. Only regular files of at least
@@ -25,15 +59,35 @@ public func syncFile(_ fd: Int32, releasingCache release: Bool) -> Bool {
 public final class CacheRelease: Sendable {
     let minimum: Int64
     let window: Int64
+    let allowance: Int64
     private struct Queue {
         var files: [(fd: Int32, size: Int64)] = []
         var bytes: Int64 = 0
+        /// Bytes of every regular file offered so far.
+        var offered: Int64 = 0
     }
     private let queue = Locked(Queue())
 
-    public init(minimum: Int64 = 1 << 20, window: Int64 = 64 << 20) {
+    public init(minimum: Int64 = 1 << 20, window: Int64 = 64 << 20, allowance: Int64 = CacheRelease.kernelAllowance) {
         self.minimum = minimum
         self.window = window
+        self.allowance = allowance
+    }
+
+    /// What the kernel leaves dirty before it starts writing back in the background:
+    /// vm.dirty_background_bytes, else vm.dirty_background_ratio percent of the memory available
+    /// (MemAvailable, or this process's cgroup limit when lower: a container's page cache counts
+    /// against it). 0 when it cannot be told: then every qualifying file is released.
+    public static let kernelAllowance: Int64 = allowance(
+        backgroundBytes: readNumber("/proc/sys/vm/dirty_background_bytes"),
+        backgroundRatio: readNumber("/proc/sys/vm/dirty_background_ratio"),
+        available: memAvailable(), cgroupLimit: cgroupMemoryLimit())
+
+    public static func allowance(backgroundBytes: Int64?, backgroundRatio: Int64?, available: Int64?, cgroupLimit: Int64?) -> Int64 {
+        if let bytes = backgroundBytes, bytes > 0 { return bytes }
+        guard let ratio = backgroundRatio, (0...100).contains(ratio), var memory = available else { return 0 }
+        if let limit = cgroupLimit { memory = min(memory, limit) }
+        return memory * ratio / 100
     }
 
     deinit { finish() }
@@ -42,11 +96,17 @@ public final class CacheRelease: Sendable {
     /// here later; false, and the caller still owns it.
     public func take(_ fd: Int32) -> Bool {
         var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, Int64(st.st_size) >= minimum else { return false }
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return false }
+        let size = Int64(st.st_size)
+        let beyond = queue.withLock { q in
+            q.offered += size
+            return q.offered > allowance
+        }
+        guard beyond, size >= minimum else { return false }
         _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
         let done = queue.withLock { q -> [Int32] in
-            q.files.append((fd, Int64(st.st_size)))
-            q.bytes += Int64(st.st_size)
+            q.files.append((fd, size))
+            q.bytes += size
             var out: [Int32] = []
             while q.files.count > 1, q.bytes - q.files[0].size >= window {
                 q.bytes -= q.files[0].size
@@ -74,4 +134,33 @@ public final class CacheRelease: Sendable {
         _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
         close(fd)
     }
+}
+
+/// A number read from a one-line file (/proc/sys, cgroup files); nil when missing or "max".
+func readNumber(_ path: String) -> Int64? {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+    return Int64(text.trimmingCharacters(in: .whitespacesAndNewlines))
+}
+
+/// MemAvailable from /proc/meminfo, in bytes.
+func memAvailable() -> Int64? {
+    guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+          let kib = Int64(line.split(separator: " ").dropFirst().first ?? "") else { return nil }
+    return kib * 1024
+}
+
+/// The memory limit of this process's cgroup (v2 memory.max, else v1 memory.limit_in_bytes);
+/// nil when there is none.
+func cgroupMemoryLimit() -> Int64? {
+    guard let text = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) else { return nil }
+    for line in text.split(separator: "\n") {
+        let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+        guard fields.count == 3 else { continue }
+        let path = fields[2] == "/" ? "" : String(fields[2])
+        if fields[0] == "0", fields[1].isEmpty, let limit = readNumber("/sys/fs/cgroup" + path + "/memory.max") { return limit }
+        if fields[1].split(separator: ",").contains("memory"), let limit = readNumber("/sys/fs/cgroup/memory" + path + "/memory.limit_in_bytes"),
+           limit < Int64.max / 2 { return limit }
+    }
+    return nil
 }

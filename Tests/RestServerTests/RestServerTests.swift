@@ -134,6 +134,30 @@ let hexName = String(repeating: "ab", count: 32)
         #expect(index.resident == index.pages)
     }
 
+    /// A pack served leaves the page cache behind the reads (a restore fetches each pack once);
+    /// other files stay cached.
+    @Test(.enabled(if: pageCacheIsObservable, "the temporary directory is on tmpfs, whose pages never leave"))
+    func servedPacksLeaveThePageCache() async throws {
+        let server = try await RunningServer()
+        _ = try await server.raw("POST", "/r/?create=true")
+        var gen = SeededBytes(seed: 9)
+        let (packData, indexData) = (gen.data(9 << 20 + 123), gen.data(3 << 20))
+        let storage = try server.storage("r")
+        try await storage.save(Handle(.data, hexName), data: packData)
+        try await storage.save(Handle(.index, hexName), data: indexData)
+        let packPath = server.dir.path + "/repos/r/data/ab/\(hexName)", indexPath = server.dir.path + "/repos/r/index/\(hexName)"
+        for path in [packPath, indexPath] { _ = FileManager.default.contents(atPath: path) }  // both cached now
+        guard let before = pageCacheResidency(packPath) else { Issue.record("cannot read the page cache residency"); return }
+        #expect(before.resident == before.pages, "reading the pack should have cached it")
+        #expect(try await storage.load(Handle(.data, hexName)) == packData)
+        #expect(try await storage.load(Handle(.index, hexName)) == indexData)
+        guard let pack = pageCacheResidency(packPath), let index = pageCacheResidency(indexPath) else {
+            Issue.record("cannot read the page cache residency"); return
+        }
+        #expect(pack.resident == 0, "\(pack.resident) of \(pack.pages) pages of the served pack still cached")
+        #expect(index.resident == index.pages)
+    }
+
     @Test func basicAuthAgainstBcryptHtpasswd() async throws {
         let dir = TempDir()
         defer { dir.remove() }

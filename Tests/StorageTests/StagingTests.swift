@@ -88,6 +88,83 @@ import TestSupport
         #expect(indexed.resident == indexed.pages)
     }
 
+    /// A pack streamed from a local repository leaves the page cache behind the reader, clean
+    /// pages dropped as it goes (a restore reads each pack once); other objects stay cached.
+    @Test(.enabled(if: pageCacheIsObservable, "the temporary directory is on tmpfs, whose pages never leave"))
+    func streamedPacksLeaveThePageCache() async throws {
+        let dir = TempDir()
+        let pool = BlockingPool(threads: 2)
+        defer { pool.shutdown(); dir.remove() }
+        let storage = LocalStorage(path: dir.path + "/repo", pool: pool)
+        try await storage.create()
+        var gen = SeededBytes(seed: 6)
+        let name = String(repeating: "ef", count: 32)
+        let (packData, indexData) = (gen.data(9 << 20 + 77), gen.data(2 << 20))
+        try await storage.save(Handle(.data, name), data: packData)
+        try await storage.save(Handle(.index, name), data: indexData)
+        let packPath = dir.path + "/repo/data/ef/" + name, indexPath = dir.path + "/repo/index/" + name
+        for path in [packPath, indexPath] { _ = FileManager.default.contents(atPath: path) }  // both cached now
+        guard let before = pageCacheResidency(packPath) else { Issue.record("cannot read the page cache residency"); return }
+        #expect(before.resident == before.pages, "reading the pack should have cached it")
+        for (handle, data) in [(Handle(.data, name), packData), (Handle(.index, name), indexData)] {
+            let got = Locked(Data())
+            try await storage.stream(handle, range: 0..<Int64(data.count)) { piece in got.withLock { $0.append(contentsOf: piece) } }
+            #expect(got.value == data, "\(handle) streamed other bytes")
+        }
+        guard let pack = pageCacheResidency(packPath), let index = pageCacheResidency(indexPath) else {
+            Issue.record("cannot read the page cache residency"); return
+        }
+        #expect(pack.resident == 0, "\(pack.resident) of \(pack.pages) pages of the streamed pack still cached")
+        #expect(index.resident == index.pages)
+    }
+
+    /// Until a restore has written `allowance` bytes its files stay the kernel's (nothing is
+    /// written back early); the files that complete after that are taken and released.
+    @Test(.enabled(if: pageCacheIsObservable, "the temporary directory is on tmpfs, whose pages never leave"))
+    func filesWithinTheAllowanceAreLeftToTheKernel() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        var gen = SeededBytes(seed: 7)
+        func written(_ name: String, _ size: Int) -> Int32 {
+            let fd = open(dir.path + "/" + name, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            let data = gen.data(size)
+            _ = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            fsync(fd)
+            return fd
+        }
+        let release = CacheRelease(minimum: 1 << 20, window: 64 << 20, allowance: 5 << 20)
+        var kept: [Int32] = []
+        for k in 0..<2 {
+            let fd = written("early\(k)", 2 << 20)
+            #expect(!release.take(fd), "early\(k) is within the allowance")
+            kept.append(fd)
+        }
+        let small = written("small", 4096)
+        #expect(!release.take(small), "a small file counts towards the allowance but is never taken")
+        kept.append(small)
+        let late = written("late", 2 << 20)
+        #expect(release.take(late), "past the allowance (4 MiB + 4 KiB + 2 MiB > 5 MiB) a file is taken")
+        release.finish()
+        kept.forEach { close($0) }
+        for (name, cached) in [("early0", true), ("early1", true), ("late", false)] {
+            guard let r = pageCacheResidency(dir.path + "/" + name) else { Issue.record("cannot read the page cache residency"); return }
+            #expect(cached ? r.resident == r.pages : r.resident == 0, "\(name): \(r.resident) of \(r.pages) pages cached")
+        }
+    }
+
+    /// The allowance is what the kernel leaves dirty itself: dirty_background_bytes when set,
+    /// else the ratio of the memory available or of the cgroup's limit, whichever is lower.
+    @Test func theAllowanceFollowsTheKernelsBackgroundThreshold() {
+        let gib: Int64 = 1 << 30
+        #expect(CacheRelease.allowance(backgroundBytes: 300 << 20, backgroundRatio: 10, available: 20 * gib, cgroupLimit: nil) == 300 << 20)
+        #expect(CacheRelease.allowance(backgroundBytes: 0, backgroundRatio: 10, available: 20 * gib, cgroupLimit: nil) == 2 * gib)
+        #expect(CacheRelease.allowance(backgroundBytes: 0, backgroundRatio: 10, available: 20 * gib, cgroupLimit: gib) == gib / 10)
+        #expect(CacheRelease.allowance(backgroundBytes: 0, backgroundRatio: 0, available: 20 * gib, cgroupLimit: nil) == 0)
+        #expect(CacheRelease.allowance(backgroundBytes: nil, backgroundRatio: nil, available: 20 * gib, cgroupLimit: nil) == 0,
+                "unknown: every file is released")
+        #expect(CacheRelease.allowance(backgroundBytes: 0, backgroundRatio: 10, available: nil, cgroupLimit: gib) == 0)
+    }
+
     /// CacheRelease takes only regular files of at least `minimum` bytes, holds them until
     /// `window` bytes of later files complete, then drops their pages and closes them.
     @Test(.enabled(if: pageCacheIsObservable, "the temporary directory is on tmpfs, whose pages never leave"))
@@ -102,7 +179,7 @@ import TestSupport
             fsync(fd)  // clean pages: the first advice already drops them
             return fd
         }
-        let release = CacheRelease(minimum: 1 << 20, window: 3 << 20)
+        let release = CacheRelease(minimum: 1 << 20, window: 3 << 20, allowance: 0)
         let small = written("small", 4096)
         #expect(!release.take(small), "a file under the minimum stays the caller's")
         close(small)
