@@ -77,11 +77,13 @@ public final class CacheRelease: Sendable {
     /// What the kernel leaves dirty before it starts writing back in the background:
     /// vm.dirty_background_bytes, else vm.dirty_background_ratio percent of the memory available
     /// (MemAvailable, or this process's cgroup limit when lower: a container's page cache counts
-    /// against it). 0 when it cannot be told: then every qualifying file is released.
-    public static let kernelAllowance: Int64 = allowance(
-        backgroundBytes: readNumber("/proc/sys/vm/dirty_background_bytes"),
-        backgroundRatio: readNumber("/proc/sys/vm/dirty_background_ratio"),
-        available: memAvailable(), cgroupLimit: cgroupMemoryLimit())
+    /// against it). 0 when it cannot be told: then every qualifying file is released. Read anew
+    /// for each restore: a long-running agent's memory changes.
+    public static var kernelAllowance: Int64 {
+        allowance(backgroundBytes: readNumber("/proc/sys/vm/dirty_background_bytes"),
+                  backgroundRatio: readNumber("/proc/sys/vm/dirty_background_ratio"),
+                  available: memAvailable(), cgroupLimit: cgroupMemoryLimit())
+    }
 
     public static func allowance(backgroundBytes: Int64?, backgroundRatio: Int64?, available: Int64?, cgroupLimit: Int64?) -> Int64 {
         if let bytes = backgroundBytes, bytes > 0 { return bytes }
