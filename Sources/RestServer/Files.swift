@@ -44,7 +44,7 @@ extension RestResponder {
         let (first, end) = (start, start + length)
         let body = ResponseBody(contentLength: Int(length)) { writer in
             var offset = first
-            var behind = releasingCache ? ReadBehind(fd, from: first) : nil
+            var behind = releasingCache ? ReadBehind(fd, range: first..<end) : nil
             defer {
                 behind?.finish(at: offset)
                 close(fd)
@@ -57,9 +57,9 @@ extension RestResponder {
                 }
                 if n <= 0 { throw HTTPFailure(.internalServerError, "short read") }
                 offset += Int64(n)
-                // The last piece's pages go before it is sent: once the client has every byte,
-                // none of the pack is cached here.
-                if offset == end { behind?.finish(at: offset) } else { behind?.consumed(upTo: offset) }
+                // The last piece's pages go before it is sent (ReadBehind drops at the end of its
+                // range): once the client has every byte, none of the pack is cached here.
+                behind?.consumed(upTo: offset)
                 sendBuffers.give(buffer)
                 try await writer.write(buffer)
             }

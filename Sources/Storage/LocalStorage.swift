@@ -288,7 +288,7 @@ func readInPieces(_ fd: Int32, _ range: Range<Int64>, what: String, releasingCac
                   to body: (UnsafeRawBufferPointer) throws -> Void) throws {
     try BufferPool.pieces.withBuffer { buffer in
         var at = range.lowerBound
-        var behind = release ? ReadBehind(fd, from: at) : nil
+        var behind = release ? ReadBehind(fd, range: range) : nil
         defer { behind?.finish(at: at) }
         while at < range.upperBound {
             let n = pread(fd, buffer.baseAddress!, Int(min(Int64(buffer.count), range.upperBound - at)), off_t(at))

@@ -19,31 +19,30 @@ public func syncFile(_ fd: Int32, releasingCache release: Bool) -> Bool {
     return true
 }
 
-/// Drops the pages of a file read once (a pack) behind its reader, every `step` bytes and at
-/// the end: clean pages, so nothing waits for the disk, and the reads and writes that follow
-/// reuse them instead of memory not touched yet.
+/// Drops the pages of a file read once (a pack) behind its reader, every `step` bytes and as
+/// soon as the end of `range` is read: clean pages, so nothing waits for the disk, and the
+/// reads and writes that follow reuse them instead of memory not touched yet.
 public struct ReadBehind {
     let fd: Int32
+    let end: Int64
     let step: Int64
     private var dropped: Int64
 
-    public init(_ fd: Int32, from offset: Int64, step: Int64 = 4 << 20) {
+    public init(_ fd: Int32, range: Range<Int64>, step: Int64 = 4 << 20) {
         self.fd = fd
+        end = range.upperBound
         self.step = step
-        dropped = offset
+        dropped = range.lowerBound
     }
 
     /// The reader has consumed everything before `offset`.
     public mutating func consumed(upTo offset: Int64) {
-        if offset - dropped >= step { drop(upTo: offset) }
+        if offset - dropped >= step || (offset >= end && offset > dropped) { finish(at: offset) }
     }
 
-    /// The reader is done, having consumed everything before `offset`.
+    /// The reader stops (at the end, or early), having consumed everything before `offset`.
     public mutating func finish(at offset: Int64) {
-        if offset > dropped { drop(upTo: offset) }
-    }
-
-    private mutating func drop(upTo offset: Int64) {
+        guard offset > dropped else { return }
         _ = posix_fadvise(fd, off_t(dropped), off_t(offset - dropped), Int32(POSIX_FADV_DONTNEED))
         dropped = offset
     }
@@ -82,7 +81,8 @@ public final class CacheRelease: Sendable {
     public static var kernelAllowance: Int64 {
         allowance(backgroundBytes: readNumber("/proc/sys/vm/dirty_background_bytes"),
                   backgroundRatio: readNumber("/proc/sys/vm/dirty_background_ratio"),
-                  available: memAvailable(), cgroupLimit: cgroupMemoryLimit())
+                  available: readText("/proc/meminfo").flatMap(memAvailable),
+                  cgroupLimit: readText("/proc/self/cgroup").flatMap { cgroupMemoryLimit($0, read: readNumber) })
     }
 
     public static func allowance(backgroundBytes: Int64?, backgroundRatio: Int64?, available: Int64?, cgroupLimit: Int64?) -> Int64 {
@@ -90,6 +90,28 @@ public final class CacheRelease: Sendable {
         guard let ratio = backgroundRatio, (0...100).contains(ratio), var memory = available else { return 0 }
         if let limit = cgroupLimit { memory = min(memory, limit) }
         return memory * ratio / 100
+    }
+
+    /// MemAvailable, in bytes, from the text of /proc/meminfo.
+    public static func memAvailable(_ meminfo: String) -> Int64? {
+        guard let line = meminfo.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+              let kib = Int64(line.split(separator: " ").dropFirst().first ?? "") else { return nil }
+        return kib * 1024
+    }
+
+    /// The memory limit of the cgroup that the text of /proc/self/cgroup names (v2 memory.max,
+    /// else v1 memory.limit_in_bytes, read through `read`); nil when there is none.
+    public static func cgroupMemoryLimit(_ selfCgroup: String, read: (String) -> Int64?) -> Int64? {
+        for line in selfCgroup.split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3 else { continue }
+            let path = fields[2] == "/" ? "" : String(fields[2])
+            if fields[0] == "0", fields[1].isEmpty, let limit = read("/sys/fs/cgroup" + path + "/memory.max") { return limit }
+            // cgroup v1 writes "no limit" as a number near Int64.max.
+            if fields[1].split(separator: ",").contains("memory"), let limit = read("/sys/fs/cgroup/memory" + path + "/memory.limit_in_bytes"),
+               limit < Int64.max / 2 { return limit }
+        }
+        return nil
     }
 
     deinit { finish() }
@@ -138,31 +160,9 @@ public final class CacheRelease: Sendable {
     }
 }
 
+private func readText(_ path: String) -> String? { try? String(contentsOfFile: path, encoding: .utf8) }
+
 /// A number read from a one-line file (/proc/sys, cgroup files); nil when missing or "max".
-func readNumber(_ path: String) -> Int64? {
-    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
-    return Int64(text.trimmingCharacters(in: .whitespacesAndNewlines))
-}
-
-/// MemAvailable from /proc/meminfo, in bytes.
-func memAvailable() -> Int64? {
-    guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
-          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
-          let kib = Int64(line.split(separator: " ").dropFirst().first ?? "") else { return nil }
-    return kib * 1024
-}
-
-/// The memory limit of this process's cgroup (v2 memory.max, else v1 memory.limit_in_bytes);
-/// nil when there is none.
-func cgroupMemoryLimit() -> Int64? {
-    guard let text = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) else { return nil }
-    for line in text.split(separator: "\n") {
-        let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-        guard fields.count == 3 else { continue }
-        let path = fields[2] == "/" ? "" : String(fields[2])
-        if fields[0] == "0", fields[1].isEmpty, let limit = readNumber("/sys/fs/cgroup" + path + "/memory.max") { return limit }
-        if fields[1].split(separator: ",").contains("memory"), let limit = readNumber("/sys/fs/cgroup/memory" + path + "/memory.limit_in_bytes"),
-           limit < Int64.max / 2 { return limit }
-    }
-    return nil
+private func readNumber(_ path: String) -> Int64? {
+    readText(path).flatMap { Int64($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
 }

@@ -125,13 +125,7 @@ import TestSupport
         let dir = TempDir()
         defer { dir.remove() }
         var gen = SeededBytes(seed: 7)
-        func written(_ name: String, _ size: Int) -> Int32 {
-            let fd = open(dir.path + "/" + name, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-            let data = gen.data(size)
-            _ = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            fsync(fd)
-            return fd
-        }
+        func written(_ name: String, _ size: Int) -> Int32 { writtenAndSynced(dir.path + "/" + name, gen.data(size)) }
         let release = CacheRelease(minimum: 1 << 20, window: 64 << 20, allowance: 5 << 20)
         var kept: [Int32] = []
         for k in 0..<2 {
@@ -165,6 +159,30 @@ import TestSupport
         #expect(CacheRelease.allowance(backgroundBytes: 0, backgroundRatio: 10, available: nil, cgroupLimit: gib) == 0)
     }
 
+    /// The inputs of the allowance are read from the kernel's own text: MemAvailable from
+    /// /proc/meminfo, the memory limit of the cgroup that /proc/self/cgroup names (v2 or v1).
+    @Test func theKernelsMemoryFiguresAreParsed() {
+        let meminfo = "MemTotal:       24589328 kB\nMemFree:         1048576 kB\nMemAvailable:   20971520 kB\nBuffers:   10 kB\n"
+        let kib: Int64 = 20_971_520
+        #expect(CacheRelease.memAvailable(meminfo) == kib * 1024)
+        #expect(CacheRelease.memAvailable("MemTotal: 1 kB\nMemFree: 1 kB\n") == nil, "a kernel without MemAvailable")
+        #expect(CacheRelease.memAvailable("MemAvailable: lots kB\n") == nil)
+
+        let files: [String: Int64] = [
+            "/sys/fs/cgroup/kubepods/pod1/memory.max": 512 << 20,
+            "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes": 256 << 20,
+            "/sys/fs/cgroup/memory/unlimited/memory.limit_in_bytes": 9_223_372_036_854_771_712,
+            "/sys/fs/cgroup/memory.max": 1 << 30,
+        ]
+        let read: (String) -> Int64? = { files[$0] }  // "max" reads as no number, as readNumber does
+        #expect(CacheRelease.cgroupMemoryLimit("0::/kubepods/pod1\n", read: read) == 512 << 20, "cgroup v2")
+        #expect(CacheRelease.cgroupMemoryLimit("0::/\n", read: read) == 1 << 30, "cgroup v2 at the root")
+        #expect(CacheRelease.cgroupMemoryLimit("0::/user.slice/no-limit\n", read: read) == nil, "memory.max is \"max\"")
+        #expect(CacheRelease.cgroupMemoryLimit("5:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n", read: read) == 256 << 20, "cgroup v1")
+        #expect(CacheRelease.cgroupMemoryLimit("4:memory:/unlimited\n", read: read) == nil, "v1 writes no limit as a number near Int64.max")
+        #expect(CacheRelease.cgroupMemoryLimit("garbage\n\n", read: read) == nil)
+    }
+
     /// CacheRelease takes only regular files of at least `minimum` bytes, holds them until
     /// `window` bytes of later files complete, then drops their pages and closes them.
     @Test(.enabled(if: pageCacheIsObservable, "the temporary directory is on tmpfs, whose pages never leave"))
@@ -172,13 +190,7 @@ import TestSupport
         let dir = TempDir()
         defer { dir.remove() }
         var gen = SeededBytes(seed: 5)
-        func written(_ name: String, _ size: Int) -> Int32 {
-            let fd = open(dir.path + "/" + name, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-            let data = gen.data(size)
-            _ = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            fsync(fd)  // clean pages: the first advice already drops them
-            return fd
-        }
+        func written(_ name: String, _ size: Int) -> Int32 { writtenAndSynced(dir.path + "/" + name, gen.data(size)) }
         let release = CacheRelease(minimum: 1 << 20, window: 3 << 20, allowance: 0)
         let small = written("small", 4096)
         #expect(!release.take(small), "a file under the minimum stays the caller's")
@@ -199,4 +211,13 @@ import TestSupport
             #expect(cached.resident == 0, "f\(k): \(cached.resident) of \(cached.pages) pages still cached")
         }
     }
+}
+
+/// An open descriptor of a new file holding `data`, written back (clean pages: the first advice
+/// to drop them already does).
+private func writtenAndSynced(_ path: String, _ data: Data) -> Int32 {
+    let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+    _ = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    fsync(fd)
+    return fd
 }
