@@ -2,19 +2,21 @@
 # Many small files (a workspace's node_modules and build trees) against restic, run by
 # `make bench` (and on its own):
 #
-#   scripts/bench-files.sh [--files N[,N...]] [--no-build]
+#   scripts/bench-files.sh [--files N[,N...]] [--per-dir K] [--no-build]
 #
 #   --files N,M   corpus sizes in files (default $BENCH_FILES, else 250000,1000000): each size is
 #                 a separate run, so peak memory can be compared between sizes
+#   --per-dir K   K files in every package directory instead of 1-60 (K=1: one file a directory,
+#                 where the cost of each directory shows); results in bench-work/files-per-dir-K
 #   --no-build    use the release build as it is
 #
 # For each size: generate the corpus (scripts/gen-small-files.py: 0-16 KiB files, deep trees,
-# ~25 files a directory), then, each tool into a fresh local repository, in this order:
+# ~25 files a directory unless --per-dir), then, each tool into a fresh local repository, in this order:
 # ours full, restic full, ours unchanged, restic unchanged, touch 1% of the files, ours after
 # the touch, restic after the touch, ours restore, restic restore; both restores are compared
 # with the corpus (scripts/compare-trees.py: bytes, modes, mtimes). Every step is timed with
 # /usr/bin/time after the page cache was dropped (when root) and the corpus read back in.
-# Results: bench-work/files/results.md (a table for docs/benchmarks.md, ratios restic/ours).
+# Results: bench-work/files/results.md or files-per-dir-K/results.md (a table for docs/benchmarks.md, ratios restic/ours).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -23,21 +25,27 @@ source scripts/bench-lib.sh
 
 SIZES=${BENCH_FILES:-250000,1000000}
 BUILD=1
+PER_DIR=
 while (($#)); do
     case $1 in
         --files) SIZES=${2:?--files needs a value}; shift 2 ;;
         --files=*) SIZES=${1#*=}; shift ;;
+        --per-dir) PER_DIR=${2:?--per-dir needs a value}; shift 2 ;;
+        --per-dir=*) PER_DIR=${1#*=}; shift ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-files: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 [[ "$SIZES" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || { echo "bench-files: --files takes N[,N...]" >&2; exit 2; }
+[[ -z "$PER_DIR" || "$PER_DIR" =~ ^[1-9][0-9]*$ ]] || { echo "bench-files: --per-dir takes a positive number" >&2; exit 2; }
 for tool in restic python3 /usr/bin/time; do
     command -v "$tool" > /dev/null || { echo "bench-files: $tool is missing: run scripts/install-deps.sh" >&2; exit 1; }
 done
 
-W="$ROOT/bench-work/files"
+W="$ROOT/bench-work/files${PER_DIR:+-per-dir-$PER_DIR}"
+GEN_SHAPE=()
+if [[ -n "$PER_DIR" ]]; then GEN_SHAPE=(--per-dir "$PER_DIR"); fi
 rm -rf "$W"
 mkdir -p "$W/logs"
 LOGS="$W/logs"
@@ -87,7 +95,7 @@ for size in "${SIZE_LIST[@]}"; do
         exit 1
     fi
     say "generate $size files"
-    python3 scripts/gen-small-files.py "$W/corpus" --files "$size" | tee "$LOGS/$size-gen.log"
+    python3 scripts/gen-small-files.py "$W/corpus" --files "$size" "${GEN_SHAPE[@]}" | tee "$LOGS/$size-gen.log"
     bytes=$(du -sb "$W/corpus" | cut -f1)
     dirs=$(find "$W/corpus" -type d | wc -l)
     echo "$size	$bytes	$dirs" >> "$W/corpora.tsv"
@@ -111,14 +119,14 @@ for size in "${SIZE_LIST[@]}"; do
 done
 
 # Report: one row per size and step, ours against restic.
-python3 - "$TSV" "$W/corpora.tsv" "$(restic version | head -n 1)" > "$W/results.md" <<'EOF'
+python3 - "$TSV" "$W/corpora.tsv" "$(restic version | head -n 1)" "${PER_DIR:-1-60}" > "$W/results.md" <<'EOF'
 import sys
 steps = {}
 for line in open(sys.argv[1]):
     size, step, tool, secs, rss, user, sys_ = line.split("\t")
     steps[(int(size), step, tool)] = (float(secs), int(rss) / 1024)
 corpora = {int(l.split("\t")[0]): (int(l.split("\t")[1]), int(l.split("\t")[2])) for l in open(sys.argv[2])}
-print(f"Many small files, against {sys.argv[3]}, local repositories (seconds, peak RSS MiB; ratio = restic / ours, above 1 is ours faster or smaller)\n")
+print(f"Many small files ({sys.argv[4]} files a package directory), against {sys.argv[3]}, local repositories (seconds, peak RSS MiB; ratio = restic / ours, above 1 is ours faster or smaller)\n")
 print("| files | MiB | dirs | step | ours s | restic s | speed ratio | ours MiB | restic MiB | memory ratio |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for size in sorted(corpora):

@@ -14,7 +14,8 @@
 #                      $BENCH_PGBENCH_SCALE, else 70 x N / 1024: about N MiB on disk)
 #   --no-postgres      skip the PostgreSQL agent benchmark (scripts/bench-postgres.sh)
 #   --files N[,N...]   corpus sizes of the many-small-files benchmark (scripts/bench-files.sh;
-#                      default $BENCH_FILES, else 250000,1000000)
+#                      default $BENCH_FILES, else 250000,1000000); a run of 20,000 files, each
+#                      in a directory of its own (--per-dir 1), follows it
 #   --no-files         skip the many-small-files benchmark
 #   --no-prune         skip the forget-and-prune benchmark (scripts/bench-prune.sh)
 #
@@ -692,6 +693,8 @@ fi
 if [[ $FILES -eq 1 ]]; then
     say "many small files (scripts/bench-files.sh --files $FILE_SIZES)"
     "$ROOT/scripts/bench-files.sh" --no-build --files "$FILE_SIZES"
+    say "one file a directory (scripts/bench-files.sh --files 20000 --per-dir 1)"
+    "$ROOT/scripts/bench-files.sh" --no-build --files 20000 --per-dir 1
 fi
 # --- forget and prune --------------------------------------------------------------------------
 if [[ $PRUNE -eq 1 ]]; then

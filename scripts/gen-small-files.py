@@ -2,11 +2,13 @@
 """Deterministic corpus of many small files, like a workspace's node_modules and build trees
 (scripts/bench-files.sh):
 
-    python3 scripts/gen-small-files.py DIR --files N [--seed S]
+    python3 scripts/gen-small-files.py DIR --files N [--per-dir K] [--seed S]
 
 N files of 0-16 KiB (uniform), half text-like (JavaScript/JSON-ish lines, compressible), half
 random; in a deep tree: packages of 1-60 files in directories 3-9 levels deep, about 25 files a
-directory. The same seed always gives the same names and bytes.
+directory, or of exactly K files with --per-dir K (K=1: every file in a directory of its own,
+the case where the cost of a directory dominates). The same seed always gives the same names
+and bytes.
 
     python3 scripts/gen-small-files.py DIR --touch-percent 1 [--seed S]
 
@@ -32,7 +34,7 @@ def text_bytes(rng, size):
     return bytes(out[:size])
 
 
-def generate(root, files, seed):
+def generate(root, files, seed, per_dir=None):
     rng = random.Random(seed)
     made = 0
     package = 0
@@ -42,7 +44,7 @@ def generate(root, files, seed):
         package += 1
         directory = os.path.join(root, *parts)
         os.makedirs(directory, exist_ok=True)
-        for i in range(min(rng.randint(1, 60), files - made)):
+        for i in range(min(per_dir or rng.randint(1, 60), files - made)):
             size = rng.randint(0, 16 * 1024)
             data = text_bytes(rng, size) if rng.random() < 0.5 else rng.randbytes(size)
             with open(os.path.join(directory, f"f{i}.{'js' if i % 3 else 'json'}"), "wb") as f:
@@ -73,6 +75,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dir")
     parser.add_argument("--files", type=int)
+    parser.add_argument("--per-dir", type=int, help="files in each package directory (default 1-60)")
     parser.add_argument("--touch-percent", type=float)
     parser.add_argument("--seed", type=int, default=1)
     opts = parser.parse_args()
@@ -81,7 +84,9 @@ def main():
     if opts.files is not None:
         if opts.files < 1:
             parser.error("--files must be positive")
-        print(f"{generate(opts.dir, opts.files, opts.seed)} files written under {opts.dir}")
+        if opts.per_dir is not None and opts.per_dir < 1:
+            parser.error("--per-dir must be positive")
+        print(f"{generate(opts.dir, opts.files, opts.seed, opts.per_dir)} files written under {opts.dir}")
     else:
         print(f"{touch(opts.dir, opts.touch_percent, opts.seed)} files touched under {opts.dir}")
 

@@ -98,7 +98,19 @@ extension Archiver {
                 }
                 // A file got here because it changed: its parent entry has nothing more to give.
                 let parent = child.type == .file ? nil : previous
-                group.addTask { (i, try await self.archive(path: childPath, node: child, parent: parent, stats: stats)) }
+                if child.type == .dir {
+                    guard directoryTasks.add(1, ordering: .relaxed).newValue <= directoryTaskLimit else {
+                        directoryTasks.subtract(1, ordering: .relaxed)
+                        nodes[i] = try await archive(path: childPath, node: child, parent: parent, stats: stats)
+                        continue
+                    }
+                    group.addTask {
+                        defer { self.directoryTasks.subtract(1, ordering: .relaxed) }
+                        return (i, try await self.archive(path: childPath, node: child, parent: parent, stats: stats))
+                    }
+                } else {
+                    group.addTask { (i, try await self.archive(path: childPath, node: child, parent: parent, stats: stats)) }
+                }
                 inFlight += 1
             }
             for try await (j, done) in group { nodes[j] = done }

@@ -66,6 +66,12 @@ public final class Archiver: Sendable {
     let pools: ChunkPools
     /// Files and streams being read right now.
     let activeReaders = Atomic<Int>(0)
+    /// Directories archived in tasks of their own right now. Each directory runs a few children
+    /// at once, so without a bound on the whole walk nested directories multiply: a tree of
+    /// 50,000 one-file directories had every one of them in flight (14 MiB of task frames).
+    /// Past `directoryTaskLimit`, a subdirectory is walked inline, depth first.
+    let directoryTasks = Atomic<Int>(0)
+    let directoryTaskLimit = max(8, ProcessInfo.processInfo.activeProcessorCount * 8)
 
     public init(repository: Repository, writer: BlobWriter, progress: ProgressCounters, fileConcurrency: Int) {
         repo = repository

@@ -12,14 +12,31 @@ final class TreeCache: Sendable {
     /// Bytes of tree packs one repository loads into memory at most.
     static let limit: Int64 = 256 << 20
 
-    /// A cached tree blob as stored (compressed and encrypted, a few times smaller than its
-    /// JSON): it is opened, and its id checked, when it is read.
-    struct Sealed: Sendable {
-        let bytes: Data
-        let location: BlobLocation
+    /// A tree pack in memory: its bytes as stored (read whole and checked; tree blobs stay
+    /// compressed and encrypted, a few times smaller than their JSON, and are opened and checked
+    /// when read) and which of its trees a walk has taken. No per-tree copy or map is kept: the
+    /// index says where a tree is, so a directory costs 4 bytes and a bit here, not a heap
+    /// object and a map entry (a tree of 50,000 one-file directories took 31 MiB that way).
+    private struct Pack {
+        let data: Data
+        /// The offsets of the pack's tree blobs, ascending: a tree's position in `taken`.
+        let offsets: [UInt32]
+        var taken: [UInt64]
+        var left: Int
+
+        func position(of blob: PackedBlob) -> Int? {
+            var low = 0, high = offsets.count
+            while low < high {
+                let mid = (low + high) / 2
+                if offsets[mid] < blob.offset { low = mid + 1 } else { high = mid }
+            }
+            return low < offsets.count && offsets[low] == blob.offset ? low : nil
+        }
+
+        func isTaken(_ i: Int) -> Bool { taken[i >> 6] & (1 << UInt64(i & 63)) != 0 }
     }
 
-    private let trees = Mutex<[BlobID: Sealed]>([:])
+    private let packs = Mutex<[PackID: Pack]>([:])
     private struct Loads {
         /// Every pack load started, under way or done: a pack is loaded once, and a walk that
         /// needs a pack another walk is loading waits for that load.
@@ -29,16 +46,52 @@ final class TreeCache: Sendable {
     }
     private let loads = Mutex(Loads())
 
-    func get(_ id: BlobID) -> Sealed? { trees.withLock { $0[id] } }
+    /// The stored bytes of the tree blob at `location` when its pack is in memory and no walk
+    /// took it. With `take` it is marked taken (a walk that reads every tree once: restore, a
+    /// backup's parent trees), and a pack whose trees were all taken is dropped, so memory is
+    /// given back as the walk goes.
+    func sealed(at location: BlobLocation, take: Bool) -> Data? {
+        guard location.blob.type == .tree else { return nil }
+        return packs.withLock { packs -> Data? in
+            // The lookup's copy of the entry ends before the entry is changed in place (no copy
+            // of its bitmap for every tree taken).
+            let found: (i: Int, bytes: Data, last: Bool)? = {
+                guard let pack = packs[location.pack], let i = pack.position(of: location.blob), !pack.isTaken(i) else { return nil }
+                let start = pack.data.startIndex + Int(location.blob.offset), end = start + Int(location.blob.length)
+                guard end <= pack.data.endIndex else { return nil }
+                return (i, pack.data[start..<end], pack.left == 1)
+            }()
+            guard let found else { return nil }
+            if take {
+                if found.last {
+                    packs[location.pack] = nil
+                } else {
+                    packs[location.pack]!.taken[found.i >> 6] |= 1 << UInt64(found.i & 63)
+                    packs[location.pack]!.left -= 1
+                }
+            }
+            return found.bytes
+        }
+    }
 
-    /// Removes and returns a tree blob: a walk that reads every tree once (restore, a backup's
-    /// parent trees) takes them, so memory is given back as the walk goes.
-    func take(_ id: BlobID) -> Sealed? { trees.withLock { $0.removeValue(forKey: id) } }
+    /// How many tree packs are in memory (tests).
+    var packsHeld: Int { packs.withLock { $0.count } }
 
-    func contains(_ id: BlobID) -> Bool { trees.withLock { $0[id] != nil } }
+    /// Whether the tree blob at `location` is in memory and not taken.
+    func contains(_ location: BlobLocation) -> Bool {
+        packs.withLock { packs in
+            guard let pack = packs[location.pack], let i = pack.position(of: location.blob) else { return false }
+            return !pack.isTaken(i)
+        }
+    }
 
-    fileprivate func put(_ entries: [(BlobID, Sealed)]) {
-        trees.withLock { for (id, sealed) in entries { $0[id] = sealed } }
+    /// Keeps `data`, the whole of tree pack `pack`, whose header lists `entries`.
+    func put(_ pack: PackID, data: Data, entries: [PackedBlob]) {
+        let offsets = entries.filter { $0.type == .tree }.map(\.offset).sorted()
+        guard !offsets.isEmpty else { return }
+        let kept = Pack(data: data, offsets: offsets, taken: [UInt64](repeating: 0, count: (offsets.count + 63) / 64),
+                        left: offsets.count)
+        packs.withLock { $0[pack] = kept }
     }
 
     /// Forgets every cached tree and pack load (after a backup: the trees of its parent's packs
@@ -47,7 +100,7 @@ final class TreeCache: Sendable {
     /// later is kept.
     func reset() {
         loads.withLock { $0 = Loads() }
-        trees.withLock { $0.removeAll() }
+        packs.withLock { $0.removeAll() }
     }
 
     /// The loads of `packs` (with their sizes): those already started are shared; new ones are
@@ -106,7 +159,7 @@ extension Repository {
     /// Loads the packs holding `ids` (trees not in memory yet) whole, checked, and keeps every
     /// tree blob of them in memory.
     func loadTreePacks(holding ids: [BlobID], connections: Int, limit: Int64 = TreeCache.limit) async throws {
-        let packs = Set(ids.filter { !treeCache.contains($0) }.compactMap { index.lookup($0)?.pack })
+        let packs = Set(ids.compactMap { index.lookup($0) }.filter { !treeCache.contains($0) }.map(\.pack))
         try await loadTreePacks(packs.map { ($0, index.packSize($0) ?? 0) }, connections: connections, limit: limit)
     }
 
@@ -123,25 +176,20 @@ extension Repository {
     /// own header says where they are, so no scan of the index is needed.
     private func cacheTreePack(_ pack: PackID) async throws {
         let (data, entries) = try await loadWholePackAndHeader(pack)
-        let trees = entries.filter { $0.type == .tree }.map { entry in
-            let start = Int(entry.offset)
-            return (entry.id, TreeCache.Sealed(bytes: Data(data[start..<(start + Int(entry.length))]),
-                                               location: BlobLocation(pack: pack, blob: entry)))
-        }
-        treeCache.put(trees)
+        treeCache.put(pack, data: data, entries: entries)
     }
 
     /// A cached tree's plaintext (taken out of the cache with `take`), or nil when it is not cached.
     func cachedTree(_ id: BlobID, take: Bool) throws -> Data? {
-        guard let sealed = take ? treeCache.take(id) : treeCache.get(id) else { return nil }
-        return try sealed.bytes.withUnsafeBytes { try openBlob($0, sealed.location) }
+        guard let location = index.lookup(id), let sealed = treeCache.sealed(at: location, take: take) else { return nil }
+        return try sealed.withUnsafeBytes { try openBlob($0, location) }
     }
 
     /// A tree that a walk reads once (restore, a backup's parent trees): when it is not in memory,
     /// its whole pack is loaded (one request brings the trees of many directories, which the
     /// walk will ask for next), then the tree is taken out of the cache.
     func walkTree(_ id: BlobID) async throws -> Tree {
-        if !treeCache.contains(id) { try await loadTreePacks(holding: [id], connections: 1) }
+        if let location = index.lookup(id), !treeCache.contains(location) { try await loadTreePacks(holding: [id], connections: 1) }
         return try await takeTree(id)
     }
 }
